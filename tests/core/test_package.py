@@ -1,0 +1,37 @@
+"""Packaging contracts: a light ``import tokenlean`` and pinned public names."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import tokenlean
+
+HEAVY = ("torch", "faiss", "sentence_transformers", "langchain", "langchain_core", "llama_index", "redis")
+
+
+def test_import_tokenlean_stays_light() -> None:
+    # A fresh interpreter: this test process has already imported test dependencies.
+    code = (
+        "import sys, json, tokenlean, tokenlean.types, tokenlean.errors, tokenlean.cli;"
+        "print(json.dumps(sorted(m for m in sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(out.stdout))
+    heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY)
+    assert heavy == [], f"import tokenlean pulled in {heavy}"
+
+
+def test_lazy_names_resolve() -> None:
+    for name in tokenlean.__all__:
+        assert getattr(tokenlean, name) is not None, name
+
+
+def test_unknown_attribute_is_attribute_error() -> None:
+    try:
+        tokenlean.no_such_name  # noqa: B018
+    except AttributeError as exc:
+        assert "no_such_name" in str(exc)
+    else:  # pragma: no cover
+        raise AssertionError("expected AttributeError")
