@@ -60,7 +60,9 @@ def local_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
-def local_llm_pair(local_llm: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, object]]:
+def local_llm_pair(
+    local_llm: object, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[object, object]]:
     """Two real servers of the same model: two replicas for routing tests."""
     second = _start_llm(tmp_path_factory.mktemp("llm"), "llm-b")
     yield local_llm, second

@@ -7,10 +7,10 @@ errors) and never torch, faiss, redis, langchain or llama_index; a name such as
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tokenlean import errors
+from tokenlean._lazy import lazy_exports
 from tokenlean.errors import TokenleanError
 from tokenlean.types import Message, Request, Response, ToolCall, Usage, normalize_usage
 
@@ -43,17 +43,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tokenlean' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals(), __all__)
 
 
 if TYPE_CHECKING:

@@ -108,7 +108,9 @@ class SentenceTransformerEmbedder:
             if self.threads is not None:
                 torch.set_num_threads(self.threads)
             model = SentenceTransformer(path, device=self.device)
-            get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+            get_dim = (
+                getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+            )
             self._dim = int(get_dim())
             logger.info("loaded embedding model %s (dim %d) from %s", self.name, self._dim, path)
             self._model = model

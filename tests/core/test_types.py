@@ -86,10 +86,20 @@ def test_response_round_trip_is_lossless(msg: dict, pt: int, ct: int, cached: in
 
 
 def test_usage_normalises_providers() -> None:
-    anthropic = {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 7}
+    anthropic = {
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "cache_read_input_tokens": 100,
+        "cache_creation_input_tokens": 7,
+    }
     u = normalize_usage(anthropic)
     assert (u.input_tokens, u.cached_input_tokens, u.cache_write_tokens, u.output_tokens) == (117, 100, 7, 5)
-    lc = {"input_tokens": 30, "output_tokens": 3, "total_tokens": 33, "input_token_details": {"cache_read": 20}}
+    lc = {
+        "input_tokens": 30,
+        "output_tokens": 3,
+        "total_tokens": 33,
+        "input_token_details": {"cache_read": 20},
+    }
     assert normalize_usage(lc) == Usage(input_tokens=30, output_tokens=3, cached_input_tokens=20)
     assert Usage(1, 2) + Usage(3, 4, 1) == Usage(4, 6, 1)
 
@@ -110,6 +120,8 @@ def test_malformed_messages_are_typed_errors(bad: object) -> None:
 
 
 def test_tool_call_arguments() -> None:
-    call = ToolCall.from_openai({"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}})
+    call = ToolCall.from_openai(
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+    )
     assert call.parsed_arguments() == {"a": 1}
     assert call.to_openai()["function"]["arguments"] == '{"a": 1}'

@@ -1,1 +1,55 @@
-"""placeholder"""
+"""Semantic response cache: exact tier, guarded semantic tier, embedded (faiss + SQLite) and Redis backends.
+
+Heavy dependencies (faiss, redis, the embedding model) load only when a cache is built or used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY: dict[str, str] = {
+    "SemanticCache": "tokenlean.cache.semantic",
+    "CacheResult": "tokenlean.cache.semantic",
+    "StoreResult": "tokenlean.cache.semantic",
+    "ScopeConfig": "tokenlean.cache.semantic",
+    "scope_of": "tokenlean.cache.semantic",
+    "LabelledPair": "tokenlean.cache.scoring",
+    "PairScorer": "tokenlean.cache.scoring",
+    "CacheEntry": "tokenlean.cache.store",
+    "CacheStore": "tokenlean.cache.store",
+    "SQLiteStore": "tokenlean.cache.store",
+    "VectorIndex": "tokenlean.cache.index",
+    "FaissIndex": "tokenlean.cache.index",
+    "CacheBackend": "tokenlean.cache.backends",
+    "EmbeddedBackend": "tokenlean.cache.backends",
+    "RedisBackend": "tokenlean.cache.redis_backend",
+    "RedisStackServer": "tokenlean.cache.redis_server",
+    "normalize_text": "tokenlean.cache.guards",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tokenlean.cache' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from tokenlean.cache.backends import CacheBackend, EmbeddedBackend
+    from tokenlean.cache.guards import normalize_text
+    from tokenlean.cache.index import FaissIndex, VectorIndex
+    from tokenlean.cache.redis_backend import RedisBackend
+    from tokenlean.cache.redis_server import RedisStackServer
+    from tokenlean.cache.scoring import LabelledPair, PairScorer
+    from tokenlean.cache.semantic import CacheResult, ScopeConfig, SemanticCache, StoreResult, scope_of
+    from tokenlean.cache.store import CacheEntry, CacheStore, SQLiteStore

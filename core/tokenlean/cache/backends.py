@@ -1,0 +1,202 @@
+"""The embedded backend: a ``CacheStore`` (SQLite) plus a ``VectorIndex`` (faiss) kept in step.
+
+``SemanticCache`` talks to a backend through the few methods of :class:`CacheBackend`; the
+embedded one composes the two protocols, the Redis one (:mod:`tokenlean.cache.redis_backend`) does
+both in Redis. The index is rebuilt from the stored embeddings on start, and before every search it
+catches up with entries and deletions committed by other processes (a cheap ``data_version`` check
+when nothing changed).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from tokenlean.cache.index import FaissIndex, VectorIndex
+from tokenlean.cache.store import CacheEntry, CacheStore, SQLiteStore
+
+__all__ = ["CacheBackend", "EmbeddedBackend"]
+
+
+@runtime_checkable
+class CacheBackend(Protocol):
+    """What ``SemanticCache`` needs from storage; failures raise ``CacheBackendError``."""
+
+    def get_exact(self, namespace: str, key: str) -> CacheEntry | None: ...
+
+    def search(self, namespace: str, vector: np.ndarray, k: int) -> list[tuple[CacheEntry, float]]: ...
+
+    def put(self, entry: CacheEntry, ttl: float | None) -> CacheEntry: ...
+
+    def touch(self, entry: CacheEntry) -> None: ...
+
+    def set_min_score(self, entry: CacheEntry, value: float) -> None: ...
+
+    def delete(self, entry: CacheEntry) -> None: ...
+
+    def enforce(self, max_entries: int | None, policy: str) -> int: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def clear(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class EmbeddedBackend:
+    """faiss + SQLite in this process; the file may be shared with other processes.
+
+    ``path`` is the SQLite file (``":memory:"`` for a throw-away cache). ``index`` defaults to a
+    :class:`FaissIndex` of the embedder's dimension, created on the first vector.
+    """
+
+    def __init__(
+        self,
+        path: str | Path = ":memory:",
+        *,
+        store: CacheStore | None = None,
+        index: VectorIndex | None = None,
+        hnsw_threshold: int = 20_000,
+        synchronous: str = "NORMAL",
+    ) -> None:
+        self.store: Any = store if store is not None else SQLiteStore(path, synchronous=synchronous)
+        self.index: VectorIndex | None = index
+        self.hnsw_threshold = hnsw_threshold
+        self._lock = threading.RLock()
+        self._marks = (0, 0)
+        self._version = -1
+        self._loaded = False
+
+    # -- index upkeep --------------------------------------------------------------------------
+    def _ensure_index(self, dim: int) -> VectorIndex:
+        if self.index is None:
+            self.index = FaissIndex(dim, hnsw_threshold=self.hnsw_threshold)
+        return self.index
+
+    def _sync(self) -> None:
+        """Load everything on first use, then apply other processes' writes since last time."""
+        store = self.store
+        if not hasattr(store, "changes_since"):
+            if not self._loaded:
+                for i, ns, vec in store.all_vectors():
+                    self._ensure_index(len(vec)).add(ns, [i], vec.reshape(1, -1))
+                self._loaded = True
+            return
+        version = store.data_version()
+        if self._loaded and version == self._version:
+            return
+        added, deleted, new_id, new_seq = store.changes_since(*self._marks)
+        by_ns: dict[str, list[tuple[int, np.ndarray]]] = {}
+        for i, ns, vec in added:
+            by_ns.setdefault(ns, []).append((i, vec))
+        for ns, rows in by_ns.items():
+            idx = self._ensure_index(len(rows[0][1]))
+            idx.add(ns, [r[0] for r in rows], np.stack([r[1] for r in rows]))
+        if self.index is not None:
+            for i, ns in deleted:
+                self.index.remove(ns, [i])
+        self._marks = (new_id, new_seq)
+        self._version = version
+        self._loaded = True
+
+    # -- CacheBackend --------------------------------------------------------------------------
+    def get_exact(self, namespace: str, key: str) -> CacheEntry | None:
+        entry = self.store.get_by_key(namespace, key)
+        if entry is not None and entry.expired():
+            self.delete(entry)
+            return None
+        return entry
+
+    def search(self, namespace: str, vector: np.ndarray, k: int) -> list[tuple[CacheEntry, float]]:
+        with self._lock:
+            self._sync()
+            if self.index is None:
+                return []
+            found = self.index.search(namespace, vector, k)
+        if not found:
+            return []
+        getter = getattr(self.store, "get_many", None)
+        entries = getter([i for i, _ in found]) if getter else {i: self.store.get(i) for i, _ in found}
+        out: list[tuple[CacheEntry, float]] = []
+        now = time.time()
+        for i, sim in found:
+            entry = entries.get(i)
+            if entry is None or entry.namespace != namespace:
+                continue  # deleted meanwhile (or never ours): not a hit
+            if entry.expired(now):
+                self.delete(entry)
+                continue
+            out.append((entry, sim))
+        return out
+
+    def put(self, entry: CacheEntry, ttl: float | None) -> CacheEntry:
+        if ttl is not None:
+            entry.expires_at = entry.created_at + ttl
+        with self._lock:
+            self._sync()  # catch up first so our marks never skip another process's rows
+            self.store.put(entry)
+            assert entry.id is not None
+            if entry.embedding is not None:
+                self._ensure_index(len(entry.embedding)).add(
+                    entry.namespace, [int(entry.id)], np.asarray(entry.embedding, np.float32).reshape(1, -1)
+                )
+        return entry
+
+    def touch(self, entry: CacheEntry) -> None:
+        if entry.id is not None:
+            self.store.touch(int(entry.id))
+
+    def set_min_score(self, entry: CacheEntry, value: float) -> None:
+        if entry.id is not None:
+            self.store.set_min_score(int(entry.id), value)
+            entry.min_score = value
+
+    def delete(self, entry: CacheEntry) -> None:
+        if entry.id is None:
+            return
+        self.store.delete([int(entry.id)])
+        with self._lock:
+            if self.index is not None:
+                self.index.remove(entry.namespace, [int(entry.id)])
+
+    def enforce(self, max_entries: int | None, policy: str) -> int:
+        gone = list(self.store.expire())
+        if max_entries is not None:
+            gone += self.store.evict(max_entries, policy)
+        with self._lock:
+            if self.index is not None:
+                for i, ns in gone:
+                    self.index.remove(ns, [i])
+        return len(gone)
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"backend": "embedded", "path": getattr(self.store, "path", None)}
+        if hasattr(self.store, "stats"):
+            out.update(self.store.stats())
+        else:
+            out["entries"] = self.store.count()
+        if self.index is not None:
+            out["indexed"] = len(self.index)
+            mem = getattr(self.index, "memory_bytes", None)
+            if mem is not None:
+                out["index_bytes"] = mem()
+        return out
+
+    def clear(self) -> None:
+        self.store.clear()
+        with self._lock:
+            if self.index is not None:
+                self.index.clear()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def bulk_load(self, entries: Sequence[CacheEntry]) -> None:
+        """Insert many entries at once (benchmarks, warm-up imports)."""
+        for e in entries:
+            self.put(e, None)

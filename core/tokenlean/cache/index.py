@@ -1,0 +1,200 @@
+"""Vector indexes for the semantic tier: the ``VectorIndex`` protocol and its faiss implementation.
+
+One index shard per scope namespace: a lookup only ever searches the entries of its own scope
+(model, parameters, system prompt, conversation, tenant), so a hit across tenants is impossible by
+construction rather than by a filter someone might forget.
+
+A shard starts as an exact inner-product index (``IndexFlatIP``: vectors are L2-normalised, so
+inner product is cosine) and turns into HNSW once it passes ``hnsw_threshold`` entries: a flat scan
+of 100k x 384 floats reads 150 MB per query (~15 ms), HNSW answers in well under a millisecond.
+HNSW cannot delete, so removed ids become tombstones filtered from results, and the shard is
+rebuilt when a fifth of it is dead.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from tokenlean.errors import ConfigError, MissingDependencyError
+
+__all__ = ["FaissIndex", "VectorIndex"]
+
+
+@runtime_checkable
+class VectorIndex(Protocol):
+    """Nearest neighbours by inner product, partitioned by namespace; ids are the store's ids."""
+
+    def add(self, namespace: str, ids: Sequence[int], vectors: np.ndarray) -> None: ...
+
+    def remove(self, namespace: str, ids: Sequence[int]) -> None: ...
+
+    def search(self, namespace: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]: ...
+
+    def __len__(self) -> int: ...
+
+    def clear(self) -> None: ...
+
+
+def _faiss() -> Any:
+    try:
+        import faiss
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise MissingDependencyError("faiss-cpu", extra="embeddings") from exc
+    return faiss
+
+
+class _Shard:
+    """One namespace: a flat or HNSW faiss index plus the id mapping and tombstones."""
+
+    def __init__(self, dim: int, hnsw_threshold: int, m: int, ef_construction: int, ef_search: int) -> None:
+        self.dim = dim
+        self.hnsw_threshold = hnsw_threshold
+        self.m = m
+        self.ef_construction = ef_construction
+        self.ef_search = ef_search
+        self.hnsw = False
+        self.labels: list[int] = []  # faiss label -> store id
+        self.dead: set[int] = set()  # faiss labels removed
+        self.where: dict[int, int] = {}  # store id -> faiss label
+        self.index = self._new(False)
+
+    def _new(self, hnsw: bool) -> Any:
+        faiss = _faiss()
+        if not hnsw:
+            return faiss.IndexFlatIP(self.dim)
+        idx = faiss.IndexHNSWFlat(self.dim, self.m, faiss.METRIC_INNER_PRODUCT)
+        idx.hnsw.efConstruction = self.ef_construction
+        idx.hnsw.efSearch = self.ef_search
+        return idx
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    def add(self, ids: Sequence[int], vectors: np.ndarray) -> None:
+        fresh = [(i, v) for i, v in zip(ids, vectors, strict=True) if i not in self.where]
+        if not fresh:
+            return
+        start = len(self.labels)
+        block = np.ascontiguousarray(np.stack([v for _, v in fresh]), dtype=np.float32)
+        for n, (i, _) in enumerate(fresh):
+            self.labels.append(i)
+            self.where[i] = start + n
+        self.index.add(block)
+        if not self.hnsw and len(self.where) > self.hnsw_threshold:
+            self._rebuild(hnsw=True)
+
+    def remove(self, ids: Sequence[int]) -> None:
+        for i in ids:
+            label = self.where.pop(i, None)
+            if label is not None:
+                self.dead.add(label)
+        if self.dead and len(self.dead) * 5 > len(self.labels):
+            self._rebuild(hnsw=self.hnsw and len(self.where) > self.hnsw_threshold // 2)
+
+    def _rebuild(self, hnsw: bool) -> None:
+        total = int(self.index.ntotal)
+        allv = self.index.reconstruct_n(0, total) if total else np.zeros((0, self.dim), np.float32)
+        keep = [label for label in range(len(self.labels)) if label not in self.dead]
+        ids = [self.labels[label] for label in keep]
+        vecs = allv[keep] if keep else np.zeros((0, self.dim), np.float32)
+        self.hnsw = hnsw
+        self.index = self._new(hnsw)
+        self.labels, self.dead, self.where = [], set(), {}
+        if ids:
+            self.labels = list(ids)
+            self.where = {i: n for n, i in enumerate(ids)}
+            block = np.ascontiguousarray(vecs, dtype=np.float32)
+            self.index.add(block)
+
+    def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        if not self.where:
+            return []
+        want = min(len(self.labels), k + len(self.dead))
+        sims, labels = self.index.search(vector.reshape(1, -1), want)
+        out: list[tuple[int, float]] = []
+        for s, label in zip(sims[0], labels[0], strict=True):
+            if label < 0 or label in self.dead:
+                continue
+            out.append((self.labels[label], float(s)))
+            if len(out) == k:
+                break
+        return out
+
+    def memory_bytes(self) -> int:
+        base = len(self.labels) * self.dim * 4
+        if self.hnsw:
+            base += len(self.labels) * self.m * 2 * 4  # level-0 links (upper levels are tiny)
+        return base + len(self.where) * 100
+
+
+class FaissIndex:
+    """The embedded ``VectorIndex``: faiss shards, one per namespace, guarded by one lock.
+
+    ``hnsw_threshold`` (default 20,000) is where a shard switches from exact search to HNSW; set it
+    very high to keep exact search everywhere.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        hnsw_threshold: int = 20_000,
+        hnsw_m: int = 32,
+        ef_construction: int = 80,
+        ef_search: int = 64,
+    ) -> None:
+        if dim < 1 or hnsw_threshold < 1:
+            raise ConfigError("dim and hnsw_threshold must be positive")
+        _faiss()
+        self.dim = dim
+        self.hnsw_threshold = hnsw_threshold
+        self._params = (hnsw_m, ef_construction, ef_search)
+        self._shards: dict[str, _Shard] = {}
+        self._lock = threading.RLock()
+
+    def _check(self, vectors: np.ndarray) -> np.ndarray:
+        arr = np.asarray(vectors, dtype=np.float32)
+        if arr.ndim == 1:
+            arr = arr.reshape(1, -1)
+        if arr.shape[1] != self.dim:
+            raise ConfigError(f"vector of dim {arr.shape[1]} given to a {self.dim}-d index")
+        return arr
+
+    def add(self, namespace: str, ids: Sequence[int], vectors: np.ndarray) -> None:
+        arr = self._check(vectors)
+        with self._lock:
+            shard = self._shards.get(namespace)
+            if shard is None:
+                shard = self._shards[namespace] = _Shard(self.dim, self.hnsw_threshold, *self._params)
+            shard.add(list(ids), arr)
+
+    def remove(self, namespace: str, ids: Sequence[int]) -> None:
+        with self._lock:
+            shard = self._shards.get(namespace)
+            if shard is not None:
+                shard.remove(ids)
+                if not len(shard):
+                    del self._shards[namespace]
+
+    def search(self, namespace: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        arr = self._check(vector)
+        with self._lock:
+            shard = self._shards.get(namespace)
+            return shard.search(arr, k) if shard is not None else []
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(s) for s in self._shards.values())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._shards.clear()
+
+    def memory_bytes(self) -> int:
+        """An estimate of the index's resident size (vectors, links, id maps)."""
+        with self._lock:
+            return sum(s.memory_bytes() for s in self._shards.values())

@@ -1,0 +1,658 @@
+"""``SemanticCache``: an exact tier, then a semantic tier that refuses to lie.
+
+A lookup runs, in order:
+
+1. **Scope.** The request becomes a namespace (hash of tenant, model, sampling parameters, tools,
+   system prompt and the conversation before the last user turn, per :class:`ScopeConfig`) and a
+   query text (the last user turn). Entries of another namespace are never even searched.
+2. **Exact tier.** The normalised query text (unicode NFKC, case, whitespace) is looked up by hash.
+3. **Semantic tier.** The query is embedded and the nearest entries of the namespace are fetched;
+   each candidate must pass every guard (numbers, negation, order, quotes, code, dates, entities),
+   then the calibrated scorer, then its own per-entry threshold (raised by ``report_wrong``).
+
+Every answer is a :class:`CacheResult` that says what happened (tier, similarity, score, and which
+guard or threshold rejected the best candidate). A failing backend never breaks the caller: the
+lookup is a miss with ``rejected_by="backend_error"`` and a logged warning (pass-through).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tokenlean.cache.backends import CacheBackend, EmbeddedBackend
+from tokenlean.cache.guards import DEFAULT_GUARDS, ALL_GUARDS, extract, failed_guard, normalize_text
+from tokenlean.cache.scoring import LabelledPair, PairScorer
+from tokenlean.cache.store import CacheEntry
+from tokenlean.errors import CacheBackendError, ConfigError, EmptyInputError, InputError, TextEncodingError
+from tokenlean.types import Message, Request, Response
+
+__all__ = ["CacheResult", "ScopeConfig", "SemanticCache", "StoreResult", "scope_of"]
+
+logger = logging.getLogger("tokenlean.cache")
+
+#: Request keys that do not change the answer and so are not part of the scope.
+IGNORED_PARAMS = frozenset(
+    {"stream", "stream_options", "user", "metadata", "store", "timeout", "extra_headers", "n", "service_tier"}
+)
+
+_REFUSAL = re.compile(
+    r"^\s*(?:i['’]m sorry|i am sorry|sorry,|i apologi[sz]e|i can(?:not|['’]t) (?:help|assist|provide|comply)|"
+    r"i['’]m (?:not able|unable) to|as an ai\b)",
+    re.IGNORECASE,
+)
+
+
+def _h(obj: object) -> str:
+    data = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.blake2b(data.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeConfig:
+    """Which parts of a request must match for a cached answer to be served.
+
+    ``context``: ``"last_user"`` (only the last user turn matters: FAQ-style bots), ``"last_n"``
+    (the ``last_n`` messages before it must match too) or ``"prefix"`` (the whole conversation
+    before it; the default, because a follow-up such as "What are its types?" means nothing without
+    it). Messages after the last user turn (tool calls and results) are always part of the scope.
+    """
+
+    context: str = "prefix"
+    last_n: int = 2
+    ignored_params: frozenset[str] = IGNORED_PARAMS
+
+    def __post_init__(self) -> None:
+        if self.context not in {"last_user", "last_n", "prefix"}:
+            raise ConfigError(f"context must be 'last_user', 'last_n' or 'prefix', got {self.context!r}")
+        if self.last_n < 0:
+            raise ConfigError("last_n must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    namespace: str
+    query: str
+    tenant: str
+
+
+def _message_key(m: Message) -> list[Any]:
+    content: Any = normalize_text(m.content) if isinstance(m.content, str) else m.content
+    return [m.role, content, [tc.to_openai() for tc in m.tool_calls], m.tool_call_id, m.name]
+
+
+def _check_text(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise TextEncodingError(f"query is not valid UTF-8 text: {exc}") from exc
+    return text
+
+
+def scope_of(request: Request, config: ScopeConfig = ScopeConfig(), tenant: str | None = None) -> Scope:
+    """The namespace and query text of ``request`` under ``config``."""
+    msgs = request.messages
+    last = max((i for i, m in enumerate(msgs) if m.role == "user"), default=None)
+    if last is None:
+        raise EmptyInputError("the request has no user message to cache on")
+    user = msgs[last]
+    query = _check_text(user.text)
+    if not query.strip():
+        raise EmptyInputError("the last user message is empty")
+    system = [_message_key(m) for m in msgs if m.role in ("system", "developer")]
+    before = [m for m in msgs[:last] if m.role not in ("system", "developer")]
+    if config.context == "last_user":
+        before = []
+    elif config.context == "last_n":
+        before = before[-config.last_n :] if config.last_n else []
+    after = msgs[last + 1 :]
+    non_text = [p for p in user.content if p.get("type") != "text"] if isinstance(user.content, tuple) else []
+    params = {k: v for k, v in request.params.items() if k not in config.ignored_params}
+    who = tenant if tenant is not None else (request.tenant or "default")
+    namespace = _h(
+        {
+            "tenant": who,
+            "model": request.model or "",
+            "params": params,
+            "tools": list(request.tools),
+            "system": system,
+            "context": [_message_key(m) for m in before],
+            "after": [_message_key(m) for m in after],
+            "parts": non_text,
+            "mode": config.context,
+        }
+    )
+    return Scope(namespace=namespace, query=query, tenant=who)
+
+
+@dataclass(slots=True)
+class CacheResult:
+    """What a lookup did. Truthy on a hit.
+
+    ``rejected_by`` names why the best candidate was not served: a guard name, ``"threshold"``
+    (scorer below the calibrated threshold), ``"entry_threshold"`` (the entry's own threshold,
+    raised by feedback), ``"no_candidate"``, ``"uncacheable"`` or ``"backend_error"``.
+    """
+
+    hit: bool
+    tier: str | None = None
+    similarity: float | None = None
+    score: float | None = None
+    rejected_by: str | None = None
+    reason: str | None = None
+    query: str | None = None
+    cached_query: str | None = None
+    namespace: str | None = None
+    entry: CacheEntry | None = None
+    embed_ms: float = 0.0
+    search_ms: float = 0.0
+    total_ms: float = 0.0
+
+    def __bool__(self) -> bool:
+        return self.hit
+
+    @property
+    def payload(self) -> Any:
+        return None if self.entry is None else self.entry.payload
+
+    @property
+    def chunks(self) -> list[str] | None:
+        return None if self.entry is None else self.entry.chunks
+
+    @property
+    def response(self) -> Response | None:
+        """The cached answer as a ``Response`` (text payloads become an assistant message)."""
+        p = self.payload
+        if not isinstance(p, Mapping):
+            return None
+        if p.get("type") == "response":
+            return Response.from_openai(p["body"])
+        if p.get("type") == "text":
+            return Response(message=Message(role="assistant", content=p["text"]), finish_reason="stop")
+        return None
+
+    @property
+    def text(self) -> str | None:
+        p = self.payload
+        if isinstance(p, Mapping) and p.get("type") == "text":
+            return str(p["text"])
+        resp = self.response
+        return None if resp is None else resp.text
+
+    @property
+    def value(self) -> Any:
+        """The stored value as given to ``store`` (JSON payloads come back as they went in)."""
+        p = self.payload
+        if isinstance(p, Mapping) and p.get("type") == "json":
+            return p.get("value")
+        if isinstance(p, Mapping) and p.get("type") == "text":
+            return p.get("text")
+        return self.response
+
+    def stream(self) -> Iterator[str]:
+        """Replay the answer as a stream: the stored chunks, or the whole text as one chunk."""
+        if self.chunks is not None:
+            yield from self.chunks
+        elif self.text is not None:
+            yield self.text
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    stored: bool
+    reason: str | None = None
+    entry_id: int | str | None = None
+
+    def __bool__(self) -> bool:
+        return self.stored
+
+
+@dataclass
+class _Stats:
+    lookups: int = 0
+    exact_hits: int = 0
+    semantic_hits: int = 0
+    misses: int = 0
+    stores: int = 0
+    skipped: int = 0
+    backend_errors: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+def _as_request(query: Request | str | Sequence[Message | Mapping[str, Any]], model: str | None) -> Request:
+    if isinstance(query, Request):
+        return query
+    if isinstance(query, bytes):
+        try:
+            query = query.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise TextEncodingError(f"query bytes are not UTF-8: {exc}") from exc
+    if isinstance(query, str):
+        return Request(messages=(Message(role="user", content=query),), model=model)
+    if isinstance(query, Sequence):
+        return Request(messages=tuple(query), model=model)  # type: ignore[arg-type]
+    raise InputError(f"lookup takes a Request, a str or a message list, got {type(query).__name__}")
+
+
+def _payload(value: Response | str | Any) -> dict[str, Any]:
+    if isinstance(value, Response):
+        return {"type": "response", "body": value.to_openai()}
+    if isinstance(value, str):
+        return {"type": "text", "text": value}
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"cache values must be a Response, a str or JSON-serialisable: {exc}") from exc
+    return {"type": "json", "value": value}
+
+
+class SemanticCache:
+    """Exact + semantic response cache with guards, calibrated scoring and pluggable backends.
+
+    ``backend``: an :class:`~tokenlean.cache.backends.EmbeddedBackend`, a
+    :class:`~tokenlean.cache.redis_backend.RedisBackend`, a path to a SQLite file (embedded),
+    a ``redis://`` URL, or None for an in-memory cache.
+    """
+
+    def __init__(
+        self,
+        backend: CacheBackend | str | Path | None = None,
+        *,
+        embedder: Any = None,
+        scorer: PairScorer | None = None,
+        guards: Iterable[str] = DEFAULT_GUARDS,
+        scope: ScopeConfig | None = None,
+        ttl: float | None = None,
+        max_entries: int | None = None,
+        eviction: str = "lru",
+        semantic: bool = True,
+        top_k: int = 4,
+        min_cosine: float = 0.5,
+        max_query_chars: int = 1000,
+        cache_temperature: bool = False,
+        cache_tool_calls: bool = False,
+        cache_refusals: bool = False,
+        feedback_margin: float = 1e-6,
+    ) -> None:
+        self.backend: CacheBackend = self._backend(backend)
+        self._embedder = embedder
+        self._scorer = scorer
+        self.guards = tuple(guards)
+        unknown = [g for g in self.guards if g not in ALL_GUARDS]
+        if unknown:
+            raise ConfigError(f"unknown guards {unknown}; known: {sorted(ALL_GUARDS)}")
+        if eviction not in ("lru", "lfu"):
+            raise ConfigError("eviction must be 'lru' or 'lfu'")
+        if ttl is not None and ttl <= 0:
+            raise ConfigError("ttl must be positive (seconds) or None")
+        if max_entries is not None and max_entries < 1:
+            raise ConfigError("max_entries must be >= 1 or None")
+        self.scope = scope or ScopeConfig()
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.eviction = eviction
+        self.semantic = semantic
+        self.top_k = top_k
+        self.min_cosine = min_cosine
+        self.max_query_chars = max_query_chars
+        self.cache_temperature = cache_temperature
+        self.cache_tool_calls = cache_tool_calls
+        self.cache_refusals = cache_refusals
+        self.feedback_margin = feedback_margin
+        self._stats = _Stats()
+        self._last_error_log = 0.0
+
+    @staticmethod
+    def _backend(backend: CacheBackend | str | Path | None) -> CacheBackend:
+        if backend is None:
+            return EmbeddedBackend(":memory:")
+        if isinstance(backend, str) and backend.startswith(("redis://", "rediss://", "unix://")):
+            from tokenlean.cache.redis_backend import RedisBackend
+
+            return RedisBackend(backend)
+        if isinstance(backend, (str, Path)):
+            return EmbeddedBackend(backend)
+        return backend
+
+    # -- lazily built parts ----------------------------------------------------------------------
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            from tokenlean.embeddings import get_default_embedder
+
+            self._embedder = get_default_embedder()
+        return self._embedder
+
+    @property
+    def scorer(self) -> PairScorer:
+        if self._scorer is None:
+            self._scorer = PairScorer.default(getattr(self.embedder, "name", None))
+        return self._scorer
+
+    @scorer.setter
+    def scorer(self, value: PairScorer) -> None:
+        self._scorer = value
+
+    def _embed(self, text: str) -> np.ndarray:
+        return np.asarray(self.embedder.embed([text]), dtype=np.float32)[0]
+
+    def _warn_backend(self, exc: Exception) -> None:
+        self._stats.backend_errors += 1
+        now = time.monotonic()
+        if now - self._last_error_log > 5.0:  # one line per 5 s, not one per request
+            self._last_error_log = now
+            logger.warning("cache backend unavailable, passing through to the model: %s", exc)
+
+    # -- lookup --------------------------------------------------------------------------------
+    def lookup(
+        self,
+        query: Request | str | Sequence[Message | Mapping[str, Any]],
+        *,
+        tenant: str | None = None,
+        model: str | None = None,
+    ) -> CacheResult:
+        """Find a cached answer for ``query`` (a ``Request``, a user text or a message list)."""
+        t0 = time.perf_counter()
+        self._stats.lookups += 1
+        request = _as_request(query, model)
+        try:
+            scope = scope_of(request, self.scope, tenant)
+        except EmptyInputError as exc:
+            return self._miss(CacheResult(hit=False, rejected_by="uncacheable", reason=str(exc)), t0)
+        key = _h(normalize_text(scope.query))
+        result = CacheResult(hit=False, query=scope.query, namespace=scope.namespace)
+        try:
+            entry = self.backend.get_exact(scope.namespace, key)
+            if entry is not None:
+                self._serve(entry)
+                self._stats.exact_hits += 1
+                result.hit, result.tier, result.entry = True, "exact", entry
+                result.similarity = result.score = 1.0
+                result.cached_query = entry.query
+                result.total_ms = (time.perf_counter() - t0) * 1000
+                return result
+            if not self.semantic or len(scope.query) > self.max_query_chars:
+                result.rejected_by = "no_candidate"
+                result.reason = "semantic tier off" if not self.semantic else "query too long for the semantic tier"
+                return self._miss(result, t0)
+            t1 = time.perf_counter()
+            vec = self._embed(scope.query)
+            t2 = time.perf_counter()
+            result.embed_ms = (t2 - t1) * 1000
+            candidates = self.backend.search(scope.namespace, vec, self.top_k)
+            self._decide(result, scope.query, vec, candidates)
+            result.search_ms = (time.perf_counter() - t2) * 1000
+        except CacheBackendError as exc:
+            self._warn_backend(exc)
+            result.rejected_by, result.reason = "backend_error", str(exc)
+            return self._miss(result, t0)
+        if result.hit:
+            assert result.entry is not None
+            try:
+                self._serve(result.entry)
+            except CacheBackendError as exc:
+                self._warn_backend(exc)
+            self._stats.semantic_hits += 1
+            result.total_ms = (time.perf_counter() - t0) * 1000
+            return result
+        return self._miss(result, t0)
+
+    def _serve(self, entry: CacheEntry) -> None:
+        self.backend.touch(entry)
+
+    def _miss(self, result: CacheResult, t0: float) -> CacheResult:
+        self._stats.misses += 1
+        if result.rejected_by:
+            self._stats.rejected[result.rejected_by] = self._stats.rejected.get(result.rejected_by, 0) + 1
+        result.total_ms = (time.perf_counter() - t0) * 1000
+        return result
+
+    def _decide(
+        self, result: CacheResult, query: str, vec: np.ndarray, candidates: list[tuple[CacheEntry, float]]
+    ) -> None:
+        """Pick the best candidate that passes guards, scorer and its own threshold."""
+        qf = extract(query)
+        pool = [(e, s) for e, s in candidates if s >= self.min_cosine and e.embedding is not None]
+        if not pool:
+            result.rejected_by = "no_candidate"
+            if candidates:
+                result.similarity = float(candidates[0][1])
+                result.cached_query = candidates[0][0].query
+            return
+        passing: list[tuple[CacheEntry, float, Any]] = []
+        first_reject: tuple[str, CacheEntry, float] | None = None
+        for entry, sim in pool:
+            name = failed_guard(qf, extract(entry.query), self.guards)
+            if name is None:
+                passing.append((entry, sim, extract(entry.query)))
+            elif first_reject is None:
+                first_reject = (name, entry, sim)
+        if not passing:
+            assert first_reject is not None
+            result.rejected_by, result.cached_query, result.similarity = first_reject[0], first_reject[1].query, first_reject[2]
+            return
+        scorer = self.scorer
+        u = np.repeat(vec.reshape(1, -1), len(passing), axis=0)
+        v = np.stack([np.asarray(e.embedding, np.float32) for e, _, _ in passing])
+        scores = scorer.score(u, v, [qf] * len(passing), [f for _, _, f in passing])
+        order = np.argsort(-scores)
+        best = int(order[0])
+        entry, sim, _ = passing[best]
+        result.similarity, result.score, result.cached_query = float(sim), float(scores[best]), entry.query
+        for j in order:
+            entry, sim, _ = passing[int(j)]
+            sc = float(scores[int(j)])
+            if sc < scorer.threshold:
+                result.rejected_by = result.rejected_by or "threshold"
+                return
+            if sc < entry.min_score:
+                result.rejected_by = "entry_threshold"
+                continue
+            result.hit, result.tier, result.entry = True, "semantic", entry
+            result.similarity, result.score, result.cached_query = float(sim), sc, entry.query
+            result.rejected_by = None
+            return
+
+    # -- store ---------------------------------------------------------------------------------
+    def cacheable(self, request: Request, response: Response | str | Any) -> str | None:
+        """Why ``response`` must not be cached for ``request`` (None when it may be)."""
+        temp = request.params.get("temperature")
+        if not self.cache_temperature and isinstance(temp, (int, float)) and temp > 0:
+            return "temperature > 0"
+        if isinstance(response, Response):
+            if response.finish_reason in ("error", "content_filter"):
+                return f"finish_reason {response.finish_reason}"
+            if response.message.tool_calls and not self.cache_tool_calls:
+                return "tool-call response"
+            if response.message.extra.get("refusal") and not self.cache_refusals:
+                return "refusal"
+            text = response.text
+        elif isinstance(response, str):
+            text = response
+        elif isinstance(response, BaseException) or response is None:
+            return "error"
+        else:
+            return None
+        if not text.strip():
+            return "empty answer"
+        if not self.cache_refusals and _REFUSAL.match(text):
+            return "refusal"
+        return None
+
+    def store(
+        self,
+        query: Request | str | Sequence[Message | Mapping[str, Any]],
+        response: Response | str | Any,
+        *,
+        chunks: Sequence[str] | None = None,
+        tenant: str | None = None,
+        model: str | None = None,
+        force: bool = False,
+    ) -> StoreResult:
+        """Cache ``response`` for ``query``; ``chunks`` keeps the stream pieces for replay.
+
+        Errors, refusals, tool-call answers and ``temperature > 0`` are skipped unless the
+        matching ``cache_*`` option (or ``force``) says otherwise. Returns whether it was stored.
+        """
+        request = _as_request(query, model)
+        try:
+            scope = scope_of(request, self.scope, tenant)
+        except EmptyInputError as exc:
+            self._stats.skipped += 1
+            return StoreResult(False, str(exc))
+        why = None if force else self.cacheable(request, response)
+        if why is not None:
+            self._stats.skipped += 1
+            return StoreResult(False, why)
+        entry = CacheEntry(
+            namespace=scope.namespace,
+            key=_h(normalize_text(scope.query)),
+            query=scope.query,
+            payload=_payload(response),
+            chunks=list(chunks) if chunks is not None else None,
+        )
+        try:
+            if self.semantic and len(scope.query) <= self.max_query_chars:
+                entry.embedding = self._embed(scope.query)
+            self.backend.put(entry, self.ttl)
+            if self.max_entries is not None or self.ttl is not None:
+                self.backend.enforce(self.max_entries, self.eviction)
+        except CacheBackendError as exc:
+            self._warn_backend(exc)
+            return StoreResult(False, f"backend error: {exc}")
+        self._stats.stores += 1
+        return StoreResult(True, None, entry.id)
+
+    # -- async ---------------------------------------------------------------------------------
+    async def alookup(
+        self,
+        query: Request | str | Sequence[Message | Mapping[str, Any]],
+        *,
+        tenant: str | None = None,
+        model: str | None = None,
+    ) -> CacheResult:
+        """``lookup`` off the event loop (embedding and I/O run in a worker thread)."""
+        return await asyncio.to_thread(self.lookup, query, tenant=tenant, model=model)
+
+    async def astore(
+        self,
+        query: Request | str | Sequence[Message | Mapping[str, Any]],
+        response: Response | str | Any,
+        *,
+        chunks: Sequence[str] | None = None,
+        tenant: str | None = None,
+        model: str | None = None,
+        force: bool = False,
+    ) -> StoreResult:
+        return await asyncio.to_thread(
+            self.store, query, response, chunks=chunks, tenant=tenant, model=model, force=force
+        )
+
+    # -- feedback ------------------------------------------------------------------------------
+    def report_wrong(self, hit: CacheResult) -> None:
+        """The answer served by ``hit`` was wrong for its query: never serve it at that score again.
+
+        Exact hits are deleted (the stored answer itself is bad). Semantic hits raise the entry's
+        own threshold just above the score that hit, so the same or a less similar query misses
+        while closer paraphrases still hit (per-entry adaptive thresholds, as in verified semantic
+        caching).
+        """
+        if not hit.hit or hit.entry is None:
+            raise InputError("report_wrong() takes a CacheResult that was a hit")
+        try:
+            if hit.tier == "exact":
+                self.backend.delete(hit.entry)
+                return
+            score = hit.score if hit.score is not None else 1.0
+            new = min(1.0 + self.feedback_margin, max(hit.entry.min_score, score + self.feedback_margin))
+            self.backend.set_min_score(hit.entry, new)
+        except CacheBackendError as exc:
+            self._warn_backend(exc)
+
+    # -- calibration ---------------------------------------------------------------------------
+    def pair_scores(self, pairs: Sequence[LabelledPair]) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+        """Feature matrix, labels and guard verdicts of labelled pairs (embedded in one batch)."""
+        texts = sorted({t for p in pairs for t in (p.query, p.cached)})
+        emb = np.asarray(self.embedder.embed(texts), dtype=np.float32)
+        row = {t: i for i, t in enumerate(texts)}
+        u = emb[[row[p.query] for p in pairs]]
+        v = emb[[row[p.cached] for p in pairs]]
+        fa = [extract(p.query) for p in pairs]
+        fb = [extract(p.cached) for p in pairs]
+        vetoes = [failed_guard(a, b, self.guards) for a, b in zip(fa, fb, strict=True)]
+        x = self.scorer_template().feature_matrix(u, v, fa, fb)
+        y = np.array([p.duplicate for p in pairs], dtype=bool)
+        return x, y, vetoes
+
+    def scorer_template(self) -> PairScorer:
+        return PairScorer(
+            use_embedding=True,
+            model=getattr(self.embedder, "name", None),
+            dim=int(getattr(self.embedder, "dim", 0)) or None,
+        )
+
+    def calibrate(
+        self,
+        pairs: Iterable[LabelledPair | tuple[str, str, bool | int]],
+        max_false_hit_rate: float = 0.01,
+        *,
+        folds: int = 5,
+    ) -> dict[str, float]:
+        """Fit the scorer on labelled pairs and set its threshold for ``max_false_hit_rate``.
+
+        ``pairs``: ``(query, cached_query, is_duplicate)`` tuples or ``LabelledPair``. The rate is
+        met on out-of-fold scores (each pair judged by a model fitted without it). Raises
+        ``CalibrationError`` when there are too few pairs to measure that rate.
+        """
+        items = [p if isinstance(p, LabelledPair) else LabelledPair(p[0], p[1], bool(int(p[2]))) for p in pairs]
+        x, y, vetoes = self.pair_scores(items)
+        scorer = self.scorer_template()
+        stats = scorer.calibrate(x, y, np.array([v is not None for v in vetoes]), max_false_hit_rate, folds=folds)
+        self._scorer = scorer
+        logger.info("calibrated semantic cache: %s", stats)
+        return stats
+
+    # -- housekeeping --------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        s = self._stats
+        hits = s.exact_hits + s.semantic_hits
+        out: dict[str, Any] = {
+            "lookups": s.lookups,
+            "hits": hits,
+            "exact_hits": s.exact_hits,
+            "semantic_hits": s.semantic_hits,
+            "misses": s.misses,
+            "hit_rate": hits / s.lookups if s.lookups else 0.0,
+            "stores": s.stores,
+            "skipped_stores": s.skipped,
+            "backend_errors": s.backend_errors,
+            "rejected_by": dict(s.rejected),
+        }
+        try:
+            out["backend"] = self.backend.stats()
+        except CacheBackendError as exc:
+            out["backend"] = {"error": str(exc)}
+        return out
+
+    def clear(self) -> None:
+        self.backend.clear()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> SemanticCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+

@@ -1,0 +1,337 @@
+"""Unit scoring: how likely is a unit to matter for the query?
+
+A unit is judged by itself *and by its neighbourhood*. Plain sentence-vs-question similarity
+(what LlamaIndex's ``SentenceEmbeddingOptimizer`` does) misses the answer sentence whenever it
+does not repeat the question's words ("He was awarded it in 1901." after a paragraph about the
+prize), so the score is a blend of:
+
+* BM25 of the unit and of its group (the passage / section it sits in): the passage that answers a
+  question tends to be relevant as a whole, and rare query terms are strong evidence;
+* embedding similarity (sentence-transformers, when the ``embeddings`` extra is installed) of the
+  unit, of its group (mean of its units' vectors) and of the group's heading (a passage title);
+* the answer type the question asks for: a "when" question wants a sentence with a year or a
+  date, "how many" a number, "who"/"where" a capitalised name that is not in the question;
+* structure: headings and signatures, and the first sentence of a passage (where encyclopaedic
+  text states its topic).
+
+Every feature is standardised *within the request* (z-scores), so the weights transfer between a
+20-passage RAG context and an agent transcript. The default weights were fitted by logistic
+regression on the first half of the NQ multi-document development set (``benchmarks/compaction.py
+--fit``) and are reported on the other half only.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from tokenlean.embeddings import Embedder
+
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "FEATURES",
+    "BM25",
+    "Scorer",
+    "UnitFeatures",
+    "features",
+    "query_terms",
+    "tokenize",
+]
+
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?|[^\W\d]\w*", re.UNICODE)
+STOPWORDS = frozenset(
+    """a an the and or but if of at by for with about against between into through during before
+    after above below to from up down in out on off over under again further then once here there
+    when where why how all any both each few more most other some such no nor not only own same so
+    than too very s t can will just don should now is are was were be been being have has had having
+    do does did doing i me my we our you your he him his she her it its they them their what which
+    who whom this that these those am would could also as get got us one first name""".split()
+)
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased word tokens (letters/digits), the vocabulary of BM25 and term overlap."""
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def query_terms(query: str) -> list[str]:
+    """Distinct content words of the query, in order."""
+    seen: dict[str, None] = {}
+    for w in tokenize(query):
+        if w not in STOPWORDS and w not in seen:
+            seen[w] = None
+    return list(seen)
+
+
+@dataclass
+class BM25:
+    """Okapi BM25 restricted to the query's terms (all a ranking needs), over token lists.
+
+    ``df`` counts are kept so an incremental session can add documents without re-reading the
+    earlier ones.
+    """
+
+    k1: float = 1.2
+    b: float = 0.75
+    n_docs: int = 0
+    total_len: int = 0
+    df: dict[str, int] = field(default_factory=dict)
+
+    def add(self, docs: Sequence[Sequence[str]]) -> None:
+        for toks in docs:
+            self.n_docs += 1
+            self.total_len += len(toks)
+            for w in set(toks):
+                self.df[w] = self.df.get(w, 0) + 1
+
+    def idf(self, term: str) -> float:
+        n = self.df.get(term, 0)
+        return math.log(1.0 + (self.n_docs - n + 0.5) / (n + 0.5))
+
+    def scores(self, docs: Sequence[Sequence[str]], terms: Sequence[str]) -> np.ndarray:
+        out = np.zeros(len(docs), dtype=np.float64)
+        if not terms or not docs:
+            return out
+        avg = (self.total_len / self.n_docs) if self.n_docs else 1.0
+        idf = {t: self.idf(t) for t in terms}
+        for i, toks in enumerate(docs):
+            if not toks:
+                continue
+            tf: dict[str, int] = {}
+            for w in toks:
+                if w in idf:
+                    tf[w] = tf.get(w, 0) + 1
+            if not tf:
+                continue
+            norm = self.k1 * (1.0 - self.b + self.b * len(toks) / max(avg, 1e-9))
+            s = 0.0
+            for w, f in tf.items():
+                s += idf[w] * f * (self.k1 + 1.0) / (f + norm)
+            out[i] = s
+        return out
+
+
+# -- answer-type cues ------------------------------------------------------------------------
+
+_YEAR = re.compile(r"\b(?:1[0-9]|20)\d{2}s?\b")
+_DATE = re.compile(
+    r"\b(?:January|February|March|April|May|June|July|August|September|October|November|December"
+    r"|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)\b|\b\d{1,2}(?:st|nd|rd|th)\b|\bcentury\b"
+)
+_NUMBER = re.compile(r"\b\d[\d,.]*\b|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
+                     r"twenty|thirty|forty|fifty|hundred|thousand|million|billion|dozen)\b", re.I)
+_CAP = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+(?:\s+(?:[A-Z][a-z]+|of|de|van|von|the))*")
+
+
+def _qtype(query: str) -> str:
+    q = query.lower().strip()
+    if re.search(r"\b(when|what year|which year|what date|how long ago|since when)\b", q):
+        return "when"
+    if re.search(r"\b(how many|how much|how old|how long|how far|how tall|how big|what percentage|number of)\b", q):
+        return "number"
+    if re.search(r"\b(who|whom|whose)\b", q):
+        return "who"
+    if re.search(r"\b(where|what country|what city|which country|which city|what state)\b", q):
+        return "where"
+    return "other"
+
+
+def _type_match(text: str, qtype: str, qwords: frozenset[str]) -> float:
+    if qtype == "when":
+        return 1.0 if (_YEAR.search(text) or _DATE.search(text)) else 0.0
+    if qtype == "number":
+        return 1.0 if _NUMBER.search(text) else 0.0
+    if qtype in ("who", "where"):
+        for m in _CAP.finditer(text):
+            words = {w.lower() for w in m.group().split()}
+            if not words <= qwords:
+                return 1.0
+        return 0.0
+    return 0.0
+
+
+# -- features --------------------------------------------------------------------------------
+
+FEATURES: tuple[str, ...] = (
+    "bm25_unit",
+    "bm25_group",
+    "coverage",
+    "rare_term",
+    "type_match",
+    "heading",
+    "first_in_group",
+    "emb_unit",
+    "emb_group",
+    "emb_title",
+    "emb_neighbours",
+    "bm25_neighbours",
+    "log_tokens",
+)
+
+#: Fitted weights (see module docstring); features absent in lexical mode contribute zero.
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "bm25_unit": 0.8,
+    "bm25_group": 0.6,
+    "coverage": 0.4,
+    "rare_term": 0.3,
+    "type_match": 0.5,
+    "heading": -0.5,
+    "first_in_group": 0.3,
+    "emb_unit": 1.0,
+    "emb_group": 0.8,
+    "emb_title": 0.3,
+    "emb_neighbours": 0.2,
+    "bm25_neighbours": 0.1,
+    "log_tokens": 0.0,
+}
+
+#: Weights used when no embedder is available (fitted the same way, lexical features only).
+LEXICAL_WEIGHTS: dict[str, float] = {
+    "bm25_unit": 1.0,
+    "bm25_group": 0.6,
+    "coverage": 0.4,
+    "rare_term": 0.3,
+    "type_match": 0.5,
+    "heading": -0.5,
+    "first_in_group": 0.3,
+    "bm25_neighbours": 0.1,
+    "log_tokens": 0.0,
+}
+
+
+def _z(x: np.ndarray) -> np.ndarray:
+    if x.size == 0:
+        return x
+    sd = float(x.std())
+    if sd < 1e-9:
+        return np.zeros_like(x)
+    return (x - float(x.mean())) / sd
+
+
+def _neighbours(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Mean of the previous and next unit's value within the same group (0 at group edges)."""
+    n = x.size
+    out = np.zeros(n, dtype=np.float64)
+    if n < 2:
+        return out
+    same_prev = np.zeros(n, dtype=bool)
+    same_prev[1:] = groups[1:] == groups[:-1]
+    same_next = np.zeros(n, dtype=bool)
+    same_next[:-1] = groups[:-1] == groups[1:]
+    prev = np.zeros(n)
+    prev[1:] = x[:-1]
+    nxt = np.zeros(n)
+    nxt[:-1] = x[1:]
+    cnt = same_prev.astype(float) + same_next.astype(float)
+    tot = np.where(same_prev, prev, 0.0) + np.where(same_next, nxt, 0.0)
+    return np.divide(tot, cnt, out=np.zeros(n), where=cnt > 0)
+
+
+@dataclass
+class UnitFeatures:
+    """The feature matrix of one request, kept for inspection and for fitting weights."""
+
+    names: tuple[str, ...]
+    matrix: np.ndarray  # (n_units, n_features), standardised within the request
+    embeddings: np.ndarray | None = None  # unit vectors when an embedder was used
+
+    def score(self, weights: dict[str, float]) -> np.ndarray:
+        w = np.array([weights.get(n, 0.0) for n in self.names], dtype=np.float64)
+        return self.matrix @ w if self.matrix.size else np.zeros(self.matrix.shape[0])
+
+
+def features(
+    texts: Sequence[str],
+    groups: Sequence[int],
+    kinds: Sequence[str],
+    query: str,
+    *,
+    token_counts: Sequence[int] | None = None,
+    embedder: Embedder | None = None,
+    bm25: BM25 | None = None,
+    unit_tokens: Sequence[Sequence[str]] | None = None,
+) -> UnitFeatures:
+    """Compute the standardised feature matrix for ``texts`` against ``query``.
+
+    ``bm25`` may carry document frequencies from earlier calls (incremental mode); otherwise the
+    units themselves are the corpus. ``unit_tokens`` lets a caller pass cached tokenisations.
+    """
+    n = len(texts)
+    g = np.asarray(groups, dtype=np.int64)
+    toks = list(unit_tokens) if unit_tokens is not None else [tokenize(t) for t in texts]
+    terms = query_terms(query)
+    qset = frozenset(tokenize(query))
+    if bm25 is None:
+        bm25 = BM25()
+        bm25.add(toks)
+    cols: dict[str, np.ndarray] = {}
+    bu = bm25.scores(toks, terms)
+    cols["bm25_unit"] = _z(bu)
+    # Group-level BM25 on the concatenated tokens of each group.
+    uniq, inv = np.unique(g, return_inverse=True) if n else (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    gtoks: list[list[str]] = [[] for _ in range(len(uniq))]
+    for i, t in enumerate(toks):
+        gtoks[inv[i]].extend(t)
+    gb = BM25()
+    gb.add(gtoks)
+    cols["bm25_group"] = _z(gb.scores(gtoks, terms)[inv]) if n else np.zeros(0)
+    idf = {t: bm25.idf(t) for t in terms}
+    max_idf = max(idf.values()) if idf else 1.0
+    cov = np.zeros(n)
+    rare = np.zeros(n)
+    for i, t in enumerate(toks):
+        present = {w for w in t if w in idf}
+        if present and terms:
+            cov[i] = len(present) / len(terms)
+            rare[i] = max(idf[w] for w in present) / max(max_idf, 1e-9)
+    cols["coverage"] = _z(cov)
+    cols["rare_term"] = _z(rare)
+    qt = _qtype(query)
+    cols["type_match"] = _z(np.array([_type_match(t, qt, qset) for t in texts], dtype=np.float64))
+    kind_arr = np.array([k in ("heading", "signature") for k in kinds], dtype=np.float64)
+    cols["heading"] = kind_arr
+    first = np.ones(n)
+    if n > 1:
+        first[1:] = (g[1:] != g[:-1]).astype(float)
+        # the first *sentence* after a heading also counts as first in its passage
+        after_head = np.zeros(n)
+        after_head[1:] = kind_arr[:-1] * (g[1:] == g[:-1])
+        first = np.maximum(first * (1 - kind_arr), after_head)
+    cols["first_in_group"] = first
+    cols["bm25_neighbours"] = _neighbours(cols["bm25_unit"], g)
+    tc = np.asarray(token_counts if token_counts is not None else [len(t) for t in toks], dtype=np.float64)
+    cols["log_tokens"] = _z(np.log1p(tc))
+    vecs: np.ndarray | None = None
+    if embedder is not None and n:
+        vecs = np.asarray(embedder.embed(list(texts)), dtype=np.float32)
+        qv = np.asarray(embedder.embed([query]), dtype=np.float32)[0]
+        su = vecs @ qv
+        cols["emb_unit"] = _z(su.astype(np.float64))
+        gsum = np.zeros((len(uniq), vecs.shape[1]), dtype=np.float32)
+        np.add.at(gsum, inv, vecs)
+        gsum /= np.maximum(np.linalg.norm(gsum, axis=1, keepdims=True), 1e-9)
+        cols["emb_group"] = _z((gsum @ qv).astype(np.float64)[inv])
+        title = np.full(len(uniq), np.nan)
+        for i in range(n):
+            if kinds[i] == "heading" and np.isnan(title[inv[i]]):
+                title[inv[i]] = su[i]
+        title = np.where(np.isnan(title), np.nanmean(title) if np.any(~np.isnan(title)) else 0.0, title)
+        cols["emb_title"] = _z(title[inv])
+        cols["emb_neighbours"] = _neighbours(cols["emb_unit"], g)
+    names = tuple(f for f in FEATURES if f in cols)
+    matrix = np.stack([cols[f] for f in names], axis=1) if n else np.zeros((0, len(names)))
+    return UnitFeatures(names=names, matrix=matrix, embeddings=vecs)
+
+
+class Scorer(Protocol):
+    """Scores units against a query; higher means keep first. One method, easy to replace."""
+
+    def score(
+        self, texts: Sequence[str], groups: Sequence[int], kinds: Sequence[str], query: str
+    ) -> np.ndarray: ...

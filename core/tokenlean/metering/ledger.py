@@ -1,0 +1,406 @@
+"""The ledger: every call of a process, aggregated per task and overall; and the ``Meter``.
+
+"Measure before you optimise" needs numbers per *task* (one agent run, one user question), not
+per call: an agent that makes eight cheap calls may cost more than one that makes a single
+expensive one. The ledger keeps the records and computes, on demand, tokens, cost, TTFT
+percentiles, decode speed and the cached share of input per task.
+
+Thread and asyncio safety: one ``threading.Lock`` guards the record list and is held only for
+an append or a copy, never across I/O or an ``await``, so it is safe (and cheap) from threads,
+from the event loop, and from LangChain's thread-pool callbacks alike. Sinks (the JSONL file)
+run after the lock is released, each with its own lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from tokenlean.errors import MeteringError
+from tokenlean.metering.prices import PriceTable
+from tokenlean.metering.records import UsageRecord, as_text, current_task_id, task_scope
+from tokenlean.types import Usage, normalize_usage
+
+__all__ = [
+    "UNTRACKED",
+    "Ledger",
+    "Meter",
+    "TaskHandle",
+    "TaskSummary",
+    "get_default_meter",
+    "percentile",
+    "summarize",
+]
+
+log = logging.getLogger("tokenlean.metering.ledger")
+
+#: Task id under which calls made outside any task are summarised.
+UNTRACKED = "(untracked)"
+
+Sink = Callable[[UsageRecord], None]
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q``-quantile (0..1) with linear interpolation between ranks; ``None`` if empty."""
+    if not values:
+        return None
+    data = sorted(values)
+    if len(data) == 1:
+        return data[0]
+    pos = (len(data) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSummary:
+    """Aggregates of a group of calls (one task, or everything).
+
+    ``cost`` sums the priced calls and is ``None`` only when none was priced;
+    ``unpriced_calls`` says how many are missing from it. ``cached_share`` is cached input
+    tokens over all input tokens (what prompt caching saved a share of). ``output_tokens_per_s``
+    is total output over total generation time of calls that really ran (cache hits excluded).
+    """
+
+    task_id: str
+    calls: int
+    cache_hits: int
+    input_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    cost: Decimal | None
+    unpriced_calls: int
+    ttft_p50_s: float | None
+    ttft_p95_s: float | None
+    duration_p50_s: float | None
+    duration_p95_s: float | None
+    output_tokens_per_s: float | None
+    models: tuple[str, ...]
+    started_at: float | None
+    ended_at: float | None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def cached_share(self) -> float:
+        return self.cached_input_tokens / self.input_tokens if self.input_tokens else 0.0
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(
+            self.input_tokens,
+            self.output_tokens,
+            self.cached_input_tokens,
+            self.cache_write_tokens,
+            self.reasoning_tokens,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "calls": self.calls,
+            "cache_hits": self.cache_hits,
+            "input_tokens": self.input_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "output_tokens": self.output_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "total_tokens": self.total_tokens,
+            "cost": None if self.cost is None else str(self.cost),
+            "unpriced_calls": self.unpriced_calls,
+            "cached_share": self.cached_share,
+            "ttft_p50_s": self.ttft_p50_s,
+            "ttft_p95_s": self.ttft_p95_s,
+            "duration_p50_s": self.duration_p50_s,
+            "duration_p95_s": self.duration_p95_s,
+            "output_tokens_per_s": self.output_tokens_per_s,
+            "models": list(self.models),
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+        }
+
+
+def summarize(task_id: str, records: Iterable[UsageRecord]) -> TaskSummary:
+    """Aggregate ``records`` (any grouping) into one ``TaskSummary`` labelled ``task_id``."""
+    calls = hits = unpriced = 0
+    inp = cached = write = out = reasoning = 0
+    cost: Decimal | None = None
+    ttfts: list[float] = []
+    durations: list[float] = []
+    gen_tokens = 0
+    gen_time = 0.0
+    models: dict[str, None] = {}
+    start: float | None = None
+    end: float | None = None
+    for r in records:
+        calls += 1
+        u = r.usage
+        inp += u.input_tokens
+        cached += u.cached_input_tokens
+        write += u.cache_write_tokens
+        out += u.output_tokens
+        reasoning += u.reasoning_tokens
+        models[r.model] = None
+        if r.cost is None:
+            unpriced += 1
+        else:
+            cost = r.cost if cost is None else cost + r.cost
+        start = r.started_at if start is None else min(start, r.started_at)
+        if r.ended_at is not None:
+            end = r.ended_at if end is None else max(end, r.ended_at)
+        if r.cache_hit:
+            hits += 1
+            continue  # a replayed answer says nothing about the model's latency
+        if (t := r.ttft_s) is not None:
+            ttfts.append(t)
+        if (d := r.duration_s) is not None:
+            durations.append(d)
+        gen = r.generation_s
+        if gen is not None and gen > 0 and u.output_tokens:
+            gen_tokens += u.output_tokens
+            gen_time += gen
+    return TaskSummary(
+        task_id=task_id,
+        calls=calls,
+        cache_hits=hits,
+        input_tokens=inp,
+        cached_input_tokens=cached,
+        cache_write_tokens=write,
+        output_tokens=out,
+        reasoning_tokens=reasoning,
+        cost=cost,
+        unpriced_calls=unpriced,
+        ttft_p50_s=percentile(ttfts, 0.5),
+        ttft_p95_s=percentile(ttfts, 0.95),
+        duration_p50_s=percentile(durations, 0.5),
+        duration_p95_s=percentile(durations, 0.95),
+        output_tokens_per_s=gen_tokens / gen_time if gen_time > 0 else None,
+        models=tuple(models),
+        started_at=start,
+        ended_at=end,
+    )
+
+
+class Ledger:
+    """Keeps every ``UsageRecord`` and summarises them per task, per model and overall.
+
+    ``sink`` (a path, a ``JsonlSink`` or any callable taking a record) receives each record as it
+    is added, e.g. for a crash-safe JSONL log; a failing sink is logged and never loses the
+    in-memory record or raises into the caller.
+    """
+
+    def __init__(self, sink: str | Path | Sink | Sequence[Sink] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._records: list[UsageRecord] = []
+        self._ids: set[str] = set()
+        self._sinks: list[Sink] = []
+        if sink is not None:
+            if isinstance(sink, (str, Path)):
+                from tokenlean.metering.exporters import JsonlSink
+
+                self._sinks.append(JsonlSink(sink))
+            elif callable(sink):
+                self._sinks.append(sink)
+            else:
+                self._sinks.extend(sink)
+
+    # -- writing -------------------------------------------------------------------------------
+    def add_sink(self, sink: Sink) -> None:
+        with self._lock:
+            self._sinks.append(sink)
+
+    def record(self, rec: UsageRecord) -> UsageRecord:
+        """Add one record (and hand it to the sinks). Returns it for chaining.
+
+        A record whose ``id`` is already in the ledger is ignored: adapters use the framework's
+        run id as record id, so two handlers sharing a ledger (an explicit one and the one
+        ``track_task`` installs) cannot count the same call twice.
+        """
+        if not isinstance(rec, UsageRecord):
+            raise MeteringError(f"Ledger.record() takes a UsageRecord, got {type(rec).__name__}")
+        with self._lock:
+            if rec.id in self._ids:
+                log.debug("record %s already in the ledger; ignoring the duplicate", rec.id)
+                return rec
+            self._ids.add(rec.id)
+            self._records.append(rec)
+            sinks = tuple(self._sinks)
+        for sink in sinks:
+            try:
+                sink(rec)
+            except Exception:
+                log.exception("metering sink %r failed; the record stays in the in-memory ledger", sink)
+        return rec
+
+    def extend(self, records: Iterable[UsageRecord]) -> None:
+        """Add many records without calling the sinks (e.g. loaded back from a JSONL file)."""
+        recs = list(records)
+        with self._lock:
+            for rec in recs:
+                if rec.id not in self._ids:
+                    self._ids.add(rec.id)
+                    self._records.append(rec)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._records.clear()
+            self._ids.clear()
+
+    @classmethod
+    def from_jsonl(cls, path: str | Path, *, strict: bool = True) -> Ledger:
+        """A ledger holding the records of a JSONL file written by ``JsonlSink``."""
+        from tokenlean.metering.exporters import read_jsonl
+
+        ledger = cls()
+        ledger.extend(read_jsonl(path, strict=strict))
+        return ledger
+
+    # -- reading -------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._records)
+
+    def __iter__(self) -> Iterator[UsageRecord]:
+        return iter(self.records())
+
+    def records(self, task_id: str | None = None) -> list[UsageRecord]:
+        """A snapshot of the records, optionally of one task (``UNTRACKED`` for task-less calls)."""
+        with self._lock:
+            snapshot = list(self._records)
+        if task_id is None:
+            return snapshot
+        return [r for r in snapshot if (r.task_id or UNTRACKED) == task_id]
+
+    def group(self, key: Callable[[UsageRecord], str]) -> dict[str, TaskSummary]:
+        """Summaries of the records grouped by ``key(record)``, in order of first appearance."""
+        groups: dict[str, list[UsageRecord]] = {}
+        for r in self.records():
+            groups.setdefault(key(r), []).append(r)
+        return {k: summarize(k, rs) for k, rs in groups.items()}
+
+    def tasks(self) -> dict[str, TaskSummary]:
+        """One ``TaskSummary`` per task id; calls outside any task are under ``UNTRACKED``."""
+        return self.group(lambda r: r.task_id or UNTRACKED)
+
+    def task(self, task_id: str) -> TaskSummary:
+        """The summary of one task (zero calls if it has none)."""
+        return summarize(task_id, self.records(task_id))
+
+    def by_model(self) -> dict[str, TaskSummary]:
+        return self.group(lambda r: r.model)
+
+    def summary(self) -> TaskSummary:
+        """Everything in the ledger as one summary (``task_id`` ``"*"``)."""
+        return summarize("*", self.records())
+
+    def throughput(self, model: str | None = None) -> float | None:
+        """Measured output tokens/s (of ``model`` or all calls), e.g. for ``ModelPrice.self_hosted``."""
+        recs = [r for r in self.records() if model is None or r.model == model]
+        return summarize(model or "*", recs).output_tokens_per_s
+
+
+_DEFAULT_METER: Meter | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def get_default_meter() -> Meter:
+    """The process-wide default ``Meter`` (created on first use), used by adapters given none."""
+    global _DEFAULT_METER
+    with _DEFAULT_LOCK:
+        if _DEFAULT_METER is None:
+            _DEFAULT_METER = Meter()
+        return _DEFAULT_METER
+
+
+class Meter:
+    """The one-call front door: prices a call and records it in a ledger.
+
+    ``meter.record(model=..., usage=...)`` accepts ``Usage`` or any provider usage block
+    (normalised by ``tokenlean.types.normalize_usage``). The task id defaults to the current
+    task (``with meter.task("name"):``), which adapters rely on to group calls. Malformed usage
+    raises ``UsageFormatError`` here; adapters catch it and log, so a user's chain never breaks.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger | None = None,
+        prices: PriceTable | None = None,
+        *,
+        endpoint: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        self.ledger = ledger if ledger is not None else Ledger()
+        self.prices = prices if prices is not None else PriceTable.default()
+        self.endpoint = endpoint
+        self.tags = dict(tags or {})
+
+    def record(
+        self,
+        *,
+        model: str | bytes | None,
+        usage: Usage | Mapping[str, Any] | Any,
+        endpoint: str | None = None,
+        task_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        started_at: float | None = None,
+        first_token_at: float | None = None,
+        ended_at: float | None = None,
+        cache_hit: bool = False,
+        cost: Decimal | None = None,
+        extra: Mapping[str, Any] | None = None,
+        record_id: str | None = None,
+    ) -> UsageRecord:
+        """Price and store one call. A cache hit costs zero; an unknown model is unpriced (None)."""
+        norm = normalize_usage(usage)
+        name = as_text(model, "model") if model else "unknown"
+        if cost is None:
+            cost = Decimal(0) if cache_hit else self.prices.cost(name, norm)
+        now = time.time()
+        rec = UsageRecord(
+            model=name,
+            usage=norm,
+            endpoint=endpoint if endpoint is not None else self.endpoint,
+            task_id=task_id if task_id is not None else current_task_id(),
+            tags={**self.tags, **(tags or {})},
+            cost=cost,
+            started_at=started_at if started_at is not None else (ended_at if ended_at is not None else now),
+            first_token_at=first_token_at,
+            ended_at=ended_at if ended_at is not None else now,
+            cache_hit=cache_hit,
+            extra=dict(extra or {}),
+            **({"id": record_id} if record_id else {}),
+        )
+        return self.ledger.record(rec)
+
+    @contextmanager
+    def task(self, name: str) -> Iterator[TaskHandle]:
+        """Group every call inside the block (also in awaited coroutines) under task ``name``."""
+        with task_scope(name) as task_id:
+            yield TaskHandle(task_id, self.ledger)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskHandle:
+    """What ``Meter.task`` yields: the task id and a live view of its summary."""
+
+    task_id: str
+    ledger: Ledger
+
+    def summary(self) -> TaskSummary:
+        return self.ledger.task(self.task_id)
+
+    def records(self) -> list[UsageRecord]:
+        return self.ledger.records(self.task_id)

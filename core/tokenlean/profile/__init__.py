@@ -1,0 +1,33 @@
+"""Profile a workload: read traces, estimate what each lever would save, rank, report.
+
+"Profile your own workload, find the lever your bottleneck responds to, pull that one, and
+re-measure": ``read_traces`` turns ledger / OpenAI / LangChain / SWE-agent traces into one
+``Trace``; ``Profiler.profile`` runs each lever's estimator (which calls the lever itself) and
+returns a ``ProfileReport`` with a ranked table, JSON and a self-contained HTML report.
+"""
+
+from __future__ import annotations
+
+from tokenlean.profile.estimates import LatencyModel, LeverEstimate, ProfileContext, prefix_cache_tokens
+from tokenlean.profile.profiler import LEVERS, Profiler, profile
+from tokenlean.profile.readers import FORMATS, detect_format, read_trace, read_traces
+from tokenlean.profile.report import ProfileReport, TraceSummary
+from tokenlean.profile.trace import Call, Trace
+
+__all__ = [
+    "FORMATS",
+    "LEVERS",
+    "Call",
+    "LatencyModel",
+    "LeverEstimate",
+    "ProfileContext",
+    "ProfileReport",
+    "Profiler",
+    "Trace",
+    "TraceSummary",
+    "detect_format",
+    "prefix_cache_tokens",
+    "profile",
+    "read_trace",
+    "read_traces",
+]

@@ -1,0 +1,197 @@
+"""``Profiler``: read a trace, run every lever estimator, rank them into a ``ProfileReport``.
+
+Each lever's estimator is looked up by name and imports its lever lazily: profiling a ledger of
+numbers never loads torch, and a lever whose optional extra is missing is reported as "not
+estimated" with the install hint instead of failing the whole profile.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from tokenlean.errors import ProfileError, TokenleanError
+from tokenlean.profile.estimates import (
+    LatencyModel,
+    LeverEstimate,
+    ProfileContext,
+    estimate_generate_less,
+    estimate_prompt_cache,
+)
+from tokenlean.profile.levers import (
+    estimate_compaction,
+    estimate_routing,
+    estimate_semantic_cache,
+    layout_function,
+)
+from tokenlean.profile.readers import read_traces
+from tokenlean.profile.report import ProfileReport, TraceSummary
+from tokenlean.profile.trace import Trace
+
+__all__ = ["LEVERS", "Profiler", "profile"]
+
+log = logging.getLogger("tokenlean.profile")
+
+LEVERS = ("prompt-cache", "semantic-cache", "compaction", "generate-less", "routing")
+
+_TITLES = {
+    "prompt-cache": "Prompt caching (stable prefix, cache-aware layout)",
+    "semantic-cache": "Semantic cache (exact + near-duplicate requests)",
+    "compaction": "Verbatim compaction (stale context, growth per turn)",
+    "generate-less": "Generate less (max_tokens / concise answers)",
+    "routing": "Routing (cheap model for easy requests)",
+}
+
+
+class Profiler:
+    """Estimates, for one workload, what each tokenlean lever would save.
+
+    ``prices`` is a ``tokenlean.metering.PriceTable`` (default list prices); calls whose model
+    the table does not know are priced as ``default_model``. ``cheap_model`` is the routing
+    target for easy requests. ``compactor``, ``cache``, ``policy`` and ``relayout`` replace the
+    default lever objects (pass the ones you would deploy, so the estimate is of *your* setup).
+    """
+
+    def __init__(
+        self,
+        *,
+        prices: Any = None,
+        default_model: str = "gpt-4o",
+        cheap_model: str = "gpt-4o-mini",
+        levers: Sequence[str] = LEVERS,
+        output_cap: int | None = None,
+        compactor: Any = None,
+        cache: Any = None,
+        policy: Any = None,
+        targets: dict[str, str] | None = None,
+        relayout: Callable[[Any], Any] | None | bool = True,
+        compaction_sample: int | None = 12,
+        show_progress: bool = False,
+        console: Any = None,
+    ) -> None:
+        unknown = set(levers) - set(LEVERS)
+        if unknown:
+            raise ProfileError(f"unknown levers {sorted(unknown)}; choose from {', '.join(LEVERS)}")
+        if prices is None:
+            from tokenlean.metering import PriceTable
+
+            prices = PriceTable.default()
+        self.prices = prices
+        self.default_model = default_model
+        self.cheap_model = cheap_model
+        self.levers = tuple(levers)
+        self.output_cap = output_cap
+        self.compactor = compactor
+        self.cache = cache
+        self.policy = policy
+        self.targets = targets
+        self.relayout = relayout
+        self.compaction_sample = compaction_sample
+        self.show_progress = show_progress
+        self.console = console
+
+    # -- one lever -------------------------------------------------------------------------------
+    def _run_lever(self, name: str, ctx: ProfileContext) -> LeverEstimate:
+        if name == "generate-less":
+            return estimate_generate_less(ctx, self.output_cap)
+        if name == "prompt-cache":
+            relayout: Callable[[Any], Any] | None
+            if self.relayout is True:
+                relayout = layout_function([c.request for c in ctx.trace.calls if c.request is not None])
+            else:
+                relayout = self.relayout or None
+            return estimate_prompt_cache(ctx, relayout=relayout)
+        if name == "semantic-cache":
+            return estimate_semantic_cache(ctx, cache=self.cache)
+        if name == "compaction":
+            return estimate_compaction(ctx, compactor=self.compactor, sample=self.compaction_sample)
+        if name == "routing":
+            return estimate_routing(ctx, policy=self.policy, targets=self.targets, cheap_model=self.cheap_model)
+        raise ProfileError(f"unknown lever {name!r}")
+
+    def _safe_lever(self, name: str, ctx: ProfileContext) -> LeverEstimate:
+        try:
+            return self._run_lever(name, ctx)
+        except (ImportError, TokenleanError) as exc:
+            log.warning("lever %s not estimated: %s", name, exc)
+            est = LeverEstimate(lever=name, title=_TITLES[name], action="", applicable=False, reason=f"not estimated: {exc}")
+            return ctx.finish(est, [c.usage for c in ctx.trace.calls])
+
+    # -- whole profile ---------------------------------------------------------------------------
+    def profile(self, trace: Trace | str | Path | Sequence[str | Path]) -> ProfileReport:
+        """Profile a ``Trace`` or trace file paths; returns the ranked report."""
+        if not isinstance(trace, Trace):
+            paths = [trace] if isinstance(trace, (str, Path)) else list(trace)
+            trace = read_traces(paths)
+        if not trace.calls:
+            raise ProfileError("the trace has no calls")
+        latency = LatencyModel.fit(trace.calls)
+        progress_cm: Any = None
+        task_ids: dict[str, Any] = {}
+        tick: Callable[[str, int, int], None] | None = None
+        if self.show_progress:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            progress_cm = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
+
+            def tick(label: str, done: int, total: int) -> None:
+                if label not in task_ids:
+                    task_ids[label] = progress_cm.add_task(label, total=total)
+                progress_cm.update(task_ids[label], completed=done, total=total)
+
+        ctx = ProfileContext(trace, self.prices, self.default_model, latency, tick)
+        estimates: list[LeverEstimate] = []
+        if progress_cm is not None:
+            progress_cm.start()
+        try:
+            overall = progress_cm.add_task("levers", total=len(self.levers)) if progress_cm else None
+            for i, name in enumerate(self.levers):
+                estimates.append(self._safe_lever(name, ctx))
+                if progress_cm is not None:
+                    progress_cm.update(overall, completed=i + 1)
+        finally:
+            if progress_cm is not None:
+                progress_cm.stop()
+        tokens_per_turn: dict[str, list[int]] = {}
+        task_cost: dict[str, Decimal] = {}
+        for c, cost in zip(trace.calls, ctx.baseline_costs, strict=True):
+            tokens_per_turn.setdefault(c.task_id, []).append(c.usage.total_tokens)
+            task_cost[c.task_id] = task_cost.get(c.task_id, Decimal(0)) + cost
+        assumptions = []
+        unknown_models = sorted({c.model or "(none)" for c in trace.calls if not (c.model and c.model in self.prices)})
+        if unknown_models:
+            assumptions.append(
+                f"Models without a price ({', '.join(unknown_models[:5])}) are priced as {self.default_model}."
+            )
+        counted = sum(1 for c in trace.calls if c.usage_counted)
+        if counted:
+            assumptions.append(
+                f"{counted} of {len(trace.calls)} calls recorded no usage; their tokens were counted with tiktoken."
+            )
+        if not latency.fitted:
+            assumptions.append("The trace has no timings: latency savings use the default latency model.")
+        return ProfileReport(
+            summary=TraceSummary.of(trace, ctx.baseline_costs, latency),
+            estimates=estimates,
+            latency=latency,
+            default_model=self.default_model,
+            assumptions=assumptions,
+            tokens_per_turn=tokens_per_turn,
+            ttfts=[c.ttft for c in trace.calls if c.ttft is not None and not c.cache_hit],
+            task_cost=task_cost,
+        )
+
+
+def profile(trace: Trace | str | Path | Sequence[str | Path], **kwargs: Any) -> ProfileReport:
+    """``Profiler(**kwargs).profile(trace)``."""
+    return Profiler(**kwargs).profile(trace)

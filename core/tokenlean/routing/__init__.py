@@ -1,0 +1,85 @@
+"""Routing: the cheapest adequate model (policies, cascades) on the least loaded healthy server.
+
+Two routers in one: *quality* policies decide which model answers (rules, semantic routes, a
+learned router, a cascade), and a ``ReplicaGroup`` decides which server of that model takes the
+call (least outstanding requests, prefix affinity, health ejection, failover). ``Router`` ties
+them together and meters every call. ``tokenlean.routing.eval`` scores policies offline the way
+RouteLLM does (cost-quality curve, CPT, APGR).
+
+Only httpx and numpy are imported here; embeddings load on first use of a semantic or learned
+policy.
+"""
+
+from __future__ import annotations
+
+from tokenlean.routing.cascade import (
+    Cascade,
+    Consistency,
+    MeanLogprob,
+    SelfCheck,
+    Signal,
+    Validate,
+    Verdict,
+    json_schema_validator,
+    regex_validator,
+)
+from tokenlean.routing.endpoints import (
+    Endpoint,
+    EndpointMetrics,
+    OpenAICompatibleEndpoint,
+    StreamChunk,
+    VLLMEndpoint,
+    parse_prometheus,
+)
+from tokenlean.routing.policies import (
+    Decision,
+    KNNScorer,
+    LearnedRouter,
+    LogisticScorer,
+    MatrixFactorizationScorer,
+    OutputControl,
+    RoutingPolicy,
+    Rule,
+    RulesPolicy,
+    SemanticRoute,
+    SemanticRouter,
+    calibrate_threshold,
+    share_for_budget,
+)
+from tokenlean.routing.replicas import ReplicaGroup, stable_prefix_key
+from tokenlean.routing.router import ROUTING_KEY, Router
+
+__all__ = [
+    "ROUTING_KEY",
+    "Cascade",
+    "Consistency",
+    "Decision",
+    "Endpoint",
+    "EndpointMetrics",
+    "KNNScorer",
+    "LearnedRouter",
+    "LogisticScorer",
+    "MatrixFactorizationScorer",
+    "MeanLogprob",
+    "OpenAICompatibleEndpoint",
+    "OutputControl",
+    "ReplicaGroup",
+    "Router",
+    "RoutingPolicy",
+    "Rule",
+    "RulesPolicy",
+    "SelfCheck",
+    "SemanticRoute",
+    "SemanticRouter",
+    "Signal",
+    "StreamChunk",
+    "VLLMEndpoint",
+    "Validate",
+    "Verdict",
+    "calibrate_threshold",
+    "json_schema_validator",
+    "parse_prometheus",
+    "regex_validator",
+    "share_for_budget",
+    "stable_prefix_key",
+]

@@ -1,0 +1,624 @@
+"""Endpoints: one OpenAI-compatible chat server, spoken to over httpx, sync or async.
+
+Why one code path: the sync and async clients must classify errors, retry, parse usage and
+assemble streams identically, or a chain behaves differently under ``ainvoke``. So everything
+that is not I/O lives in plain functions (``_build_body``, ``_classify_status``,
+``_parse_body``, ``_StreamAssembler``, ``backoff_delay``); ``complete`` and ``acomplete`` are
+thin loops around one ``client.post`` each.
+
+Errors are always typed (``tokenlean.errors``): connection refused and 5xx become
+``EndpointUnavailable`` (retryable), timeouts ``EndpointTimeout`` (retryable), 4xx and broken
+JSON ``EndpointProtocolError`` (not retryable: the same bytes will fail the same way).
+
+``VLLMEndpoint`` adds what a replica router needs from a vLLM server: ``/health``,
+``/v1/models`` discovery and a scrape of ``/metrics`` (queue depth, KV-cache use, prefix-cache
+hit counters), and sends a per-tenant ``cache_salt`` so tenants never share prefix-cache blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import httpx
+
+from tokenlean.errors import (
+    EndpointError,
+    EndpointProtocolError,
+    EndpointTimeout,
+    EndpointUnavailable,
+    MessageFormatError,
+    UsageFormatError,
+)
+from tokenlean.types import Message, Request, Response, ToolCall, Usage, normalize_usage
+
+__all__ = [
+    "Endpoint",
+    "EndpointMetrics",
+    "OpenAICompatibleEndpoint",
+    "StreamChunk",
+    "VLLMEndpoint",
+    "backoff_delay",
+    "parse_prometheus",
+]
+
+log = logging.getLogger("tokenlean.routing.endpoints")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """One streamed delta. ``usage`` arrives on the last chunk when the server reports it."""
+
+    text: str = ""
+    tool_call_deltas: tuple[Mapping[str, Any], ...] = ()
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    logprobs: tuple[float, ...] = ()
+    model: str | None = None
+    id: str | None = None
+    #: Set on the last chunk only: the whole answer assembled, usage included when reported.
+    response: Response | None = None
+
+    @property
+    def has_token(self) -> bool:
+        """Whether this chunk carries generated output (text or a tool-call piece)."""
+        return bool(self.text or self.tool_call_deltas)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointMetrics:
+    """A point-in-time scrape of a server's load; ``None`` fields were not exported."""
+
+    running: float | None = None
+    waiting: float | None = None
+    kv_cache_usage: float | None = None
+    prefix_cache_queries: float | None = None
+    prefix_cache_hits: float | None = None
+    scraped_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def outstanding(self) -> float | None:
+        if self.running is None and self.waiting is None:
+            return None
+        return (self.running or 0.0) + (self.waiting or 0.0)
+
+    @property
+    def prefix_cache_hit_rate(self) -> float | None:
+        if not self.prefix_cache_queries:
+            return None
+        return (self.prefix_cache_hits or 0.0) / self.prefix_cache_queries
+
+
+@runtime_checkable
+class Endpoint(Protocol):
+    """One server of one model. ``name`` identifies the replica, ``model`` what it serves."""
+
+    name: str
+    model: str
+
+    def complete(self, request: Request) -> Response: ...
+
+    async def acomplete(self, request: Request) -> Response: ...
+
+    def stream(self, request: Request) -> Iterator[StreamChunk]: ...
+
+    def astream(self, request: Request) -> AsyncIterator[StreamChunk]: ...
+
+
+# -- pure helpers shared by the sync and async paths --------------------------------------------
+
+
+def backoff_delay(attempt: int, base: float = 0.25, cap: float = 4.0, rng: random.Random | None = None) -> float:
+    """Full-jitter exponential backoff (AWS architecture blog): uniform in [0, min(cap, base*2^n)].
+
+    Jitter matters more than the exponent: replicas that failed together must not be retried by
+    every client in lockstep.
+    """
+    r = rng or random
+    return r.uniform(0.0, min(cap, base * (2**attempt)))
+
+
+def _classify_status(status: int, text: str, endpoint: str) -> EndpointError:
+    snippet = text[:200].replace("\n", " ")
+    if status == 408 or status == 504:
+        return EndpointTimeout(f"{endpoint}: HTTP {status}: {snippet}", endpoint=endpoint, status=status)
+    if status >= 500 or status == 429:
+        return EndpointUnavailable(f"{endpoint}: HTTP {status}: {snippet}", endpoint=endpoint, status=status)
+    return EndpointProtocolError(f"{endpoint}: HTTP {status}: {snippet}", endpoint=endpoint, status=status)
+
+
+def _classify_exception(exc: Exception, endpoint: str) -> EndpointError:
+    if isinstance(exc, EndpointError):
+        return exc
+    if isinstance(exc, httpx.TimeoutException):
+        return EndpointTimeout(f"{endpoint}: timed out ({type(exc).__name__})", endpoint=endpoint)
+    if isinstance(exc, (httpx.TransportError, OSError)):
+        return EndpointUnavailable(f"{endpoint}: {type(exc).__name__}: {exc}", endpoint=endpoint)
+    return EndpointProtocolError(f"{endpoint}: {type(exc).__name__}: {exc}", endpoint=endpoint)
+
+
+def _logprobs_of(choice: Mapping[str, Any]) -> tuple[float, ...]:
+    lp = choice.get("logprobs")
+    if not isinstance(lp, Mapping):
+        return ()
+    content = lp.get("content")
+    if isinstance(content, list):
+        return tuple(float(t["logprob"]) for t in content if isinstance(t, Mapping) and "logprob" in t)
+    tokens = lp.get("token_logprobs")  # legacy completions shape, some servers still send it
+    if isinstance(tokens, list):
+        return tuple(float(x) for x in tokens if isinstance(x, (int, float)))
+    return ()
+
+
+def mean_logprob(response: Response) -> float | None:
+    """Mean token log-probability of the first choice, or ``None`` when the server sent none."""
+    lps = response.extra.get("logprobs")
+    if not lps:
+        return None
+    return float(sum(lps) / len(lps))
+
+
+def _parse_body(raw: bytes, endpoint: str, latency_s: float) -> Response:
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EndpointProtocolError(f"{endpoint}: response is not JSON: {raw[:120]!r}", endpoint=endpoint) from exc
+    try:
+        resp = Response.from_openai(body)
+    except (MessageFormatError, UsageFormatError) as exc:
+        raise EndpointProtocolError(f"{endpoint}: unexpected response shape: {exc}", endpoint=endpoint) from exc
+    choice = body["choices"][0]
+    extra = dict(resp.extra)
+    extra["endpoint"] = endpoint
+    extra["latency_s"] = latency_s
+    lps = _logprobs_of(choice)
+    if lps:
+        extra["logprobs"] = lps
+    return Response(resp.message, resp.model, resp.usage, resp.finish_reason, resp.id, extra)
+
+
+class _StreamAssembler:
+    """Parses SSE lines into ``StreamChunk`` and accumulates the final ``Response``."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.text: list[str] = []
+        self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+        self.model: str | None = None
+        self.id: str | None = None
+        self.logprobs: list[float] = []
+        self.done = False
+        self.started = time.monotonic()
+        self.first_token_at: float | None = None
+
+    def feed(self, line: str) -> StreamChunk | None:
+        line = line.strip()
+        if not line or line.startswith(":") or not line.startswith("data:"):
+            return None
+        data = line[5:].strip()
+        if data == "[DONE]":
+            self.done = True
+            return None
+        try:
+            event = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise EndpointProtocolError(f"{self.endpoint}: broken SSE event: {data[:120]!r}", endpoint=self.endpoint) from exc
+        if not isinstance(event, Mapping):
+            raise EndpointProtocolError(f"{self.endpoint}: SSE event is not an object", endpoint=self.endpoint)
+        if "error" in event and "choices" not in event:
+            raise EndpointUnavailable(f"{self.endpoint}: stream error: {event['error']}", endpoint=self.endpoint)
+        self.model = event.get("model") or self.model
+        self.id = event.get("id") or self.id
+        usage = None
+        if event.get("usage"):
+            try:
+                usage = self.usage = normalize_usage(event["usage"])
+            except UsageFormatError as exc:
+                raise EndpointProtocolError(f"{self.endpoint}: bad usage in stream: {exc}", endpoint=self.endpoint) from exc
+        text, deltas, finish, lps = "", (), None, ()
+        choices = event.get("choices") or []
+        if choices and isinstance(choices[0], Mapping):
+            choice = choices[0]
+            delta = choice.get("delta") or {}
+            text = delta.get("content") or ""
+            deltas = tuple(delta.get("tool_calls") or ())
+            finish = choice.get("finish_reason")
+            lps = _logprobs_of(choice)
+        for d in deltas:
+            slot = self.tool_calls.setdefault(int(d.get("index", 0)), {"id": None, "name": "", "arguments": ""})
+            slot["id"] = d.get("id") or slot["id"]
+            fn = d.get("function") or {}
+            slot["name"] += fn.get("name") or ""
+            slot["arguments"] += fn.get("arguments") or ""
+        if text:
+            self.text.append(text)
+        if finish:
+            self.finish_reason = finish
+        self.logprobs.extend(lps)
+        chunk = StreamChunk(text, deltas, finish, usage, lps, self.model, self.id)
+        if chunk.has_token and self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+        return chunk
+
+    def response(self) -> Response:
+        calls = tuple(
+            ToolCall(id=v["id"] or f"call_{i}", name=v["name"], arguments=v["arguments"] or "{}")
+            for i, v in sorted(self.tool_calls.items())
+        )
+        msg = Message("assistant", "".join(self.text) if self.text or not calls else None, tool_calls=calls)
+        extra: dict[str, Any] = {"endpoint": self.endpoint, "latency_s": time.monotonic() - self.started}
+        if self.first_token_at is not None:
+            extra["ttft_s"] = self.first_token_at - self.started
+        if self.logprobs:
+            extra["logprobs"] = tuple(self.logprobs)
+        return Response(msg, self.model, self.usage, self.finish_reason, self.id, extra)
+
+
+# -- the endpoint ---------------------------------------------------------------------------------
+
+
+class OpenAICompatibleEndpoint:
+    """Any server that speaks ``POST {base_url}/chat/completions`` (OpenAI, vLLM, llama.cpp, SGLang).
+
+    ``base_url`` ends in ``/v1``. ``timeout`` bounds connect and each read (so a hung server is
+    noticed, and a stream that stalls before its first token too); ``max_retries`` retries
+    retryable errors on *this* endpoint with jittered backoff. In a ``ReplicaGroup`` keep it
+    low: failing over to another replica beats hammering a sick one.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        name: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+        max_retries: int = 2,
+        backoff_base: float = 0.25,
+        backoff_cap: float = 4.0,
+        headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.name = name or f"{model}@{self.base_url}"
+        self.api_key = api_key
+        self.timeout = httpx.Timeout(timeout, connect=connect_timeout)
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.headers = dict(headers or {})
+        if api_key:
+            self.headers.setdefault("Authorization", f"Bearer {api_key}")
+        self.extra_body = dict(extra_body or {})
+        self._client: httpx.Client | None = None
+        self._aclients: dict[int, httpx.AsyncClient] = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, model={self.model!r})"
+
+    # -- clients (created lazily; one async client per event loop) -----------------------------
+    @property
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            self._client = httpx.Client(timeout=self.timeout, headers=self.headers)
+        return self._client
+
+    @property
+    def aclient(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        c = self._aclients.get(id(loop))
+        if c is None or c.is_closed:
+            c = self._aclients[id(loop)] = httpx.AsyncClient(timeout=self.timeout, headers=self.headers)
+        return c
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def aclose(self) -> None:
+        clients, self._aclients = list(self._aclients.values()), {}
+        for c in clients:
+            await c.aclose()
+
+    # -- request shaping -----------------------------------------------------------------------
+    def _body(self, request: Request, *, stream: bool) -> dict[str, Any]:
+        body = request.to_openai()
+        body["model"] = self.model
+        for k, v in self.extra_body.items():
+            body.setdefault(k, v)
+        if stream:
+            body["stream"] = True
+            body.setdefault("stream_options", {"include_usage": True})
+        else:
+            body.pop("stream", None)
+            body.pop("stream_options", None)
+        return body
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/chat/completions"
+
+    def _delay(self, attempt: int) -> float:
+        return backoff_delay(attempt, self.backoff_base, self.backoff_cap)
+
+    def _should_retry(self, err: EndpointError, attempt: int) -> bool:
+        if not err.retryable or attempt >= self.max_retries:
+            return False
+        log.info("%s: %s; retry %d/%d", self.name, err, attempt + 1, self.max_retries)
+        return True
+
+    # -- non-streaming ---------------------------------------------------------------------------
+    def complete(self, request: Request) -> Response:
+        body = self._body(request, stream=False)
+        attempt = 0
+        while True:
+            t0 = time.monotonic()
+            try:
+                r = self.client.post(self.url, json=body)
+                if r.status_code >= 400:
+                    raise _classify_status(r.status_code, r.text, self.name)
+                return _parse_body(r.content, self.name, time.monotonic() - t0)
+            except Exception as exc:
+                err = _classify_exception(exc, self.name)
+                if not self._should_retry(err, attempt):
+                    raise err from exc
+            time.sleep(self._delay(attempt))
+            attempt += 1
+
+    async def acomplete(self, request: Request) -> Response:
+        body = self._body(request, stream=False)
+        attempt = 0
+        while True:
+            t0 = time.monotonic()
+            try:
+                r = await self.aclient.post(self.url, json=body)
+                if r.status_code >= 400:
+                    raise _classify_status(r.status_code, r.text, self.name)
+                return _parse_body(r.content, self.name, time.monotonic() - t0)
+            except Exception as exc:
+                err = _classify_exception(exc, self.name)
+                if not self._should_retry(err, attempt):
+                    raise err from exc
+            await asyncio.sleep(self._delay(attempt))
+            attempt += 1
+
+    # -- streaming ---------------------------------------------------------------------------------
+    def stream(self, request: Request) -> Iterator[StreamChunk]:
+        """Yield deltas, then one last ``StreamChunk`` whose ``response`` is the assembled answer.
+
+        Retries happen only before the first token: after that, replaying would duplicate text
+        the caller already showed.
+        """
+        body = self._body(request, stream=True)
+        attempt = 0
+        while True:
+            asm = _StreamAssembler(self.name)
+            yielded = False
+            try:
+                with self.client.stream("POST", self.url, json=body) as r:
+                    if r.status_code >= 400:
+                        r.read()
+                        raise _classify_status(r.status_code, r.text, self.name)
+                    for line in r.iter_lines():
+                        chunk = asm.feed(line)
+                        if chunk is not None:
+                            yielded = yielded or chunk.has_token
+                            yield chunk
+                yield StreamChunk(response=asm.response(), model=asm.model, id=asm.id)
+                return
+            except GeneratorExit:
+                raise
+            except Exception as exc:
+                err = _classify_exception(exc, self.name)
+                if yielded or not self._should_retry(err, attempt):
+                    raise err from exc
+            time.sleep(self._delay(attempt))
+            attempt += 1
+
+    async def astream(self, request: Request) -> AsyncIterator[StreamChunk]:
+        body = self._body(request, stream=True)
+        attempt = 0
+        while True:
+            asm = _StreamAssembler(self.name)
+            yielded = False
+            try:
+                async with self.aclient.stream("POST", self.url, json=body) as r:
+                    if r.status_code >= 400:
+                        await r.aread()
+                        raise _classify_status(r.status_code, r.text, self.name)
+                    async for line in r.aiter_lines():
+                        chunk = asm.feed(line)
+                        if chunk is not None:
+                            yielded = yielded or chunk.has_token
+                            yield chunk
+                yield StreamChunk(response=asm.response(), model=asm.model, id=asm.id)
+                return
+            except GeneratorExit:
+                raise
+            except Exception as exc:
+                err = _classify_exception(exc, self.name)
+                if yielded or not self._should_retry(err, attempt):
+                    raise err from exc
+            await asyncio.sleep(self._delay(attempt))
+            attempt += 1
+
+    # -- discovery (OpenAI servers and llama.cpp both have /v1/models) -------------------------
+    def list_models(self) -> list[str]:
+        try:
+            r = self.client.get(f"{self.base_url}/models")
+        except Exception as exc:
+            raise _classify_exception(exc, self.name) from exc
+        if r.status_code >= 400:
+            raise _classify_status(r.status_code, r.text, self.name)
+        try:
+            return [str(m["id"]) for m in r.json()["data"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EndpointProtocolError(f"{self.name}: bad /models body", endpoint=self.name) from exc
+
+    def health(self) -> bool:
+        """Cheap liveness probe: ``/models`` answers. ``VLLMEndpoint`` uses ``/health`` instead."""
+        try:
+            self.list_models()
+        except EndpointError:
+            return False
+        return True
+
+    def metrics(self) -> EndpointMetrics | None:
+        """Live load, when the server exports it (plain OpenAI-compatible servers do not)."""
+        return None
+
+
+# -- Prometheus text format -------------------------------------------------------------------------
+
+
+def parse_prometheus(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Parse Prometheus text exposition into ``{metric: [(labels, value), ...]}``.
+
+    Small on purpose: vLLM's ``/metrics`` is the only producer we read, and pulling in
+    ``prometheus_client`` for its parser would be a dependency for twenty lines.
+    """
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        labels: dict[str, str] = {}
+        if "{" in line:
+            name, rest = line.split("{", 1)
+            label_str, _, value_part = rest.rpartition("}")
+            for item in _split_labels(label_str):
+                k, _, v = item.partition("=")
+                labels[k.strip()] = v.strip().strip('"').replace('\\"', '"')
+        else:
+            name, _, value_part = line.partition(" ")
+        fields = value_part.split()
+        if not fields:
+            continue
+        try:
+            value = float(fields[0])
+        except ValueError:
+            continue
+        out.setdefault(name.strip(), []).append((labels, value))
+    return out
+
+
+def _split_labels(s: str) -> list[str]:
+    items, cur, quoted, esc = [], [], False, False
+    for ch in s:
+        if esc:
+            cur.append(ch)
+            esc = False
+        elif ch == "\\":
+            cur.append(ch)
+            esc = True
+        elif ch == '"':
+            quoted = not quoted
+            cur.append(ch)
+        elif ch == "," and not quoted:
+            items.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    if "".join(cur).strip():
+        items.append("".join(cur))
+    return [i for i in items if i.strip()]
+
+
+def _metric(parsed: Mapping[str, list[tuple[dict[str, str], float]]], names: tuple[str, ...], model: str | None) -> float | None:
+    for name in names:
+        for candidate in (name, f"{name}_total"):
+            samples = parsed.get(candidate)
+            if not samples:
+                continue
+            picked = [v for lab, v in samples if model is None or lab.get("model_name") in (None, model)]
+            if picked:
+                return float(sum(picked))
+    return None
+
+
+def metrics_from_prometheus(text: str, model: str | None = None) -> EndpointMetrics:
+    """vLLM's metrics (v1 names first, the pre-0.7 ``gpu_cache_usage_perc`` as fallback)."""
+    p = parse_prometheus(text)
+    return EndpointMetrics(
+        running=_metric(p, ("vllm:num_requests_running",), model),
+        waiting=_metric(p, ("vllm:num_requests_waiting",), model),
+        kv_cache_usage=_metric(p, ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"), model),
+        prefix_cache_queries=_metric(p, ("vllm:prefix_cache_queries", "vllm:gpu_prefix_cache_queries"), model),
+        prefix_cache_hits=_metric(p, ("vllm:prefix_cache_hits", "vllm:gpu_prefix_cache_hits"), model),
+    )
+
+
+class VLLMEndpoint(OpenAICompatibleEndpoint):
+    """A vLLM OpenAI server: adds ``/health``, ``/v1/models`` discovery, ``/metrics`` and ``cache_salt``.
+
+    ``model=None`` discovers the served model from ``/v1/models`` on first use. The cache salt
+    is derived from ``request.metadata["cache_salt"]`` or, failing that, the tenant, hashed so a
+    tenant id never leaves the process in clear text; vLLM then only reuses prefix-cache blocks
+    between requests with the same salt (its defence against cache-timing side channels).
+    """
+
+    def __init__(self, base_url: str, model: str | None = None, *, salt_by_tenant: bool = True, **kwargs: Any) -> None:
+        super().__init__(base_url, model or "", **kwargs)
+        self.salt_by_tenant = salt_by_tenant
+        if model is None:
+            self.name = kwargs.get("name") or f"vllm@{self.base_url}"
+
+    @property
+    def root_url(self) -> str:
+        return self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
+
+    def discover(self) -> str:
+        """The first served model id (what ``model=None`` resolves to)."""
+        models = self.list_models()
+        if not models:
+            raise EndpointProtocolError(f"{self.name}: /v1/models lists no model", endpoint=self.name)
+        self.model = models[0]
+        return self.model
+
+    def _body(self, request: Request, *, stream: bool) -> dict[str, Any]:
+        if not self.model:
+            self.discover()
+        body = super()._body(request, stream=stream)
+        salt = request.metadata.get("cache_salt")
+        if salt is None and self.salt_by_tenant and request.tenant:
+            salt = hashlib.sha256(f"tokenlean:{request.tenant}".encode()).hexdigest()[:32]
+        if salt is not None:
+            body["cache_salt"] = str(salt)
+        return body
+
+    def health(self) -> bool:
+        try:
+            r = self.client.get(f"{self.root_url}/health", timeout=2.0)
+        except Exception:
+            return False
+        return r.status_code == 200
+
+    async def ahealth(self) -> bool:
+        try:
+            r = await self.aclient.get(f"{self.root_url}/health", timeout=2.0)
+        except Exception:
+            return False
+        return r.status_code == 200
+
+    def metrics(self) -> EndpointMetrics | None:
+        try:
+            r = self.client.get(f"{self.root_url}/metrics", timeout=2.0)
+        except Exception as exc:
+            log.debug("%s: metrics scrape failed: %s", self.name, exc)
+            return None
+        if r.status_code != 200:
+            return None
+        return metrics_from_prometheus(r.text, self.model or None)

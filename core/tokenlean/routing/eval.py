@@ -1,0 +1,437 @@
+"""Offline evaluation of routers from outcome data, with RouteLLM's metrics.
+
+Outcome data says, per prompt, how well a strong and a weak model answered (0/1 correctness or
+a judge score). A router is a *score* per prompt (higher = send to strong); sweeping its
+threshold from "never strong" to "always strong" traces the **cost-quality curve**: the share of
+strong calls against the average quality reached. From the curve (RouteLLM, Ong et al. 2024):
+
+* **PGR** at a point = (quality - weak) / (strong - weak): the share of the strong-weak gap won.
+* **APGR** = area under the PGR curve over strong-call share in [0, 1] (random routing: 0.5).
+* **CPT(x%)** = the smallest strong-call share whose quality recovers x% of the gap.
+
+The curve here is exact (one point per distinct score, ties routed together) rather than
+RouteLLM's ten quantile bins, so small sets are not quantised. Baselines: ``random`` (expected
+curve, the diagonal), ``length`` (longer prompt goes strong) and ``oracle`` (sends exactly the
+prompts where strong beats weak first).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tokenlean.errors import ConfigError, EmptyInputError, InputError
+
+__all__ = [
+    "CurvePoint",
+    "OutcomeData",
+    "PolicyResult",
+    "apgr",
+    "baseline_scores",
+    "cost_quality_curve",
+    "cpt",
+    "crossfit_scores",
+    "evaluate_random",
+    "evaluate_scores",
+    "fold_ids",
+    "load_mt_bench",
+    "load_outcome_csv",
+    "load_routellm",
+]
+
+log = logging.getLogger("tokenlean.routing.eval")
+
+ROUTELLM_STRONG = "gpt-4-1106-preview"
+ROUTELLM_WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
+
+
+@dataclass
+class OutcomeData:
+    """Prompts with the strong and the weak model's quality on each (same length arrays)."""
+
+    name: str
+    prompts: list[str]
+    strong: np.ndarray
+    weak: np.ndarray
+    strong_model: str = "strong"
+    weak_model: str = "weak"
+    skipped: int = 0
+    groups: list[str] | None = None  # e.g. the MMLU subject, for stratified splits
+    weak_responses: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.strong = np.asarray(self.strong, dtype=np.float64)
+        self.weak = np.asarray(self.weak, dtype=np.float64)
+        if not (len(self.prompts) == len(self.strong) == len(self.weak)):
+            raise InputError("prompts, strong and weak outcomes must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def strong_quality(self) -> float:
+        return float(self.strong.mean())
+
+    @property
+    def weak_quality(self) -> float:
+        return float(self.weak.mean())
+
+    def subset(self, idx: np.ndarray) -> OutcomeData:
+        pick = [int(i) for i in idx]
+        return OutcomeData(
+            self.name,
+            [self.prompts[i] for i in pick],
+            self.strong[idx],
+            self.weak[idx],
+            self.strong_model,
+            self.weak_model,
+            0,
+            None if self.groups is None else [self.groups[i] for i in pick],
+            None if self.weak_responses is None else [self.weak_responses[i] for i in pick],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CurvePoint:
+    strong_share: float
+    quality: float
+
+
+@dataclass
+class PolicyResult:
+    policy: str
+    apgr: float
+    cpt50: float
+    cpt80: float
+    curve: list[CurvePoint] = field(default_factory=list)
+
+    def to_dict(self, with_curve: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {"apgr": self.apgr, "cpt50": self.cpt50, "cpt80": self.cpt80}
+        if with_curve:
+            out["curve"] = [[p.strong_share, p.quality] for p in self.curve]
+        return out
+
+
+# -- metrics ------------------------------------------------------------------------------------------
+
+
+def cost_quality_curve(scores: Sequence[float] | np.ndarray, strong: np.ndarray, weak: np.ndarray) -> list[CurvePoint]:
+    """Quality at every threshold: prompts sorted by score, strong for the top ones.
+
+    Prompts with equal scores cannot be separated by any threshold, so they switch together
+    (one curve point per distinct score), which keeps constant-score routers honest.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    n = len(s)
+    if n == 0:
+        raise EmptyInputError("no outcomes to evaluate")
+    if np.isnan(s).any():
+        raise InputError("router scores contain NaN")
+    order = np.argsort(-s, kind="stable")
+    gain = (strong - weak)[order]
+    cum = np.concatenate([[0.0], np.cumsum(gain)])
+    sorted_s = s[order]
+    # boundaries: after the last index of each run of equal scores
+    ends = np.flatnonzero(np.diff(sorted_s) != 0) + 1
+    cuts = np.concatenate([[0], ends, [n]])
+    base = float(weak.sum())
+    return [CurvePoint(float(k) / n, (base + float(cum[k])) / n) for k in cuts]
+
+
+def _pgr(q: float, strong_q: float, weak_q: float) -> float:
+    gap = strong_q - weak_q
+    if gap == 0:
+        raise ConfigError("strong and weak models have the same quality: the gap is undefined")
+    return (q - weak_q) / gap
+
+
+def apgr(curve: Sequence[CurvePoint], strong_q: float, weak_q: float) -> float:
+    """Area under the PGR curve over strong-call share (trapezoids between curve points)."""
+    xs = np.array([p.strong_share for p in curve])
+    ys = np.array([_pgr(p.quality, strong_q, weak_q) for p in curve])
+    return float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2.0))
+
+
+def cpt(curve: Sequence[CurvePoint], strong_q: float, weak_q: float, fraction: float) -> float:
+    """Smallest strong-call share reaching ``fraction`` of the gap (linear between curve points)."""
+    target = weak_q + fraction * (strong_q - weak_q)
+    prev = curve[0]
+    if prev.quality >= target:
+        return prev.strong_share
+    for p in curve[1:]:
+        if p.quality >= target:
+            span = p.quality - prev.quality
+            t = 1.0 if span <= 0 else (target - prev.quality) / span
+            return prev.strong_share + t * (p.strong_share - prev.strong_share)
+        prev = p
+    return 1.0
+
+
+def evaluate_scores(policy: str, scores: Sequence[float] | np.ndarray, data: OutcomeData) -> PolicyResult:
+    curve = cost_quality_curve(scores, data.strong, data.weak)
+    sq, wq = data.strong_quality, data.weak_quality
+    return PolicyResult(policy, apgr(curve, sq, wq), cpt(curve, sq, wq, 0.5), cpt(curve, sq, wq, 0.8), curve)
+
+
+def _average_curves(curves: Sequence[Sequence[CurvePoint]], grid: int = 201) -> list[CurvePoint]:
+    xs = np.linspace(0, 1, grid)
+    ys = np.mean([np.interp(xs, [p.strong_share for p in c], [p.quality for p in c]) for c in curves], axis=0)
+    return [CurvePoint(float(x), float(y)) for x, y in zip(xs, ys, strict=True)]
+
+
+def evaluate_random(data: OutcomeData, seeds: int = 20) -> PolicyResult:
+    """Random routing, averaged over ``seeds`` draws (its expectation is the diagonal: APGR 0.5)."""
+    rng = np.random.default_rng(0)
+    curves = [cost_quality_curve(rng.random(len(data)), data.strong, data.weak) for _ in range(seeds)]
+    curve = _average_curves(curves)
+    sq, wq = data.strong_quality, data.weak_quality
+    return PolicyResult("random", apgr(curve, sq, wq), cpt(curve, sq, wq, 0.5), cpt(curve, sq, wq, 0.8), curve)
+
+
+def baseline_scores(data: OutcomeData) -> dict[str, np.ndarray]:
+    """Scores of the deterministic baselines: ``length`` (longer goes strong) and ``oracle``."""
+    return {
+        "length": np.array([len(p) for p in data.prompts], dtype=np.float64),
+        "oracle": data.strong - data.weak,
+    }
+
+
+# -- fitting without peeking --------------------------------------------------------------------------
+
+
+def fold_ids(n: int, folds: int, seed: int = 0, groups: Sequence[str] | None = None) -> np.ndarray:
+    """Fold of each row: shuffled, and stratified by ``groups`` (e.g. subject) when given."""
+    rng = np.random.default_rng(seed)
+    out = np.empty(n, dtype=np.int64)
+    if groups is None:
+        perm = rng.permutation(n)
+        out[perm] = np.arange(n) % folds
+        return out
+    by: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        by.setdefault(g, []).append(i)
+    offset = 0
+    for g in sorted(by):
+        idx = np.array(by[g])
+        perm = rng.permutation(len(idx))
+        out[idx[perm]] = (np.arange(len(idx)) + offset) % folds
+        offset += len(idx)
+    return out
+
+
+def crossfit_scores(
+    data: OutcomeData,
+    fit_predict: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    *,
+    folds: int = 5,
+    seed: int = 0,
+) -> np.ndarray:
+    """Out-of-fold scores: each row is scored by a model fitted on the *other* folds only.
+
+    ``fit_predict(train_idx, test_idx)`` fits on the rows ``train_idx`` and returns scores for
+    ``test_idx``. Every reported score therefore comes from a model that never saw that row:
+    fit on one split, report on another, for every row (which matters on small sets such as
+    MT-Bench's 80 questions).
+    """
+    if folds < 2:
+        raise ConfigError("need at least 2 folds")
+    f = fold_ids(len(data), folds, seed, data.groups)
+    out = np.empty(len(data), dtype=np.float64)
+    for k in range(folds):
+        test = np.flatnonzero(f == k)
+        train = np.flatnonzero(f != k)
+        out[test] = fit_predict(train, test)
+    return out
+
+
+# -- loaders ------------------------------------------------------------------------------------------
+
+
+def _truth(value: str) -> float | None:
+    v = value.strip()
+    if v == "" or v.lower() in ("nan", "none", "null", "na"):
+        return None
+    low = v.lower()
+    if low == "true":
+        return 1.0
+    if low == "false":
+        return 0.0
+    try:
+        x = float(v)
+    except ValueError:
+        return None
+    return None if math.isnan(x) else x
+
+
+def _contaminated(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    out = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            out.add(json.loads(line)["eval_prompt"])
+    return out
+
+
+def load_outcome_csv(
+    paths: str | Path | Iterable[str | Path],
+    strong: str,
+    weak: str,
+    *,
+    name: str | None = None,
+    exclude: set[str] | None = None,
+    group_from_file: bool = False,
+) -> OutcomeData:
+    """Read outcome CSVs: a ``prompt`` column and one 0/1 or score column per model.
+
+    Extra columns are ignored; rows whose strong or weak outcome is missing are skipped and
+    counted in ``OutcomeData.skipped``. ``{model}_response`` columns, when present, are kept
+    for cascade evaluation.
+    """
+    files = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    if not files:
+        raise EmptyInputError("no CSV files given")
+    prompts: list[str] = []
+    s_out: list[float] = []
+    w_out: list[float] = []
+    groups: list[str] = []
+    responses: list[str] = []
+    skipped = 0
+    has_resp = True
+    csv.field_size_limit(1 << 27)
+    for f in files:
+        with f.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            cols = reader.fieldnames or []
+            for col in ("prompt", strong, weak):
+                if col not in cols:
+                    raise InputError(f"{f}: missing column {col!r} (columns: {cols[:8]})")
+            has_resp = has_resp and f"{weak}_response" in cols
+            for row in reader:
+                p = row["prompt"]
+                if exclude and p in exclude:
+                    continue
+                s, w = _truth(row.get(strong) or ""), _truth(row.get(weak) or "")
+                if s is None or w is None or not p:
+                    skipped += 1
+                    continue
+                prompts.append(p)
+                s_out.append(s)
+                w_out.append(w)
+                groups.append(f.stem)
+                responses.append(row.get(f"{weak}_response") or "")
+    if not prompts:
+        raise EmptyInputError(f"no usable rows in {[str(f) for f in files]}")
+    return OutcomeData(
+        name or files[0].stem,
+        prompts,
+        np.array(s_out),
+        np.array(w_out),
+        strong,
+        weak,
+        skipped,
+        groups if group_from_file else None,
+        responses if has_resp else None,
+    )
+
+
+def load_mt_bench(folder: Path, strong: str = ROUTELLM_STRONG, weak: str = ROUTELLM_WEAK) -> OutcomeData:
+    """MT-Bench: route on the first turn; quality = the judge's mean score over both turns."""
+    bad = _contaminated(folder / "contaminated_prompts.jsonl")
+    questions = [json.loads(x) for x in (folder / "question.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    scores: dict[tuple[int, str], list[float]] = {}
+    answers: dict[int, str] = {}
+    for line in (folder / "judgements.jsonl").read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        j = json.loads(line)
+        if j.get("score") is None or float(j["score"]) < 0:
+            continue
+        scores.setdefault((int(j["question_id"]), j["model"]), []).append(float(j["score"]))
+    prompts, s_out, w_out, skipped = [], [], [], 0
+    for q in questions:
+        turns = q["turns"]
+        if turns[0] in bad or (len(turns) > 1 and turns[1] in bad):
+            continue
+        qid = int(q["question_id"])
+        s, w = scores.get((qid, strong)), scores.get((qid, weak))
+        if not s or not w:
+            skipped += 1
+            continue
+        prompts.append(turns[0])
+        s_out.append(sum(s) / len(s))
+        w_out.append(sum(w) / len(w))
+    del answers
+    return OutcomeData("mt_bench", prompts, np.array(s_out), np.array(w_out), strong, weak, skipped, None)
+
+
+def load_routellm(root: str | Path) -> dict[str, OutcomeData]:
+    """GSM8K, MMLU and MT-Bench from ``root`` (``.../routing/routellm``), decontaminated as RouteLLM does."""
+    root = Path(root)
+    out: dict[str, OutcomeData] = {}
+    g = root / "gsm8k"
+    if (g / "gsm8k_responses.csv").exists():
+        out["gsm8k"] = load_outcome_csv(
+            g / "gsm8k_responses.csv", ROUTELLM_STRONG, ROUTELLM_WEAK, name="gsm8k", exclude=_contaminated(g / "contaminated_prompts.jsonl")
+        )
+    m = root / "mmlu"
+    files = sorted((m / "responses").glob("mmlu_*.csv"))
+    if files:
+        out["mmlu"] = load_outcome_csv(
+            files, ROUTELLM_STRONG, ROUTELLM_WEAK, name="mmlu", exclude=_contaminated(m / "contaminated_prompts.jsonl"), group_from_file=True
+        )
+    t = root / "mt_bench"
+    if (t / "question.jsonl").exists():
+        out["mt_bench"] = load_mt_bench(t)
+    if not out:
+        raise EmptyInputError(f"no RouteLLM outcome data under {root}")
+    return out
+
+
+def summarize(results: Mapping[str, PolicyResult]) -> dict[str, dict[str, float]]:
+    return {k: v.to_dict() for k, v in results.items()}
+
+
+# -- embeddings, computed once per dataset ------------------------------------------------------------
+
+
+def cached_embeddings(texts: Sequence[str], embedder: Any, cache_dir: str | Path | None = None) -> np.ndarray:
+    """Embed ``texts``, reusing an ``.npy`` under ``cache_dir`` keyed by model and content hash.
+
+    Offline evaluation embeds the same thousands of prompts on every run; on a small CPU that is
+    minutes, so the matrix is stored once (``tempdir/tokenlean-embeddings`` by default) and any
+    change to the texts or the model changes the key.
+    """
+    import hashlib
+    import tempfile
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(getattr(embedder, "name", type(embedder).__name__)).encode())
+    for t in texts:
+        h.update(b"\x00" + t.encode("utf-8", "surrogatepass"))
+    folder = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir()) / "tokenlean-embeddings"
+    path = folder / f"{h.hexdigest()}.npy"
+    if path.exists():
+        try:
+            arr = np.load(path)
+            if arr.shape[0] == len(texts):
+                return arr
+        except (OSError, ValueError) as exc:
+            log.warning("embedding cache %s unreadable (%s); recomputing", path, exc)
+    arr = np.asarray(embedder.embed(list(texts)), dtype=np.float32)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, arr)
+        tmp.replace(path)
+    except OSError as exc:  # a read-only temp dir only costs speed
+        log.warning("could not cache embeddings at %s: %s", path, exc)
+    return arr

@@ -1,0 +1,586 @@
+"""Quality policies: which *model* should answer, and why.
+
+A policy looks at a ``Request`` and returns a ``Decision`` (target, reason, score, output
+control) or ``None`` for "no opinion" so policies chain: cheap rules first, then semantic routes,
+then a learned router, then the router's default. Every decision carries a human-readable
+``reason``; a decision nobody can explain cannot be debugged or trusted.
+
+The learned routers are numpy only (no torch training loop): outcome data is small (thousands of
+rows) and the embedding already does the heavy lifting, so a logistic head, a kNN vote or a
+low-rank bilinear (matrix factorisation) model on top of frozen all-MiniLM-L6-v2 vectors is
+enough, fits in seconds and predicts in microseconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from tokenlean.errors import ConfigError, EmptyInputError
+from tokenlean.types import Message, Request
+
+__all__ = [
+    "Decision",
+    "KNNScorer",
+    "LearnedRouter",
+    "LogisticScorer",
+    "MatrixFactorizationScorer",
+    "OutputControl",
+    "RoutingPolicy",
+    "Rule",
+    "RulesPolicy",
+    "SemanticRoute",
+    "SemanticRouter",
+    "calibrate_threshold",
+    "prompt_text",
+    "share_for_budget",
+]
+
+log = logging.getLogger("tokenlean.routing.policies")
+
+
+# -- decisions --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutputControl:
+    """"Generate less": a per-route cap on output, applied to the request before it is sent.
+
+    Output tokens cost 4-8x input tokens at most providers and dominate latency, so a route for
+    short factual answers should say so. ``instruction`` is appended as a system message.
+    """
+
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    instruction: str | None = None
+
+    def apply(self, request: Request) -> Request:
+        params = dict(request.params)
+        if self.max_tokens is not None:
+            current = params.get("max_tokens", params.get("max_completion_tokens"))
+            params["max_tokens"] = self.max_tokens if current is None else min(int(current), self.max_tokens)
+            params.pop("max_completion_tokens", None)
+        if self.stop:
+            old = params.get("stop") or []
+            old = [old] if isinstance(old, str) else list(old)
+            params["stop"] = list(dict.fromkeys([*old, *self.stop]))[:4]  # OpenAI allows 4
+        messages = request.messages
+        if self.instruction:
+            messages = (*messages, Message("system", self.instruction))
+        return replace(request, params=params, messages=messages)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_tokens": self.max_tokens, "stop": list(self.stop), "instruction": self.instruction}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where a request goes and why.
+
+    ``target`` names a model group of the router. ``score`` is the policy's number (similarity,
+    predicted strong-win probability) when it has one. ``replica``, ``escalated`` and
+    ``fallback_from`` are filled in by the router once the call has run.
+    """
+
+    target: str
+    reason: str
+    policy: str
+    score: float | None = None
+    output: OutputControl | None = None
+    cascade: Any = None  # a Cascade when the target is "cheap first, maybe escalate"
+    replica: str | None = None
+    escalated: bool = False
+    fallback_from: tuple[str, ...] = ()
+    latency_ms: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "reason": self.reason,
+            "policy": self.policy,
+            "score": self.score,
+            "output": None if self.output is None else self.output.to_dict(),
+            "replica": self.replica,
+            "escalated": self.escalated,
+            "fallback_from": list(self.fallback_from),
+            "latency_ms": self.latency_ms,
+            **({"extra": dict(self.extra)} if self.extra else {}),
+        }
+
+
+@runtime_checkable
+class RoutingPolicy(Protocol):
+    """One method: a decision, or ``None`` to let the next policy decide."""
+
+    name: str
+
+    def decide(self, request: Request) -> Decision | None: ...
+
+
+def prompt_text(request: Request, max_chars: int = 2000) -> str:
+    """The text a quality policy judges: the last user turn (what the model must answer now)."""
+    last = request.last_user
+    text = last.text if last is not None else (request.messages[-1].text if request.messages else "")
+    return text[:max_chars]
+
+
+# -- rules ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A declarative match; every given condition must hold.
+
+    ``tags``: all must be in ``request.metadata["tags"]``; ``task_type``: equals
+    ``metadata["task_type"]``; ``min_tokens``/``max_tokens``: bounds on the prompt's token count;
+    ``has_tools``: whether tools are attached; ``when``: any extra predicate.
+    """
+
+    target: str
+    tags: tuple[str, ...] = ()
+    task_type: str | None = None
+    min_tokens: int | None = None
+    max_tokens: int | None = None
+    has_tools: bool | None = None
+    when: Callable[[Request], bool] | None = None
+    output: OutputControl | None = None
+    name: str | None = None
+
+    def matches(self, request: Request, n_tokens: Callable[[], int]) -> str | None:
+        """The reason when the rule matches, else ``None``."""
+        why: list[str] = []
+        md = request.metadata
+        if self.tags:
+            have = md.get("tags") or ()
+            have = set(have if not isinstance(have, str) else [have])
+            if isinstance(md.get("tags"), Mapping):
+                have = set(md["tags"])
+            if not set(self.tags) <= have:
+                return None
+            why.append(f"tags {sorted(self.tags)}")
+        if self.task_type is not None:
+            if md.get("task_type") != self.task_type:
+                return None
+            why.append(f"task_type={self.task_type}")
+        if self.has_tools is not None:
+            if bool(request.tools) != self.has_tools:
+                return None
+            why.append("tools present" if self.has_tools else "no tools")
+        if self.min_tokens is not None or self.max_tokens is not None:
+            n = n_tokens()
+            if self.min_tokens is not None and n < self.min_tokens:
+                return None
+            if self.max_tokens is not None and n > self.max_tokens:
+                return None
+            why.append(f"{n} prompt tokens")
+        if self.when is not None:
+            if not self.when(request):
+                return None
+            why.append(getattr(self.when, "__name__", "predicate"))
+        return ", ".join(why) or "always"
+
+
+class RulesPolicy:
+    """First matching rule wins. Cheap (no model) and fully predictable: put it first."""
+
+    name = "rules"
+
+    def __init__(self, rules: Sequence[Rule], *, model_for_tokens: str | None = None) -> None:
+        self.rules = list(rules)
+        self.model_for_tokens = model_for_tokens
+
+    def decide(self, request: Request) -> Decision | None:
+        cache: list[int] = []
+
+        def n_tokens() -> int:
+            if not cache:
+                from tokenlean.tokens import count_messages
+
+                cache.append(count_messages(request.messages, self.model_for_tokens))
+            return cache[0]
+
+        for i, rule in enumerate(self.rules):
+            why = rule.matches(request, n_tokens)
+            if why is not None:
+                label = rule.name or f"rule {i}"
+                return Decision(rule.target, f"{label}: {why}", self.name, output=rule.output)
+        return None
+
+
+# -- semantic routes ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SemanticRoute:
+    """A named route with example utterances; ``threshold=None`` is fitted from the examples."""
+
+    name: str
+    target: str
+    utterances: tuple[str, ...]
+    threshold: float | None = None
+    output: OutputControl | None = None
+
+
+class SemanticRouter:
+    """kNN over example utterances (semantic-router style), with per-route thresholds.
+
+    A fitted threshold sits between how close a route's examples are to each other (leave one
+    out, low percentile) and how close they come to other routes' examples (high percentile):
+    a query must look like the route more than the route looks like its neighbours. With one
+    route there is no negative side, so the in-route percentile minus a margin is used.
+    """
+
+    name = "semantic"
+
+    def __init__(self, routes: Sequence[SemanticRoute], *, embedder: Any = None, k: int = 3, margin: float = 0.05) -> None:
+        if not routes:
+            raise ConfigError("SemanticRouter needs at least one route")
+        for r in routes:
+            if not r.utterances:
+                raise EmptyInputError(f"route {r.name!r} has no example utterances")
+        self.routes = list(routes)
+        self._embedder = embedder
+        self.k = k
+        self.margin = margin
+        self._vecs: np.ndarray | None = None
+        self._labels: np.ndarray | None = None
+        self.thresholds: dict[str, float] = {}
+
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            from tokenlean.embeddings import get_default_embedder
+
+            self._embedder = get_default_embedder()
+        return self._embedder
+
+    def fit(self) -> SemanticRouter:
+        texts = [u for r in self.routes for u in r.utterances]
+        labels = np.array([i for i, r in enumerate(self.routes) for _ in r.utterances])
+        vecs = np.asarray(self.embedder.embed(texts), dtype=np.float32)
+        sims = vecs @ vecs.T
+        np.fill_diagonal(sims, -1.0)
+        for i, r in enumerate(self.routes):
+            if r.threshold is not None:
+                self.thresholds[r.name] = r.threshold
+                continue
+            own = labels == i
+            if own.sum() > 1:
+                inside = sims[np.ix_(own, own)].max(axis=1)
+                lo = float(np.percentile(inside, 10))
+            else:
+                lo = 0.6
+            if (~own).any():
+                outside = sims[np.ix_(own, ~own)].max(axis=1)
+                hi = float(np.percentile(outside, 90))
+                thr = (lo + hi) / 2 if lo > hi else lo - self.margin
+            else:
+                thr = lo - self.margin
+            self.thresholds[r.name] = float(min(max(thr, 0.2), 0.95))
+        self._vecs, self._labels = vecs, labels
+        return self
+
+    def scores(self, text: str) -> dict[str, float]:
+        """Mean similarity of the ``k`` nearest examples of each route."""
+        if self._vecs is None:
+            self.fit()
+        assert self._vecs is not None and self._labels is not None
+        q = np.asarray(self.embedder.embed([text]), dtype=np.float32)[0]
+        sims = self._vecs @ q
+        out: dict[str, float] = {}
+        for i, r in enumerate(self.routes):
+            s = np.sort(sims[self._labels == i])[::-1][: self.k]
+            out[r.name] = float(s.mean())
+        return out
+
+    def decide(self, request: Request) -> Decision | None:
+        text = prompt_text(request)
+        if not text.strip():
+            return None
+        scores = self.scores(text)
+        best = max(scores, key=lambda n: scores[n])
+        route = next(r for r in self.routes if r.name == best)
+        thr = self.thresholds[best]
+        if scores[best] < thr:
+            return None
+        return Decision(
+            route.target,
+            f"semantic route {best!r}: similarity {scores[best]:.2f} >= {thr:.2f}",
+            self.name,
+            score=scores[best],
+            output=route.output,
+        )
+
+
+# -- learned routers ----------------------------------------------------------------------------------
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+
+
+def _standardize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mu = x.mean(axis=0)
+    sd = x.std(axis=0) + 1e-6
+    return mu, sd
+
+
+class LogisticScorer:
+    """L2-regularised logistic regression (full-batch Newton-free gradient with Adam)."""
+
+    kind = "logistic"
+
+    def __init__(self, l2: float = 1e-2, epochs: int = 300, lr: float = 0.05) -> None:
+        self.l2, self.epochs, self.lr = l2, epochs, lr
+        self.w: np.ndarray | None = None
+        self.b = 0.0
+
+    def fit(self, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None) -> LogisticScorer:
+        n, d = x.shape
+        wt = np.ones(n) if weight is None else weight.astype(np.float64)
+        wt = wt / wt.mean()
+        w = np.zeros(d)
+        b = float(np.log((y.mean() + 1e-3) / (1 - y.mean() + 1e-3)))
+        m, v, mb, vb = np.zeros(d), np.zeros(d), 0.0, 0.0
+        for t in range(1, self.epochs + 1):
+            p = _sigmoid(x @ w + b)
+            g = wt * (p - y)
+            gw = x.T @ g / n + self.l2 * w
+            gb = float(g.mean())
+            m = 0.9 * m + 0.1 * gw
+            v = 0.999 * v + 0.001 * gw * gw
+            mb = 0.9 * mb + 0.1 * gb
+            vb = 0.999 * vb + 0.001 * gb * gb
+            c1, c2 = 1 - 0.9**t, 1 - 0.999**t
+            w -= self.lr * (m / c1) / (np.sqrt(v / c2) + 1e-8)
+            b -= self.lr * (mb / c1) / (math.sqrt(vb / c2) + 1e-8)
+        self.w, self.b = w, b
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        assert self.w is not None, "fit() first"
+        return _sigmoid(x @ self.w + self.b)
+
+
+class KNNScorer:
+    """Similarity-weighted vote of the ``k`` nearest training prompts (cosine on unit vectors)."""
+
+    kind = "knn"
+
+    def __init__(self, k: int = 25, temperature: float = 0.05) -> None:
+        self.k, self.temperature = k, temperature
+        self.x: np.ndarray | None = None
+        self.y: np.ndarray | None = None
+        self.prior = 0.5
+
+    def fit(self, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None) -> KNNScorer:
+        self.x = np.asarray(x, dtype=np.float32)
+        self.y = np.asarray(y, dtype=np.float32)
+        self.prior = float(self.y.mean())
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        assert self.x is not None and self.y is not None, "fit() first"
+        sims = np.asarray(x, dtype=np.float32) @ self.x.T
+        k = min(self.k, sims.shape[1])
+        idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        top = np.take_along_axis(sims, idx, axis=1)
+        w = np.exp((top - top.max(axis=1, keepdims=True)) / self.temperature)
+        ys = self.y[idx]
+        # one pseudo-count of the prior keeps sparse neighbourhoods from extreme votes
+        return (np.sum(w * ys, axis=1) + self.prior) / (np.sum(w, axis=1) + 1.0)
+
+
+class MatrixFactorizationScorer:
+    """RouteLLM's matrix-factorisation router, numpy edition.
+
+    ``s(m, q) = u_m · (P q) + b_m``; the strong-win probability is ``sigmoid(s(strong) - s(weak))``
+    trained with logistic loss. With two models this is a rank-``dim`` bilinear logistic model,
+    which regularises better than a full-width logistic head on small outcome sets.
+    """
+
+    kind = "mf"
+
+    def __init__(self, dim: int = 32, l2: float = 1e-3, epochs: int = 400, lr: float = 0.02, seed: int = 0) -> None:
+        self.dim, self.l2, self.epochs, self.lr, self.seed = dim, l2, epochs, lr, seed
+        self.p: np.ndarray | None = None
+        self.u: np.ndarray | None = None
+        self.b = 0.0
+
+    def fit(self, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None) -> MatrixFactorizationScorer:
+        rng = np.random.default_rng(self.seed)
+        n, d = x.shape
+        wt = np.ones(n) if weight is None else weight / weight.mean()
+        p = rng.normal(0, 1 / math.sqrt(d), (d, self.dim))
+        u = rng.normal(0, 0.1, self.dim)  # u_strong - u_weak
+        b = 0.0
+        params = [p, u]
+        ms = [np.zeros_like(a) for a in params]
+        vs = [np.zeros_like(a) for a in params]
+        mb = vb = 0.0
+        for t in range(1, self.epochs + 1):
+            h = x @ p
+            z = h @ u + b
+            g = wt * (_sigmoid(z) - y) / n
+            gu = h.T @ g + self.l2 * u
+            gp = x.T @ np.outer(g, u) + self.l2 * p
+            gb = float(g.sum())
+            for i, grad in enumerate((gp, gu)):
+                ms[i] = 0.9 * ms[i] + 0.1 * grad
+                vs[i] = 0.999 * vs[i] + 0.001 * grad * grad
+                params[i] -= self.lr * (ms[i] / (1 - 0.9**t)) / (np.sqrt(vs[i] / (1 - 0.999**t)) + 1e-8)
+            mb = 0.9 * mb + 0.1 * gb
+            vb = 0.999 * vb + 0.001 * gb * gb
+            b -= self.lr * (mb / (1 - 0.9**t)) / (math.sqrt(vb / (1 - 0.999**t)) + 1e-8)
+        self.p, self.u, self.b = params[0], params[1], b
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        assert self.p is not None and self.u is not None, "fit() first"
+        return _sigmoid((x @ self.p) @ self.u + self.b)
+
+
+_SCORERS: dict[str, Callable[[], Any]] = {
+    "logistic": LogisticScorer,
+    "knn": KNNScorer,
+    "mf": MatrixFactorizationScorer,
+}
+
+
+def calibrate_threshold(scores: Sequence[float] | np.ndarray, strong_share: float) -> float:
+    """The score threshold that sends ``strong_share`` of these prompts to the strong model."""
+    if not 0.0 <= strong_share <= 1.0:
+        raise ConfigError(f"strong_share must be in [0, 1], got {strong_share}")
+    s = np.asarray(scores, dtype=np.float64)
+    if s.size == 0:
+        raise EmptyInputError("need scores to calibrate a threshold")
+    if strong_share <= 0:
+        return float(np.nextafter(s.max(), np.inf))
+    if strong_share >= 1:
+        return float(s.min())
+    return float(np.quantile(s, 1.0 - strong_share))
+
+
+def share_for_budget(budget_per_call: float, weak_cost: float, strong_cost: float) -> float:
+    """Strong-call share a per-call cost budget affords: ``w + s*(c_s - c_w) <= budget``."""
+    if strong_cost <= weak_cost:
+        raise ConfigError("the strong model must cost more than the weak one")
+    return float(min(1.0, max(0.0, (budget_per_call - weak_cost) / (strong_cost - weak_cost))))
+
+
+class LearnedRouter:
+    """Strong-vs-weak router trained from outcome data, thresholded to a strong-call share.
+
+    ``fit(prompts, strong_score, weak_score)`` learns P(strong answers better than weak) from
+    prompt embeddings (plus log prompt length). ``calibrate(prompts, strong_share=...)`` or
+    ``calibrate(..., budget=..., weak_cost=..., strong_cost=...)`` picks the threshold on a
+    held-out set. ``decide`` then routes a request to ``strong`` when its score reaches it.
+    """
+
+    name = "learned"
+
+    def __init__(
+        self,
+        strong: str,
+        weak: str,
+        *,
+        scorer: str | Any = "logistic",
+        embedder: Any = None,
+        threshold: float = 0.5,
+        strong_output: OutputControl | None = None,
+        weak_output: OutputControl | None = None,
+    ) -> None:
+        self.strong, self.weak = strong, weak
+        self.scorer = _SCORERS[scorer]() if isinstance(scorer, str) else scorer
+        if isinstance(scorer, str) and scorer not in _SCORERS:
+            raise ConfigError(f"unknown scorer {scorer!r}; choose from {sorted(_SCORERS)}")
+        self._embedder = embedder
+        self.threshold = threshold
+        self.strong_output, self.weak_output = strong_output, weak_output
+        self._mu: np.ndarray | None = None
+        self._sd: np.ndarray | None = None
+
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            from tokenlean.embeddings import get_default_embedder
+
+            self._embedder = get_default_embedder()
+        return self._embedder
+
+    def features(self, prompts: Sequence[str], vectors: np.ndarray | None = None) -> np.ndarray:
+        """Embedding plus log length (length alone is RouteLLM's weakest useful baseline signal)."""
+        vecs = np.asarray(self.embedder.embed(list(prompts)) if vectors is None else vectors, dtype=np.float32)
+        lens = np.log1p(np.array([len(p) for p in prompts], dtype=np.float32))[:, None]
+        return np.hstack([vecs, lens / 10.0])
+
+    def fit(
+        self,
+        prompts: Sequence[str],
+        strong_score: Sequence[float],
+        weak_score: Sequence[float],
+        *,
+        vectors: np.ndarray | None = None,
+    ) -> LearnedRouter:
+        """Label = strong beats weak (ties count half, as RouteLLM's win-rate labels do).
+
+        Samples are weighted by how much the choice matters (|strong - weak|, ties kept at a
+        small weight) so the model spends its capacity where routing changes quality.
+        """
+        s = np.asarray(strong_score, dtype=np.float64)
+        w = np.asarray(weak_score, dtype=np.float64)
+        if len(prompts) == 0:
+            raise EmptyInputError("no outcome rows to fit a router on")
+        gap = s - w
+        y = np.where(gap > 0, 1.0, np.where(gap < 0, 0.0, 0.5))
+        scale = np.abs(gap).max() or 1.0
+        weight = 0.25 + np.abs(gap) / scale
+        x = self.features(prompts, vectors)
+        if getattr(self.scorer, "kind", "") != "knn":
+            self._mu, self._sd = _standardize(x[:, -1:])
+            x = self._norm(x)
+        self.scorer.fit(x, y, weight)
+        return self
+
+    def _norm(self, x: np.ndarray) -> np.ndarray:
+        if self._mu is None or self._sd is None:
+            return x
+        x = x.copy()
+        x[:, -1:] = (x[:, -1:] - self._mu) / self._sd * 0.1
+        return x
+
+    def score(self, prompts: Sequence[str], *, vectors: np.ndarray | None = None) -> np.ndarray:
+        return np.asarray(self.scorer.predict(self._norm(self.features(prompts, vectors))), dtype=np.float64)
+
+    def calibrate(
+        self,
+        prompts: Sequence[str],
+        *,
+        strong_share: float | None = None,
+        budget: float | None = None,
+        weak_cost: float | None = None,
+        strong_cost: float | None = None,
+        vectors: np.ndarray | None = None,
+    ) -> float:
+        """Set ``threshold`` for a target strong share, or the share a per-call budget affords."""
+        if strong_share is None:
+            if budget is None or weak_cost is None or strong_cost is None:
+                raise ConfigError("give strong_share, or budget with weak_cost and strong_cost")
+            strong_share = share_for_budget(budget, weak_cost, strong_cost)
+        self.threshold = calibrate_threshold(self.score(prompts, vectors=vectors), strong_share)
+        return self.threshold
+
+    def decide(self, request: Request) -> Decision | None:
+        text = prompt_text(request)
+        if not text.strip():
+            return None
+        p = float(self.score([text])[0])
+        if p >= self.threshold:
+            return Decision(self.strong, f"learned ({self.scorer.kind}): P(strong wins)={p:.2f} >= {self.threshold:.2f}", self.name, score=p, output=self.strong_output)
+        return Decision(self.weak, f"learned ({self.scorer.kind}): P(strong wins)={p:.2f} < {self.threshold:.2f}", self.name, score=p, output=self.weak_output)

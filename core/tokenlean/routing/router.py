@@ -1,0 +1,326 @@
+"""The ``Router``: policies pick a model group, the group picks a replica, every call is metered.
+
+``route(request)`` only decides (no I/O; timed in ``Decision.latency_ms``). ``complete``,
+``acomplete``, ``stream`` and ``astream`` decide and run: output control is applied, cascades
+are driven (cheap call, checks, maybe the strong call), a failing model falls back to the next
+one in ``fallbacks`` (on timeouts, connection errors, 5xx, and streams that fail before their
+first token), and each call that reached a model is recorded through ``tokenlean.metering`` with
+the route, policy and reason as tags, so savings show up per task.
+
+Sync and async share one code path: ``_plan`` is a generator that *yields* the calls it needs
+and receives their answers; ``_drive`` and ``_adrive`` only perform them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from tokenlean.errors import EndpointError, NoRouteError
+from tokenlean.routing.endpoints import Endpoint, StreamChunk
+from tokenlean.routing.policies import Decision, RoutingPolicy
+from tokenlean.routing.replicas import ReplicaGroup
+from tokenlean.types import Request, Response, Usage
+
+__all__ = ["ROUTING_KEY", "Router"]
+
+log = logging.getLogger("tokenlean.routing.router")
+
+#: Key of ``Response.extra`` holding the decision (as a dict) of a routed call.
+ROUTING_KEY = "tokenlean_routing"
+
+_Call = tuple[str, Request, str]  # (target, request, role)
+_Plan = Generator[_Call, Response | None, tuple[Response, Decision]]
+
+
+def _as_group(target: ReplicaGroup | Endpoint | Sequence[Endpoint]) -> ReplicaGroup:
+    if isinstance(target, ReplicaGroup):
+        return target
+    if isinstance(target, Sequence):
+        return ReplicaGroup(list(target))
+    return ReplicaGroup([target], prefix_affinity=False)
+
+
+class Router:
+    """Quality routing (policies) over replica routing (groups), with fallbacks and metering.
+
+    ``targets`` maps a name (``"weak"``, ``"strong"``, ``"local"``) to a ``ReplicaGroup``, an
+    endpoint, or a list of endpoints (made a group). ``policies`` are asked in order; the
+    first decision wins, else ``default``. ``fallbacks`` maps a target to the targets to try
+    when all its replicas fail. ``meter`` is a ``tokenlean.metering.Meter`` (one is created
+    when omitted; ``meter=False`` disables metering).
+    """
+
+    def __init__(
+        self,
+        targets: Mapping[str, ReplicaGroup | Endpoint | Sequence[Endpoint]],
+        *,
+        policies: Sequence[RoutingPolicy] = (),
+        default: str | None = None,
+        fallbacks: Mapping[str, Sequence[str]] | None = None,
+        meter: Any = None,
+    ) -> None:
+        if not targets:
+            raise NoRouteError("a Router needs at least one target")
+        self.targets = {name: _as_group(t) for name, t in targets.items()}
+        self.policies = list(policies)
+        self.default = default or next(iter(self.targets))
+        self.fallbacks = {k: tuple(v) for k, v in (fallbacks or {}).items()}
+        for name in [self.default, *self.fallbacks, *(t for v in self.fallbacks.values() for t in v)]:
+            if name not in self.targets:
+                raise NoRouteError(f"unknown target {name!r}; targets are {sorted(self.targets)}")
+        if meter is None:
+            from tokenlean.metering import Meter
+
+            meter = Meter()
+        self.meter = meter or None
+
+    # -- deciding --------------------------------------------------------------------------------
+    def route(self, request: Request) -> Decision:
+        """Ask the policies in order; the first decision wins. Pure CPU: no call is made."""
+        t0 = time.perf_counter()
+        decision = None
+        for policy in self.policies:
+            decision = policy.decide(request)
+            if decision is not None:
+                break
+        if decision is None:
+            decision = Decision(self.default, "no policy matched: default target", "default")
+        if decision.target not in self.targets:
+            raise NoRouteError(f"policy {decision.policy!r} chose unknown target {decision.target!r}")
+        return replace(decision, latency_ms=(time.perf_counter() - t0) * 1000.0)
+
+    def model_of(self, target: str) -> str:
+        return self.targets[target].model
+
+    # -- the shared plan ---------------------------------------------------------------------------
+    def _plan(self, request: Request, decision: Decision) -> _Plan:
+        req = decision.output.apply(request) if decision.output is not None else request
+        casc = decision.cascade
+        if casc is None:
+            resp = yield (decision.target, req, "primary")
+            assert resp is not None
+            return resp, decision
+        req = casc.prepare(req)
+        cheap = yield (casc.cheap, req, "cascade-cheap")
+        assert cheap is not None
+        extras: list[Response | None] = []
+        for extra_req in casc.extra_requests(req, cheap):
+            extras.append(None if extra_req is None else (yield (casc.cheap, extra_req, "cascade-check")))
+        escalate, verdicts = casc.judge(req, cheap, extras)
+        why = "; ".join(v.reason for v in verdicts)
+        info = {"signals": [{"escalate": v.escalate, "reason": v.reason, "value": v.value} for v in verdicts]}
+        if not escalate:
+            return cheap, replace(decision, reason=f"{decision.reason}: kept cheap answer ({why})", extra=info)
+        strong_req = casc.strong_output.apply(request) if casc.strong_output is not None else request
+        strong = yield (casc.strong, strong_req, "cascade-strong")
+        assert strong is not None
+        return strong, replace(
+            decision, target=casc.strong, escalated=True, reason=f"{decision.reason}: escalated ({why})", extra=info
+        )
+
+    def _chain(self, target: str) -> list[str]:
+        return [target, *(t for t in self.fallbacks.get(target, ()) if t != target)]
+
+    def _finish(self, resp: Response, decision: Decision, fell_from: list[str]) -> tuple[Response, Decision]:
+        if fell_from:
+            decision = replace(decision, fallback_from=(*decision.fallback_from, *fell_from))
+        decision = replace(decision, target=resp.extra.get("target", decision.target), replica=resp.extra.get("endpoint"))
+        extra = {**resp.extra, ROUTING_KEY: decision.to_dict()}
+        return replace(resp, extra=extra), decision
+
+    # -- metering ----------------------------------------------------------------------------------
+    def _record(
+        self,
+        target: str,
+        request: Request,
+        resp: Response,
+        decision: Decision,
+        role: str,
+        started: float,
+        first_token: float | None = None,
+    ) -> None:
+        if self.meter is None:
+            return
+        usage = resp.usage
+        estimated = usage is None
+        if usage is None:
+            from tokenlean.tokens import count_messages, count_tokens
+
+            usage = Usage(count_messages(request.messages), count_tokens(resp.text))
+        try:
+            self.meter.record(
+                model=resp.model or self.model_of(target),
+                usage=usage,
+                endpoint=resp.extra.get("endpoint"),
+                task_id=request.task_id,
+                tags={"route": target, "policy": decision.policy, "role": role},
+                started_at=started,
+                first_token_at=first_token,
+                ended_at=time.time(),
+                extra={"reason": decision.reason, "usage_estimated": estimated},
+            )
+        except Exception as exc:  # metering must never break a user's call
+            log.warning("metering failed: %s", exc)
+
+    # -- sync -------------------------------------------------------------------------------------
+    def _call(self, target: str, request: Request, decision: Decision, role: str, fell: list[str]) -> Response:
+        errors: list[str] = []
+        for t in self._chain(target):
+            started = time.time()
+            try:
+                resp = self.targets[t].complete(request)
+            except (NoRouteError, EndpointError) as exc:
+                if isinstance(exc, EndpointError) and not exc.retryable:
+                    raise
+                errors.append(f"{t}: {exc}")
+                fell.append(t)
+                continue
+            self._record(t, request, resp, decision, role, started)
+            return replace(resp, extra={**resp.extra, "target": t})
+        raise NoRouteError("; ".join(errors))
+
+    def _drive(self, request: Request, decision: Decision) -> tuple[Response, Decision]:
+        plan = self._plan(request, decision)
+        fell: list[str] = []
+        call = next(plan)
+        while True:
+            target, req, role = call
+            try:
+                resp: Response | None = self._call(target, req, decision, role, fell)
+            except (NoRouteError, EndpointError):
+                if role != "cascade-check":
+                    raise
+                resp = None  # a failed check call skips that signal, it does not fail the user
+            try:
+                call = plan.send(resp)
+            except StopIteration as stop:
+                final, dec = stop.value
+                return self._finish(final, dec, [f for f in fell if f != dec.target])
+
+    def complete_with_decision(self, request: Request) -> tuple[Response, Decision]:
+        return self._drive(request, self.route(request))
+
+    def complete(self, request: Request) -> Response:
+        """Route and answer; the decision rides along in ``response.extra["tokenlean_routing"]``."""
+        return self.complete_with_decision(request)[0]
+
+    def stream(self, request: Request, decision: Decision | None = None) -> Iterator[StreamChunk]:
+        """Stream the routed answer; the last chunk's ``response`` carries usage and the decision.
+
+        A cascade cannot stream its cheap answer before judging it, so it yields the chosen
+        answer as one chunk. Otherwise a target that fails before its first token falls back
+        to the next target.
+        """
+        decision = decision or self.route(request)
+        if decision.cascade is not None:
+            resp, dec = self._drive(request, decision)
+            yield StreamChunk(text=resp.text, finish_reason=resp.finish_reason, usage=resp.usage, model=resp.model)
+            yield StreamChunk(response=resp, model=resp.model)
+            return
+        req = decision.output.apply(request) if decision.output is not None else request
+        errors: list[str] = []
+        fell: list[str] = []
+        for t in self._chain(decision.target):
+            started = time.time()
+            first: float | None = None
+            try:
+                for chunk in self.targets[t].stream(req):
+                    if chunk.has_token and first is None:
+                        first = time.time()
+                    if chunk.response is not None:
+                        dec = replace(decision, target=t)
+                        self._record(t, req, chunk.response, dec, "primary", started, first)
+                        resp, _ = self._finish(chunk.response, dec, fell)
+                        chunk = replace(chunk, response=resp)
+                    yield chunk
+                return
+            except (NoRouteError, EndpointError) as exc:
+                if first is not None or (isinstance(exc, EndpointError) and not exc.retryable):
+                    raise
+                errors.append(f"{t}: {exc}")
+                fell.append(t)
+        raise NoRouteError("; ".join(errors))
+
+    # -- async ------------------------------------------------------------------------------------
+    async def _acall(self, target: str, request: Request, decision: Decision, role: str, fell: list[str]) -> Response:
+        errors: list[str] = []
+        for t in self._chain(target):
+            started = time.time()
+            try:
+                resp = await self.targets[t].acomplete(request)
+            except (NoRouteError, EndpointError) as exc:
+                if isinstance(exc, EndpointError) and not exc.retryable:
+                    raise
+                errors.append(f"{t}: {exc}")
+                fell.append(t)
+                continue
+            self._record(t, request, resp, decision, role, started)
+            return replace(resp, extra={**resp.extra, "target": t})
+        raise NoRouteError("; ".join(errors))
+
+    async def _adrive(self, request: Request, decision: Decision) -> tuple[Response, Decision]:
+        plan = self._plan(request, decision)
+        fell: list[str] = []
+        call = next(plan)
+        while True:
+            target, req, role = call
+            try:
+                resp: Response | None = await self._acall(target, req, decision, role, fell)
+            except (NoRouteError, EndpointError):
+                if role != "cascade-check":
+                    raise
+                resp = None
+            try:
+                call = plan.send(resp)
+            except StopIteration as stop:
+                final, dec = stop.value
+                return self._finish(final, dec, [f for f in fell if f != dec.target])
+
+    async def acomplete_with_decision(self, request: Request) -> tuple[Response, Decision]:
+        return await self._adrive(request, self.route(request))
+
+    async def acomplete(self, request: Request) -> Response:
+        return (await self.acomplete_with_decision(request))[0]
+
+    async def astream(self, request: Request, decision: Decision | None = None) -> AsyncIterator[StreamChunk]:
+        decision = decision or self.route(request)
+        if decision.cascade is not None:
+            resp, _ = await self._adrive(request, decision)
+            yield StreamChunk(text=resp.text, finish_reason=resp.finish_reason, usage=resp.usage, model=resp.model)
+            yield StreamChunk(response=resp, model=resp.model)
+            return
+        req = decision.output.apply(request) if decision.output is not None else request
+        errors: list[str] = []
+        fell: list[str] = []
+        for t in self._chain(decision.target):
+            started = time.time()
+            first: float | None = None
+            try:
+                async for chunk in self.targets[t].astream(req):
+                    if chunk.has_token and first is None:
+                        first = time.time()
+                    if chunk.response is not None:
+                        dec = replace(decision, target=t)
+                        self._record(t, req, chunk.response, dec, "primary", started, first)
+                        resp, _ = self._finish(chunk.response, dec, fell)
+                        chunk = replace(chunk, response=resp)
+                    yield chunk
+                return
+            except (NoRouteError, EndpointError) as exc:
+                if first is not None or (isinstance(exc, EndpointError) and not exc.retryable):
+                    raise
+                errors.append(f"{t}: {exc}")
+                fell.append(t)
+        raise NoRouteError("; ".join(errors))
+
+    # -- housekeeping -----------------------------------------------------------------------------
+    def close(self) -> None:
+        for g in self.targets.values():
+            for r in g.replicas:
+                close = getattr(r.endpoint, "close", None)
+                if close is not None:
+                    close()

@@ -1,0 +1,216 @@
+"""Metering for LlamaIndex: an instrumentation event handler that records every LLM call.
+
+LlamaIndex emits ``LLMChatStartEvent`` / ``LLMChatInProgressEvent`` / ``LLMChatEndEvent`` (and
+the ``Completion`` equivalents) on its instrumentation dispatcher for every LLM call, whatever
+the engine or agent on top. One ``TokenleanEventHandler`` on the *root* dispatcher therefore
+sees them all; ``instrument()`` registers it once (registering twice would count each call
+twice). Start and end of one call share the event's ``span_id``; the first in-progress event
+of a streamed call gives the time to first token.
+
+Tokens are read from ``response.raw["usage"]`` (the provider's own numbers), then from
+``response.additional_kwargs`` (where the OpenAI integrations copy them), through the core's
+``normalize_usage``. The dispatcher silently swallows handler exceptions, so this handler
+catches and logs its own on ``tokenlean.llamaindex``: a metering bug is visible, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from llama_index.core.instrumentation import root_dispatcher
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.instrumentation.events.llm import (
+    LLMChatEndEvent,
+    LLMChatInProgressEvent,
+    LLMChatStartEvent,
+    LLMCompletionEndEvent,
+    LLMCompletionInProgressEvent,
+    LLMCompletionStartEvent,
+)
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from tokenlean.errors import TokenleanError
+from tokenlean.metering import Meter, UsageRecord, current_task_id, get_default_meter
+from tokenlean.types import Usage, normalize_usage
+
+__all__ = ["TokenleanEventHandler", "instrument", "uninstrument"]
+
+log = logging.getLogger("tokenlean.llamaindex.callbacks")
+
+#: Event tags (``llama_index.core.instrumentation`` ``instrument_tags``) naming the task.
+TASK_TAG_KEYS = ("tokenlean_task_id", "task_id")
+CACHE_HIT_FLAG = "tokenlean_cache_hit"
+
+_START = (LLMChatStartEvent, LLMCompletionStartEvent)
+_PROGRESS = (LLMChatInProgressEvent, LLMCompletionInProgressEvent)
+_END = (LLMChatEndEvent, LLMCompletionEndEvent)
+
+
+@dataclass(slots=True)
+class _PendingCall:
+    started_at: float
+    task_id: str | None
+    model: str | None
+    endpoint: str | None
+    first_token_at: float | None = None
+
+
+def _get(obj: Any, key: str) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def _call_key(event: BaseEvent) -> str:
+    # Start/progress/end of one call share span_id; without an active span, calls on one
+    # thread cannot overlap, so the thread identifies the call.
+    return event.span_id or f"thread-{threading.get_ident()}"
+
+
+class TokenleanEventHandler(BaseEventHandler):
+    """Turns LlamaIndex LLM events into ``UsageRecord`` s in ``meter``'s ledger.
+
+    ``task_id`` fixes the task of every call; otherwise it comes from the event tags
+    (``instrument_tags({"tokenlean_task_id": ...})``) or the current ``task_scope`` /
+    ``Meter.task`` when the call starts. Use ``instrument()`` rather than adding it yourself.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    meter: Meter = Field(default_factory=get_default_meter, exclude=True)
+    task_id: str | None = None
+    _pending: dict[str, _PendingCall] = PrivateAttr(default_factory=dict)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "TokenleanEventHandler"
+
+    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+        try:
+            if isinstance(event, _PROGRESS):
+                pending = self._pending.get(_call_key(event))  # atomic get: no lock per chunk
+                if pending is not None and pending.first_token_at is None:
+                    pending.first_token_at = time.time()
+            elif isinstance(event, _START):
+                self._start(event)
+            elif isinstance(event, _END):
+                self._end(event)
+        except Exception:
+            log.exception("tokenlean: metering a LlamaIndex event failed (ignored)")
+
+    def _task_for(self, event: BaseEvent) -> str | None:
+        if self.task_id is not None:
+            return self.task_id
+        for key in TASK_TAG_KEYS:
+            value = event.tags.get(key) if event.tags else None
+            if value:
+                return str(value)
+        return current_task_id()
+
+    def _start(self, event: LLMChatStartEvent | LLMCompletionStartEvent) -> None:
+        model_dict = event.model_dict or {}
+        model = model_dict.get("model") or model_dict.get("model_name")
+        endpoint = model_dict.get("api_base") or model_dict.get("base_url")
+        pending = _PendingCall(
+            started_at=time.time(),
+            task_id=self._task_for(event),
+            model=model if isinstance(model, str) else None,
+            endpoint=endpoint if isinstance(endpoint, str) else None,
+        )
+        with self._lock:
+            self._pending[_call_key(event)] = pending
+
+    def _end(self, event: LLMChatEndEvent | LLMCompletionEndEvent) -> UsageRecord | None:
+        ended = time.time()
+        with self._lock:
+            pending = self._pending.pop(_call_key(event), None)
+        if pending is None:
+            pending = _PendingCall(ended, self._task_for(event), None, None)
+        response = event.response
+        if response is None:  # the call failed; LlamaIndex sends an end event with no response
+            return None
+        raw = response.raw
+        extra_kwargs = response.additional_kwargs or {}
+        served = _get(raw, "model")
+        model = served if isinstance(served, str) and served else pending.model
+        cache_hit = bool(extra_kwargs.get(CACHE_HIT_FLAG) or _get(raw, CACHE_HIT_FLAG))
+        extra: dict[str, Any] = {"span_id": event.span_id}
+        raw_usage = _get(raw, "usage")
+        if raw_usage is None and ("prompt_tokens" in extra_kwargs or "completion_tokens" in extra_kwargs):
+            raw_usage = extra_kwargs
+        usage: Usage | None = None
+        if raw_usage is None:
+            log.warning("tokenlean: LLM call %s reported no token usage; recorded unpriced", event.span_id)
+            extra["usage_missing"] = True
+        else:
+            try:
+                usage = normalize_usage(raw_usage)
+            except TokenleanError as exc:
+                log.warning(
+                    "tokenlean: unreadable usage from LLM call %s (%s); recorded unpriced", event.span_id, exc
+                )
+                extra["usage_error"] = str(exc)
+        if usage is None:
+            rec = UsageRecord(
+                model=model or "unknown",
+                usage=Usage(),
+                endpoint=pending.endpoint,
+                task_id=pending.task_id,
+                tags=dict(self.meter.tags),
+                cost=None,
+                started_at=pending.started_at,
+                first_token_at=pending.first_token_at,
+                ended_at=ended,
+                cache_hit=cache_hit,
+                extra=extra,
+                id=event.id_,
+            )
+            return self.meter.ledger.record(rec)
+        return self.meter.record(
+            model=model,
+            usage=usage,
+            endpoint=pending.endpoint,
+            task_id=pending.task_id,
+            started_at=pending.started_at,
+            first_token_at=pending.first_token_at,
+            ended_at=ended,
+            cache_hit=cache_hit,
+            extra=extra,
+            record_id=event.id_,
+        )
+
+
+_INSTRUMENT_LOCK = threading.Lock()
+
+
+def instrument(meter: Meter | None = None, *, task_id: str | None = None) -> TokenleanEventHandler:
+    """Meter every LlamaIndex LLM call of this process into ``meter`` (default meter if None).
+
+    Idempotent: a handler for the same meter (and task) already on the root dispatcher is
+    returned instead of adding a second one that would double-count.
+    """
+    meter = meter if meter is not None else get_default_meter()
+    root = root_dispatcher
+    with _INSTRUMENT_LOCK:
+        for h in root.event_handlers:
+            if isinstance(h, TokenleanEventHandler) and h.meter is meter and h.task_id == task_id:
+                return h
+        handler = TokenleanEventHandler(meter=meter, task_id=task_id)
+        root.add_event_handler(handler)
+        return handler
+
+
+def uninstrument(handler: TokenleanEventHandler) -> None:
+    """Remove a handler added by ``instrument`` (no-op if it is not registered)."""
+    root = root_dispatcher
+    with _INSTRUMENT_LOCK:
+        root.event_handlers = [h for h in root.event_handlers if h is not handler]
