@@ -29,6 +29,7 @@ content hash.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import logging
 import math
@@ -489,8 +490,12 @@ class Compactor:
             if not isinstance(t, str):
                 raise InputError(f"compact_documents() takes str items, got {type(t).__name__}")
         msgs = tuple(Message(role="user", content=t) for t in docs)
-        counts = [self._counter.count(t) for t in docs]
-        before = sum(counts)
+        items = []
+        for k, t in enumerate(docs):
+            units = self._segment(t) if t else []
+            items.append(_Item(k, t, units, [self._unit_info(u.text)[0] for u in units]))
+        # units tile the text and carry BPE-aligned whitespace: their counts sum to the text's
+        before = sum(sum(it.tokens) for it in items)
         budget = self._budget(before)
         whole = tuple(((0, len(t)),) if t else () for t in docs)
         if not any(docs) or budget is None or before <= budget:
@@ -508,10 +513,6 @@ class Compactor:
                 _pieces=whole,
             )
         q = query if query else _keywords("\n".join(docs))
-        items = []
-        for k, t in enumerate(docs):
-            units = self._segment(t) if t else []
-            items.append(_Item(k, t, units, [self._unit_info(u.text)[0] for u in units]))
         with self._lock:
             pieces, omissions, dropped_tokens, met = self._select(items, q, budget, None)
         new_msgs = tuple(Message(role="user", content=_render(t, pc)) for t, pc in zip(docs, pieces, strict=True))
@@ -806,7 +807,17 @@ class Compactor:
         cost_arr = np.asarray(costs, dtype=np.float64)
         priority = score - self.length_exponent * np.log(np.maximum(cost_arr, 1.0))
         match = self.protected.matcher(query)
-        protected = np.array([match(t) for t in texts], dtype=bool) if nu else np.zeros(0, dtype=bool)
+        protected = np.zeros(nu, dtype=bool)
+        base = 0
+        for it in items:
+            if it.units:
+                ends = [u.end for u in it.units]
+                for a, b in match.spans(it.text):
+                    k = bisect.bisect_right(ends, a)
+                    while k < len(ends) and it.units[k].start < b:
+                        protected[base + k] = True
+                        k += 1
+            base += len(it.units)
 
         marker_cost = 0
         if self.marker is not None:
@@ -862,12 +873,20 @@ class Compactor:
             pcs: list[Piece] = []
             run: list[Unit] = []
 
-            def flush(run: list[Unit], pcs: list[Piece], k: int = k) -> None:
+            def flush(run: list[Unit], pcs: list[Piece], k: int = k) -> bool:
+                """Replace a dropped run by its marker; False when the run is kept instead."""
                 if not run:
-                    return
+                    return True
                 a, b = run[0].start, run[-1].end
                 omitted = items[k].text[a:b]
                 ntok = sum(self._unit_info(u.text)[0] for u in run)
+                if marker_cost and ntok <= marker_cost:
+                    # a marker that costs more than the text it replaces saves nothing
+                    if pcs and not isinstance(pcs[-1], str) and pcs[-1][1] == a:
+                        pcs[-1] = (pcs[-1][0], b)
+                    else:
+                        pcs.append((a, b))
+                    return False
                 handle = self.store.put(omitted)
                 trailing = omitted[len(omitted.rstrip()) :]
                 trailing = "\n" if "\n" in trailing else (" " if trailing else "")
@@ -875,11 +894,11 @@ class Compactor:
                 if marker:
                     pcs.append(marker)
                 out_om.append(Omission(handle, items[k].index, ((a, b),), ntok, "select", marker))
+                return True
 
             for j, u in enumerate(it.units):
                 if keep[starts[k] + j]:
-                    flush(run, pcs)
-                    if run:
+                    if flush(run, pcs) and run:
                         dropped_tokens += sum(self._unit_info(x.text)[0] for x in run)
                     run = []
                     if pcs and not isinstance(pcs[-1], str) and pcs[-1][1] == u.start:
@@ -888,8 +907,7 @@ class Compactor:
                         pcs.append((u.start, u.end))
                 else:
                     run.append(u)
-            flush(run, pcs)
-            if run:
+            if flush(run, pcs) and run:
                 dropped_tokens += sum(self._unit_info(x.text)[0] for x in run)
             out_pieces.append(pcs)
         return out_pieces, out_om, dropped_tokens, met

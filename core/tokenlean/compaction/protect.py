@@ -18,24 +18,34 @@ from re import Pattern
 
 __all__ = ["DEFAULT_PATTERNS", "ProtectedPatterns"]
 
-DEFAULT_PATTERNS: tuple[str, ...] = (
-    # URLs
-    r"\bhttps?://[^\s<>\"')\]]+",
-    # file paths: /abs/path, ./rel, ~/x, a/b/c.ext, name.ext with a code-ish extension
-    r"(?<![\w/])(?:~|\.{1,2})?/(?:[\w.@+-]+/)+[\w.@+-]+",
-    r"\b[\w.-]+/[\w./-]*\.\w{1,6}\b",
-    r"\b[\w-]+\.(?:py|pyi|js|jsx|ts|tsx|java|go|rs|rb|c|cc|cpp|h|hpp|cs|kt|swift|php|sh|json|ya?ml|toml|ini|cfg|md|rst|txt|log|sql|html|css|lock)\b",
-    # error codes and stack-trace heads
-    r"\b(?:E|W|ERR|ERROR|EC)[-_]?\d{2,5}\b",
-    r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]{2,}\b",
-    r"\bHTTP(?:/\d(?:\.\d)?)?\s+[45]\d\d\b",
-    r"\berrno\s*\d+",
-    r"Traceback \(most recent call last\)",
-    r"^\s*(?:[\w.]+\.)?[A-Z]\w*(?:Error|Exception|Warning)\b(?::|$)",
-    r"^\s*at [\w.$<>]+\([^)]*\)",
-    r"\bpanic:",
-    r"\bSegmentation fault\b",
+_EXTS = (
+    "py|pyi|js|jsx|ts|tsx|java|go|rs|rb|c|cc|cpp|h|hpp|cs|kt|swift|php|sh|json|yaml|yml|toml|ini|cfg"
+    "|md|rst|txt|log|sql|html|css|lock"
 )
+
+#: (pattern, gates): a pattern only runs on text containing one of its gate substrings, which
+#: keeps protection near-free on prose (a substring test is a memchr, a regex scan is not).
+_DEFAULTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    # URLs
+    (r"https?://[^\s<>\"')\]]+", ()),
+    # file paths: /abs/path, ./rel, ~/x, a/b/c.ext, name.ext with a code-ish extension.
+    # Each pattern starts with a literal so the regex engine can skip ahead (prose stays cheap).
+    (r"/(?:[\w.@+-]+/)+[\w.@+-]+", ("/",)),
+    (r"/[\w./-]*\.[A-Za-z]\w{0,5}\b", ("/",)),
+    (rf"\.(?:{_EXTS})\b", ()),
+    # error codes and stack-trace heads
+    (r"\b(?:E|W|ERR|ERROR|EC)[-_]?\d{2,5}\b", ()),
+    (r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]{2,}\b", ("_",)),
+    (r"\bHTTP(?:/\d(?:\.\d)?)?\s+[45]\d\d\b", ("HTTP",)),
+    (r"\berrno\s*\d+", ("errno",)),
+    (r"Traceback \(most recent call last\)", ()),
+    (r"^\s*(?:[\w.]+\.)?[A-Z]\w*(?:Error|Exception|Warning)\b(?::|$)", ("Error", "Exception", "Warning")),
+    (r"^\s*at [\w.$<>]+\([^)]*\)", ("at ",)),
+    (r"panic:", ()),
+    (r"Segmentation fault\b", ()),
+)
+
+DEFAULT_PATTERNS: tuple[str, ...] = tuple(p for p, _ in _DEFAULTS)
 
 _IDENT = re.compile(
     r"[A-Za-z_][\w]*_[\w]+"  # snake_case
@@ -52,11 +62,16 @@ class ProtectedPatterns:
 
     def __init__(self, extra: Iterable[str | Pattern[str]] = (), *, defaults: bool = True) -> None:
         pats: list[Pattern[str]] = []
+        gates: list[tuple[str, ...]] = []
         if defaults:
-            pats.extend(re.compile(p, re.M) for p in DEFAULT_PATTERNS)
+            for p, g in _DEFAULTS:
+                pats.append(re.compile(p, re.M))
+                gates.append(g)
         for p in extra:
             pats.append(p if isinstance(p, Pattern) else re.compile(p, re.M))
+            gates.append(())
         self.patterns: tuple[Pattern[str], ...] = tuple(pats)
+        self.gates: tuple[tuple[str, ...], ...] = tuple(gates)
         # one alternation is much faster than N searches per unit
         self._combined: Pattern[str] | None = (
             re.compile("|".join(f"(?:{p.pattern})" for p in pats), re.M) if pats and self._same_flags(pats) else None
@@ -86,6 +101,21 @@ class _Matcher:
         self._lit: Pattern[str] | None = (
             re.compile("|".join(re.escape(x) for x in sorted(literals, key=len, reverse=True))) if literals else None
         )
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Every protected match in ``text`` (one scan per pattern: far cheaper than per unit)."""
+        out: list[tuple[int, int]] = []
+        for p, gate in zip(self._owner.patterns, self._owner.gates, strict=True):
+            if gate and not any(g in text for g in gate):
+                continue
+            for m in p.finditer(text):
+                a, b = m.span()
+                # "name.py": a file extension only counts right after a word character
+                if b > a and not (text[a] == "." and (a == 0 or not (text[a - 1].isalnum() or text[a - 1] in "_-"))):
+                    out.append((a, b))
+        if self._lit is not None:
+            out.extend(m.span() for m in self._lit.finditer(text))
+        return out
 
     def __call__(self, text: str) -> bool:
         o = self._owner

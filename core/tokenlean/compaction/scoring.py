@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -57,7 +57,7 @@ STOPWORDS = frozenset(
 
 def tokenize(text: str) -> list[str]:
     """Lower-cased word tokens (letters/digits), the vocabulary of BM25 and term overlap."""
-    return [w.lower() for w in _WORD.findall(text)]
+    return _WORD.findall(text.lower())
 
 
 def query_terms(query: str) -> list[str]:
@@ -90,9 +90,38 @@ class BM25:
             for w in set(toks):
                 self.df[w] = self.df.get(w, 0) + 1
 
+    @classmethod
+    def for_terms(cls, docs: Sequence[Sequence[str]], terms: Sequence[str]) -> BM25:
+        """Statistics over ``docs`` for ``terms`` only: all a one-off ranking needs, much cheaper."""
+        bm = cls()
+        want = set(terms)
+        df = dict.fromkeys(want, 0)
+        total = 0
+        for toks in docs:
+            total += len(toks)
+            for w in want.intersection(toks):
+                df[w] += 1
+        bm.n_docs, bm.total_len, bm.df = len(docs), total, df
+        return bm
+
     def idf(self, term: str) -> float:
         n = self.df.get(term, 0)
         return math.log(1.0 + (self.n_docs - n + 0.5) / (n + 0.5))
+
+    def scores_tf(self, tfs: Sequence[Mapping[str, int]], lengths: Sequence[int], terms: Sequence[str]) -> np.ndarray:
+        """Scores from precomputed term frequencies (query terms only) and document lengths."""
+        out = np.zeros(len(tfs), dtype=np.float64)
+        if not terms:
+            return out
+        avg = (self.total_len / self.n_docs) if self.n_docs else 1.0
+        idf = {t: self.idf(t) for t in terms}
+        k1, b = self.k1, self.b
+        for i, tf in enumerate(tfs):
+            if not tf:
+                continue
+            norm = k1 * (1.0 - b + b * lengths[i] / max(avg, 1e-9))
+            out[i] = sum(idf[w] * f * (k1 + 1.0) / (f + norm) for w, f in tf.items())
+        return out
 
     def scores(self, docs: Sequence[Sequence[str]], terms: Sequence[str]) -> np.ndarray:
         out = np.zeros(len(docs), dtype=np.float64)
@@ -268,25 +297,38 @@ def features(
     terms = query_terms(query)
     qset = frozenset(tokenize(query))
     if bm25 is None:
-        bm25 = BM25()
-        bm25.add(toks)
+        bm25 = BM25.for_terms(toks, terms)
     cols: dict[str, np.ndarray] = {}
-    bu = bm25.scores(toks, terms)
+    # one pass over the tokens: per-unit term frequencies of the query terms only
+    tset = set(terms)
+    tfs: list[dict[str, int]] = []
+    for t in toks:
+        hit = tset.intersection(t)
+        tfs.append({w: t.count(w) for w in hit} if hit else {})
+    bu = bm25.scores_tf(tfs, [len(t) for t in toks], terms)
     cols["bm25_unit"] = _z(bu)
     # Group-level BM25 on the concatenated tokens of each group.
     uniq, inv = np.unique(g, return_inverse=True) if n else (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
-    gtoks: list[list[str]] = [[] for _ in range(len(uniq))]
-    for i, t in enumerate(toks):
-        gtoks[inv[i]].extend(t)
-    gb = BM25()
-    gb.add(gtoks)
-    cols["bm25_group"] = _z(gb.scores(gtoks, terms)[inv]) if n else np.zeros(0)
+    ng = len(uniq)
+    gtf: list[dict[str, int]] = [{} for _ in range(ng)]
+    glen = [0] * ng
+    for i, tf in enumerate(tfs):
+        gi = int(inv[i])
+        glen[gi] += len(toks[i])
+        d = gtf[gi]
+        for w, f in tf.items():
+            d[w] = d.get(w, 0) + f
+    gb = BM25(n_docs=ng, total_len=sum(glen))
+    for d in gtf:
+        for w in d:
+            gb.df[w] = gb.df.get(w, 0) + 1
+    cols["bm25_group"] = _z(gb.scores_tf(gtf, glen, terms)[inv]) if n else np.zeros(0)
     idf = {t: bm25.idf(t) for t in terms}
     max_idf = max(idf.values()) if idf else 1.0
     cov = np.zeros(n)
     rare = np.zeros(n)
-    for i, t in enumerate(toks):
-        present = {w for w in t if w in idf}
+    for i, tf in enumerate(tfs):
+        present = tf.keys()
         if present and terms:
             cov[i] = len(present) / len(terms)
             rare[i] = max(idf[w] for w in present) / max(max_idf, 1e-9)

@@ -2,9 +2,9 @@
 
 The verbatim guarantee rests here. Units are *contiguous spans that tile the text*: unit ``i``
 is ``text[start:end]``, ``units[i].end == units[i + 1].start``, the first starts at 0 and the
-last ends at ``len(text)``. Whitespace between two units rides with the one before it, so any
-order-keeping subset of units, concatenated, is byte-identical to pieces of the input and reads
-naturally (sentences keep their trailing space, lines keep their newline).
+last ends at ``len(text)``. Spaces between two units ride with the one after it (as BPE tokenizers attach
+them) and newlines with the one before it, so any order-keeping subset of units, concatenated, is
+byte-identical to pieces of the input and reads naturally.
 
 Which cut points we pick decides what compaction can express: prose is cut at sentences,
 markdown at headings / list items / blocks, logs at lines, Python at top-level statements with a
@@ -188,8 +188,7 @@ def _python_cuts(text: str, cuts: list[tuple[int, str, bool]]) -> bool:
                 inner = node.body
                 if inner and inner[0].lineno > node.lineno:
                     if isinstance(node, ast.ClassDef):
-                        cuts.append((at(inner[0].lineno), "code", False))
-                        visit(inner, False)
+                        visit(inner, False)  # each class statement / method is its own unit
                     else:
                         cuts.append((at(inner[0].lineno), "code", False))
             else:
@@ -330,6 +329,11 @@ def _tile(text: str, cuts: list[tuple[int, str, bool]]) -> list[Unit]:
     n = len(text)
     pts: dict[int, tuple[str, bool]] = {}
     for off, kind, new_group in cuts:
+        # Spaces before a cut go to the *next* unit (" Next sentence."), newlines stay with the
+        # previous one: that is how BPE tokenizers split text, so unit token counts add up to
+        # the text's count and a budget in summed unit tokens is a budget in real tokens.
+        while 0 < off < n and text[off - 1] in " \t" and text[off] not in "\n":
+            off -= 1
         if 0 <= off < n:
             old = pts.get(off)
             pts[off] = (kind if old is None or old[0] == "sentence" else old[0], new_group or bool(old and old[1]))

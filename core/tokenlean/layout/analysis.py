@@ -281,10 +281,7 @@ class _Encoder:
 _UNITS = re.compile(r"\w+|\s+|[^\w\s]")
 
 
-def _diff_spans(a: str, b: str) -> list[tuple[int, int, int, int]]:
-    """Character spans ``(a0, a1, b0, b1)`` where ``a`` and ``b`` differ (word granularity)."""
-    if a == b:
-        return []
+def _word_diff(a: str, b: str) -> list[tuple[int, int, int, int]]:
     ua = [(m.start(), m.end()) for m in _UNITS.finditer(a)]
     ub = [(m.start(), m.end()) for m in _UNITS.finditer(b)]
     wa = [a[s:e] for s, e in ua]
@@ -299,6 +296,33 @@ def _diff_spans(a: str, b: str) -> list[tuple[int, int, int, int]]:
         b0 = ub[j1][0] if j1 < len(ub) else len(b)
         b1 = ub[j2 - 1][1] if j2 > j1 else b0
         out.append((a0, a1, b0, b1))
+    return out
+
+
+def _diff_spans(a: str, b: str) -> list[tuple[int, int, int, int]]:
+    """Character spans ``(a0, a1, b0, b1)`` where ``a`` and ``b`` differ.
+
+    Lines first (prompts are written in lines, and a line diff is cheap), then words inside
+    the changed lines, so that two values on one line are two spans.
+    """
+    if a == b:
+        return []
+    la, lb = a.splitlines(keepends=True), b.splitlines(keepends=True)
+    oa, ob = [0], [0]
+    for line in la:
+        oa.append(oa[-1] + len(line))
+    for line in lb:
+        ob.append(ob[-1] + len(line))
+    sm = difflib.SequenceMatcher(None, la, lb, autojunk=False)
+    out: list[tuple[int, int, int, int]] = []
+    for tag, i1, i2, j1, j2 in sm.get_opcodes():
+        if tag == "equal":
+            continue
+        a0, a1, b0, b1 = oa[i1], oa[i2], ob[j1], ob[j2]
+        if a1 > a0 and b1 > b0:
+            out.extend((a0 + x0, a0 + x1, b0 + y0, b0 + y1) for x0, x1, y0, y1 in _word_diff(a[a0:a1], b[b0:b1]))
+        else:
+            out.append((a0, a1, b0, b1))
     return out
 
 

@@ -133,7 +133,9 @@ def read_llamacpp_prefix_reuse(log_path: str | Path, *, offset: int = 0) -> tupl
     out: list[PrefixReuse] = []
     reused: int | None = None
     full = False
-    for line in text.splitlines():
+    pos = done = 0
+    for line in text.splitlines(keepends=True):
+        pos += len(line)
         m = _HIT.search(line)
         if m:
             reused = int(m.group(1))
@@ -143,7 +145,8 @@ def read_llamacpp_prefix_reuse(log_path: str | Path, *, offset: int = 0) -> tupl
             continue
         m = _EVAL.search(line)
         if m:
-            evaluated = int(m.group(1))
-            out.append(PrefixReuse(reused or 0, evaluated, full))
+            out.append(PrefixReuse(reused or 0, int(m.group(1)), full))
             reused, full = None, False
-    return out, offset + end
+            done = pos
+    # Resume after the last finished call: a call still running is read whole next time.
+    return out, offset + len(text[:done].encode("utf-8"))

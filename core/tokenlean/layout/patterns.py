@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 __all__ = ["BreakerKind", "VolatileSpan", "find_volatile", "is_volatile_line"]
 
@@ -115,7 +116,17 @@ _CURRENT = re.compile(
 )
 
 
+@lru_cache(maxsize=65536)
+def _spans_cached(text: str) -> tuple[VolatileSpan, ...]:
+    return tuple(_scan(text))
+
+
 def _spans(text: str) -> list[VolatileSpan]:
+    # Prompts repeat line for line across a stream: scanning each distinct text once pays.
+    return list(_spans_cached(text)) if len(text) < 20000 else _scan(text)
+
+
+def _scan(text: str) -> list[VolatileSpan]:
     found: list[VolatileSpan] = []
     taken: list[tuple[int, int]] = []
     for kind, rx in _RULES:
@@ -147,7 +158,7 @@ def find_volatile(text: str, *, dates: str = "current") -> list[VolatileSpan]:
         return _spans(text)
     spans = _spans(text)
     if dates == "none":
-        return spans
+        return [s for s in spans if s.kind is not BreakerKind.DATE]
     # "all": add the dates the context rule left out.
     taken = [(s.start, s.end) for s in spans]
     for kind, rx in _RULES:

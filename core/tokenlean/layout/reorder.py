@@ -38,12 +38,13 @@ from tokenlean.layout.canonical import (
     request_segments,
     sections,
 )
-from tokenlean.layout.patterns import find_volatile
+from tokenlean.layout.patterns import BreakerKind, find_volatile
 from tokenlean.types import Message, Request
 
 __all__ = ["Move", "PromptLayout", "Reordered", "reorder", "stable_prefix_tokens", "verify_layout"]
 
 Placement = Literal["new_turn", "system_tail"]
+_PER_REQUEST = frozenset({BreakerKind.TIMESTAMP, BreakerKind.UUID, BreakerKind.REQUEST_ID})
 
 _CONTEXT_HEADER = ""  # moved lines are sent verbatim; no wording of ours is added to the prompt
 
@@ -66,6 +67,9 @@ class Reordered:
     moves: tuple[Move, ...]
     stable_prefix_tokens_before: int
     stable_prefix_tokens_after: int
+    source_index: tuple[int, ...] = ()
+    """For each message of ``request``, the index of the message of ``original`` it comes from
+    (only few-shot groups ever change places); adapters use it to map back to their own types."""
 
     @property
     def changed(self) -> bool:
@@ -215,11 +219,11 @@ class PromptLayout:
         if not shuffled:
             order: tuple[str, ...] = ()
         else:
-            # Every leading shared group of a request with a shuffled group is an example.
+            # Examples: the leading groups up to the last shuffled one (later groups are history).
             members = set(shuffled)
             for run in leading:
-                if any(k in shuffled for k in run):
-                    members.update(run)
+                last = max((i for i, k in enumerate(run) if k in shuffled), default=-1)
+                members.update(run[: last + 1])
             order = tuple(sorted(members, key=lambda k: first_pos[k]))
         return replace(base, stable_lines=stable, few_shot_order=order)
 
@@ -250,6 +254,7 @@ class PromptLayout:
                 moves.append(Move("tools_canonical", None, "tool keys sorted"))
             tools = canon
         msgs = list(original.messages)
+        source = list(range(len(msgs)))
         sec = self.sections(original)
 
         # System block: canonical JSON, then move per-request lines out.
@@ -289,19 +294,22 @@ class PromptLayout:
                 if [t[1] for t in ordered] != [t[1] for t in keyed]:
                     block = [m for _, a, b in ordered for m in msgs[a:b]]
                     msgs[sec.few_shot[0] : sec.few_shot[1]] = block
+                    source[sec.few_shot[0] : sec.few_shot[1]] = [i for _, a, b in ordered for i in range(a, b)]
                     moves.append(Move("few_shot_ordered", sec.few_shot[0], f"{len(groups)} example groups"))
 
         if moved:
-            block_text = _CONTEXT_HEADER + "".join(moved)
+            per_request = [line for line in moved if _per_request(line)]
+            per_conv = [line for line in moved if not _per_request(line)]
             turn = sec.new_turn[0]
-            if self.volatile_placement == "new_turn" and turn < len(msgs) and msgs[turn].role == "user":
-                user = msgs[turn]
-                sep = "" if block_text.endswith("\n") else "\n"
-                if isinstance(user.content, tuple):
-                    part: dict[str, Any] = {"type": "text", "text": block_text + sep}
-                    msgs[turn] = replace(user, content=(part, *user.content))
-                else:
-                    msgs[turn] = replace(user, content=block_text + sep + (user.content or ""))
+            first = sec.history[0]
+            can_place = turn < len(msgs) and msgs[turn].role == "user"
+            if self.volatile_placement == "new_turn" and can_place:
+                if per_conv and first < turn and msgs[first].role == "user":
+                    # Constant for the conversation: at its start, so every later turn re-sends
+                    # the same bytes and the history stays cacheable.
+                    msgs[first] = _prepend(msgs[first], per_conv)
+                    per_conv = []
+                msgs[turn] = _prepend(msgs[turn], per_conv + per_request)
             elif last_system is not None:
                 sm = msgs[last_system]
                 base = sm.content if isinstance(sm.content, str) else ""
@@ -313,7 +321,25 @@ class PromptLayout:
             verify_layout(original, laid, self)
         before = stable_prefix_tokens(original, self, model=model)
         after = stable_prefix_tokens(laid, self, model=model)
-        return Reordered(laid, original, tuple(moves), before, after)
+        return Reordered(laid, original, tuple(moves), before, after, tuple(source))
+
+
+def _per_request(line: str) -> bool:
+    """A clock, an id or a nonce changes every request; dates and per-user fields per conversation."""
+    return any(v.kind in _PER_REQUEST for v in find_volatile(line))
+
+
+def _prepend(m: Message, lines: list[str]) -> Message:
+    """``m`` with ``lines`` (verbatim) in front of its text; other content parts untouched."""
+    if not lines:
+        return m
+    block = _CONTEXT_HEADER + "".join(lines)
+    if not block.endswith("\n"):
+        block += "\n"
+    if isinstance(m.content, tuple):
+        part: dict[str, Any] = {"type": "text", "text": block}
+        return replace(m, content=(part, *m.content))
+    return replace(m, content=block + (m.content or ""))
 
 
 def reorder(

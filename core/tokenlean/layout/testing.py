@@ -340,8 +340,8 @@ class Score:
 
     @property
     def precision(self) -> float:
-        n = len(self.found) + len(self.false)
-        return len({id(b) for _, b in self.found}) / len({id(b) for _, b in self.found} | {id(b) for b in self.false}) if n else 1.0
+        tp = len({id(b) for _, b in self.found})
+        return tp / (tp + len(self.false)) if tp + len(self.false) else 1.0
 
 
 def _matches(p: Planted, b: Breaker, stream: PlantedStream) -> bool:

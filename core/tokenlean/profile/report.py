@@ -168,13 +168,13 @@ class ProfileReport:
             ),
             title_justify="left",
         )
-        t.add_column("#", justify="right")
-        t.add_column("lever")
-        t.add_column("tokens saved", justify="right")
-        t.add_column("cost saved", justify="right")
-        t.add_column("share", justify="right")
-        t.add_column("latency saved", justify="right")
-        t.add_column("how / why not")
+        t.add_column("#", justify="right", no_wrap=True)
+        t.add_column("lever", no_wrap=True)
+        t.add_column("tokens saved", justify="right", no_wrap=True)
+        t.add_column("cost saved", justify="right", no_wrap=True)
+        t.add_column("share", justify="right", no_wrap=True)
+        t.add_column("latency saved", justify="right", no_wrap=True)
+        t.add_column("how / why not", min_width=20, ratio=1)
         for i, e in enumerate(self.estimates, 1):
             if e.applicable:
                 t.add_row(

@@ -16,10 +16,13 @@ so the router runs the same logic on its sync and async paths.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
 
 from tokenlean.errors import ConfigError
 from tokenlean.routing.endpoints import mean_logprob
@@ -29,11 +32,15 @@ from tokenlean.types import Message, Request, Response
 __all__ = [
     "Cascade",
     "Consistency",
+    "LearnedVerifier",
     "MeanLogprob",
     "SelfCheck",
     "Signal",
     "Validate",
     "Verdict",
+    "answer_features",
+    "arithmetic_errors",
+    "arithmetic_validator",
     "json_schema_validator",
     "regex_validator",
 ]
@@ -134,7 +141,10 @@ class Consistency:
 
     def extra_request(self, request: Request, answer: Response) -> Request | None:
         seed = int(request.params.get("seed", 0)) + 1
-        return replace(request, params={**request.params, "temperature": self.temperature, "seed": seed, "logprobs": False})
+        return replace(
+            request,
+            params={**request.params, "temperature": self.temperature, "seed": seed, "logprobs": False},
+        )
 
     def judge(self, request: Request, answer: Response, extra: Response | None) -> Verdict:
         if extra is None:
@@ -249,7 +259,12 @@ class SelfCheck:
         last = request.last_user
         q = last.text if last is not None else ""
         msg = Message("user", self.prompt.format(question=q, answer=answer.text))
-        return Request((msg,), model=request.model, params={"max_tokens": self.max_tokens, "temperature": 0}, metadata=request.metadata)
+        return Request(
+            (msg,),
+            model=request.model,
+            params={"max_tokens": self.max_tokens, "temperature": 0},
+            metadata=request.metadata,
+        )
 
     def judge(self, request: Request, answer: Response, extra: Response | None) -> Verdict:
         if extra is None:
@@ -286,7 +301,13 @@ class Cascade:
 
     def decide(self, request: Request) -> Decision:
         names = ", ".join(s.name for s in self.signals)
-        return Decision(self.cheap, f"cascade: {self.cheap} first, escalate to {self.strong} on {names}", self.name, output=self.output, cascade=self)
+        return Decision(
+            self.cheap,
+            f"cascade: {self.cheap} first, escalate to {self.strong} on {names}",
+            self.name,
+            output=self.output,
+            cascade=self,
+        )
 
     def prepare(self, request: Request) -> Request:
         for s in self.signals:
@@ -296,8 +317,210 @@ class Cascade:
     def extra_requests(self, request: Request, answer: Response) -> list[Request | None]:
         return [s.extra_request(request, answer) for s in self.signals]
 
-    def judge(self, request: Request, answer: Response, extras: Sequence[Response | None]) -> tuple[bool, list[Verdict]]:
+    def judge(
+        self, request: Request, answer: Response, extras: Sequence[Response | None]
+    ) -> tuple[bool, list[Verdict]]:
         verdicts = [s.judge(request, answer, e) for s, e in zip(self.signals, extras, strict=True)]
         fired = [v.escalate for v in verdicts]
         escalate = any(fired) if self.mode == "any" else all(fired)
         return escalate, verdicts
+
+
+# -- arithmetic check and a learned verifier ----------------------------------------------------------
+
+_ANNOTATED = re.compile(r"<<([^=<>]{1,200})=([^<>]{1,60})>>")
+_INLINE = re.compile(
+    r"(-?\d[\d,]*(?:\.\d+)?)\s*([-+*/x×÷])\s*(\d[\d,]*(?:\.\d+)?)\s*=\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)"
+)
+_HEDGES = re.compile(
+    r"\b(however|but wait|wait|actually|mistake|incorrect|re-?evaluate|re-?calculate|assum\w*|approximately|round(?:ed|ing)?|cannot|can't|unclear|not sure)\b",
+    re.I,
+)
+
+
+def _safe_arith(expr: str) -> float | None:
+    """Evaluate + - * / ** and parentheses over numbers; anything else is ``None`` (never ``eval``)."""
+    import ast
+    import operator
+
+    ops: dict[type, Callable[..., float]] = {
+        ast.Add: operator.add,
+        ast.Sub: operator.sub,
+        ast.Mult: operator.mul,
+        ast.Div: operator.truediv,
+        ast.Pow: operator.pow,
+        ast.USub: operator.neg,
+        ast.UAdd: operator.pos,
+    }
+
+    def ev(node: ast.AST) -> float:
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, (int, float))
+            and not isinstance(node.value, bool)
+        ):
+            return float(node.value)
+        if isinstance(node, ast.BinOp) and type(node.op) in ops:
+            right = ev(node.right)
+            if isinstance(node.op, ast.Pow) and abs(right) > 12:
+                raise ValueError("exponent too large")
+            return ops[type(node.op)](ev(node.left), right)
+        if isinstance(node, ast.UnaryOp) and type(node.op) in ops:
+            return ops[type(node.op)](ev(node.operand))
+        raise ValueError("not arithmetic")
+
+    try:
+        return ev(
+            ast.parse(
+                expr.replace(",", "").replace("x", "*").replace("×", "*").replace("÷", "/"), mode="eval"
+            ).body
+        )
+    except (SyntaxError, ValueError, ZeroDivisionError, OverflowError, RecursionError):
+        return None
+
+
+def arithmetic_errors(text: str) -> tuple[int, int]:
+    """``(wrong, checked)`` arithmetic steps in ``text`` (``<<a*b=c>>`` annotations and ``a * b = c``).
+
+    A cheap "unit test" for chain-of-thought answers: a step whose stated result is not what the
+    expression evaluates to is a strong sign the final answer is wrong.
+    """
+    wrong = checked = 0
+    for m in _ANNOTATED.finditer(text):
+        checked += 1
+        got = _safe_arith(m.group(1))
+        try:
+            want = float(m.group(2).replace(",", "").strip().rstrip("."))
+        except ValueError:
+            wrong += 1
+            continue
+        if got is None or abs(got - want) > 1e-4 * max(1.0, abs(want)):
+            wrong += 1
+    for m in _INLINE.finditer(text):
+        checked += 1
+        got = _safe_arith(f"({m.group(1)}){m.group(2)}({m.group(3)})")
+        want = float(m.group(4).replace(",", ""))
+        if got is None or abs(got - want) > 1e-2 * max(1.0, abs(want)):
+            wrong += 1
+    return wrong, checked
+
+
+def arithmetic_validator(text: str) -> bool:
+    """``Validate(arithmetic_validator)``: reject answers with a wrong arithmetic step."""
+    return arithmetic_errors(text)[0] == 0
+
+
+def answer_features(question: str, answer: str) -> list[float]:
+    """Model-agnostic signs of a shaky answer: length, hedging, wrong arithmetic, answer shape."""
+    nums = _NUM.findall(answer)
+    final = nums[-1].replace(",", "").rstrip(".") if nums else ""
+    wrong, checked = arithmetic_errors(answer)
+    hedges = len(_HEDGES.findall(answer))
+    q_nums = {n.replace(",", "") for n in _NUM.findall(question)}
+    return [
+        math.log1p(len(answer)),
+        math.log1p(len(question)),
+        float("####" in answer or "answer is" in answer.lower()),
+        float("." in final and not final.endswith(".0")),
+        float(final.startswith("-")),
+        float(wrong),
+        float(wrong > 0),
+        math.log1p(checked),
+        float(hedges),
+        float(hedges > 0),
+        float(bool(final) and final in q_nums),
+        math.log1p(len(nums)),
+    ]
+
+
+class LearnedVerifier:
+    """Escalation signal learned from outcome data: P(cheap answer is wrong | question, answer).
+
+    Trained on rows of (question, the cheap model's answer, whether it was right) with a numpy
+    logistic head over the question embedding and ``answer_features``. As a ``Signal`` it needs
+    no extra call, so a cascade using it costs one cheap call plus the escalations.
+    """
+
+    name = "learned_verifier"
+
+    def __init__(
+        self, threshold: float = 0.5, *, embedder: Any = None, use_embedding: bool = True, l2: float = 1e-2
+    ) -> None:
+        self.threshold = threshold
+        self._embedder = embedder
+        self.use_embedding = use_embedding
+        self.l2 = l2
+        self._mu: np.ndarray | None = None
+        self._sd: np.ndarray | None = None
+        self._head: Any = None
+
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            from tokenlean.embeddings import get_default_embedder
+
+            self._embedder = get_default_embedder()
+        return self._embedder
+
+    def _x(
+        self, questions: Sequence[str], answers: Sequence[str], vectors: np.ndarray | None, fit: bool
+    ) -> np.ndarray:
+        f = np.array(
+            [answer_features(q, a) for q, a in zip(questions, answers, strict=True)], dtype=np.float64
+        )
+        if fit:
+            self._mu, self._sd = f.mean(axis=0), f.std(axis=0) + 1e-6
+        assert self._mu is not None and self._sd is not None
+        f = (f - self._mu) / self._sd * 0.3
+        if not self.use_embedding:
+            return f
+        vecs = np.asarray(
+            self.embedder.embed(list(questions)) if vectors is None else vectors, dtype=np.float64
+        )
+        return np.hstack([vecs, f])
+
+    def fit(
+        self,
+        questions: Sequence[str],
+        answers: Sequence[str],
+        answer_ok: Sequence[float],
+        *,
+        vectors: np.ndarray | None = None,
+    ) -> LearnedVerifier:
+        from tokenlean.routing.policies import LogisticScorer
+
+        y = 1.0 - np.clip(np.asarray(answer_ok, dtype=np.float64), 0.0, 1.0)
+        self._head = LogisticScorer(l2=self.l2).fit(self._x(questions, answers, vectors, True), y)
+        return self
+
+    def score(
+        self, questions: Sequence[str], answers: Sequence[str], *, vectors: np.ndarray | None = None
+    ) -> np.ndarray:
+        if self._head is None:
+            raise ConfigError("LearnedVerifier.fit() first")
+        return np.asarray(self._head.predict(self._x(questions, answers, vectors, False)), dtype=np.float64)
+
+    def calibrate(
+        self,
+        questions: Sequence[str],
+        answers: Sequence[str],
+        escalate_share: float,
+        *,
+        vectors: np.ndarray | None = None,
+    ) -> float:
+        from tokenlean.routing.policies import calibrate_threshold
+
+        self.threshold = calibrate_threshold(self.score(questions, answers, vectors=vectors), escalate_share)
+        return self.threshold
+
+    def prepare(self, request: Request) -> Request:
+        return request
+
+    def extra_request(self, request: Request, answer: Response) -> Request | None:
+        return None
+
+    def judge(self, request: Request, answer: Response, extra: Response | None) -> Verdict:
+        last = request.last_user
+        p = float(self.score([last.text if last else ""], [answer.text])[0])
+        verb = ">=" if p >= self.threshold else "<"
+        return Verdict(p >= self.threshold, f"P(wrong)={p:.2f} {verb} {self.threshold:.2f}", p)

@@ -115,7 +115,9 @@ class Endpoint(Protocol):
 # -- pure helpers shared by the sync and async paths --------------------------------------------
 
 
-def backoff_delay(attempt: int, base: float = 0.25, cap: float = 4.0, rng: random.Random | None = None) -> float:
+def backoff_delay(
+    attempt: int, base: float = 0.25, cap: float = 4.0, rng: random.Random | None = None
+) -> float:
     """Full-jitter exponential backoff (AWS architecture blog): uniform in [0, min(cap, base*2^n)].
 
     Jitter matters more than the exponent: replicas that failed together must not be retried by
@@ -169,11 +171,15 @@ def _parse_body(raw: bytes, endpoint: str, latency_s: float) -> Response:
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EndpointProtocolError(f"{endpoint}: response is not JSON: {raw[:120]!r}", endpoint=endpoint) from exc
+        raise EndpointProtocolError(
+            f"{endpoint}: response is not JSON: {raw[:120]!r}", endpoint=endpoint
+        ) from exc
     try:
         resp = Response.from_openai(body)
     except (MessageFormatError, UsageFormatError) as exc:
-        raise EndpointProtocolError(f"{endpoint}: unexpected response shape: {exc}", endpoint=endpoint) from exc
+        raise EndpointProtocolError(
+            f"{endpoint}: unexpected response shape: {exc}", endpoint=endpoint
+        ) from exc
     choice = body["choices"][0]
     extra = dict(resp.extra)
     extra["endpoint"] = endpoint
@@ -211,11 +217,17 @@ class _StreamAssembler:
         try:
             event = json.loads(data)
         except json.JSONDecodeError as exc:
-            raise EndpointProtocolError(f"{self.endpoint}: broken SSE event: {data[:120]!r}", endpoint=self.endpoint) from exc
+            raise EndpointProtocolError(
+                f"{self.endpoint}: broken SSE event: {data[:120]!r}", endpoint=self.endpoint
+            ) from exc
         if not isinstance(event, Mapping):
-            raise EndpointProtocolError(f"{self.endpoint}: SSE event is not an object", endpoint=self.endpoint)
+            raise EndpointProtocolError(
+                f"{self.endpoint}: SSE event is not an object", endpoint=self.endpoint
+            )
         if "error" in event and "choices" not in event:
-            raise EndpointUnavailable(f"{self.endpoint}: stream error: {event['error']}", endpoint=self.endpoint)
+            raise EndpointUnavailable(
+                f"{self.endpoint}: stream error: {event['error']}", endpoint=self.endpoint
+            )
         self.model = event.get("model") or self.model
         self.id = event.get("id") or self.id
         usage = None
@@ -223,7 +235,9 @@ class _StreamAssembler:
             try:
                 usage = self.usage = normalize_usage(event["usage"])
             except UsageFormatError as exc:
-                raise EndpointProtocolError(f"{self.endpoint}: bad usage in stream: {exc}", endpoint=self.endpoint) from exc
+                raise EndpointProtocolError(
+                    f"{self.endpoint}: bad usage in stream: {exc}", endpoint=self.endpoint
+                ) from exc
         text, deltas, finish, lps = "", (), None, ()
         choices = event.get("choices") or []
         if choices and isinstance(choices[0], Mapping):
@@ -234,7 +248,9 @@ class _StreamAssembler:
             finish = choice.get("finish_reason")
             lps = _logprobs_of(choice)
         for d in deltas:
-            slot = self.tool_calls.setdefault(int(d.get("index", 0)), {"id": None, "name": "", "arguments": ""})
+            slot = self.tool_calls.setdefault(
+                int(d.get("index", 0)), {"id": None, "name": "", "arguments": ""}
+            )
             slot["id"] = d.get("id") or slot["id"]
             fn = d.get("function") or {}
             slot["name"] += fn.get("name") or ""
@@ -537,7 +553,9 @@ def _split_labels(s: str) -> list[str]:
     return [i for i in items if i.strip()]
 
 
-def _metric(parsed: Mapping[str, list[tuple[dict[str, str], float]]], names: tuple[str, ...], model: str | None) -> float | None:
+def _metric(
+    parsed: Mapping[str, list[tuple[dict[str, str], float]]], names: tuple[str, ...], model: str | None
+) -> float | None:
     for name in names:
         for candidate in (name, f"{name}_total"):
             samples = parsed.get(candidate)
@@ -556,7 +574,9 @@ def metrics_from_prometheus(text: str, model: str | None = None) -> EndpointMetr
         running=_metric(p, ("vllm:num_requests_running",), model),
         waiting=_metric(p, ("vllm:num_requests_waiting",), model),
         kv_cache_usage=_metric(p, ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"), model),
-        prefix_cache_queries=_metric(p, ("vllm:prefix_cache_queries", "vllm:gpu_prefix_cache_queries"), model),
+        prefix_cache_queries=_metric(
+            p, ("vllm:prefix_cache_queries", "vllm:gpu_prefix_cache_queries"), model
+        ),
         prefix_cache_hits=_metric(p, ("vllm:prefix_cache_hits", "vllm:gpu_prefix_cache_hits"), model),
     )
 
@@ -570,7 +590,9 @@ class VLLMEndpoint(OpenAICompatibleEndpoint):
     between requests with the same salt (its defence against cache-timing side channels).
     """
 
-    def __init__(self, base_url: str, model: str | None = None, *, salt_by_tenant: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, base_url: str, model: str | None = None, *, salt_by_tenant: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(base_url, model or "", **kwargs)
         self.salt_by_tenant = salt_by_tenant
         if model is None:

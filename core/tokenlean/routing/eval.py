@@ -36,6 +36,7 @@ __all__ = [
     "PolicyResult",
     "apgr",
     "baseline_scores",
+    "cached_embeddings",
     "cost_quality_curve",
     "cpt",
     "crossfit_scores",
@@ -123,7 +124,9 @@ class PolicyResult:
 # -- metrics ------------------------------------------------------------------------------------------
 
 
-def cost_quality_curve(scores: Sequence[float] | np.ndarray, strong: np.ndarray, weak: np.ndarray) -> list[CurvePoint]:
+def cost_quality_curve(
+    scores: Sequence[float] | np.ndarray, strong: np.ndarray, weak: np.ndarray
+) -> list[CurvePoint]:
     """Quality at every threshold: prompts sorted by score, strong for the top ones.
 
     Prompts with equal scores cannot be separated by any threshold, so they switch together
@@ -193,7 +196,9 @@ def evaluate_random(data: OutcomeData, seeds: int = 20) -> PolicyResult:
     curves = [cost_quality_curve(rng.random(len(data)), data.strong, data.weak) for _ in range(seeds)]
     curve = _average_curves(curves)
     sq, wq = data.strong_quality, data.weak_quality
-    return PolicyResult("random", apgr(curve, sq, wq), cpt(curve, sq, wq, 0.5), cpt(curve, sq, wq, 0.8), curve)
+    return PolicyResult(
+        "random", apgr(curve, sq, wq), cpt(curve, sq, wq, 0.5), cpt(curve, sq, wq, 0.8), curve
+    )
 
 
 def baseline_scores(data: OutcomeData) -> dict[str, np.ndarray]:
@@ -346,7 +351,11 @@ def load_outcome_csv(
 def load_mt_bench(folder: Path, strong: str = ROUTELLM_STRONG, weak: str = ROUTELLM_WEAK) -> OutcomeData:
     """MT-Bench: route on the first turn; quality = the judge's mean score over both turns."""
     bad = _contaminated(folder / "contaminated_prompts.jsonl")
-    questions = [json.loads(x) for x in (folder / "question.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    questions = [
+        json.loads(x)
+        for x in (folder / "question.jsonl").read_text(encoding="utf-8").splitlines()
+        if x.strip()
+    ]
     scores: dict[tuple[int, str], list[float]] = {}
     answers: dict[int, str] = {}
     for line in (folder / "judgements.jsonl").read_text(encoding="utf-8").splitlines():
@@ -380,13 +389,22 @@ def load_routellm(root: str | Path) -> dict[str, OutcomeData]:
     g = root / "gsm8k"
     if (g / "gsm8k_responses.csv").exists():
         out["gsm8k"] = load_outcome_csv(
-            g / "gsm8k_responses.csv", ROUTELLM_STRONG, ROUTELLM_WEAK, name="gsm8k", exclude=_contaminated(g / "contaminated_prompts.jsonl")
+            g / "gsm8k_responses.csv",
+            ROUTELLM_STRONG,
+            ROUTELLM_WEAK,
+            name="gsm8k",
+            exclude=_contaminated(g / "contaminated_prompts.jsonl"),
         )
     m = root / "mmlu"
     files = sorted((m / "responses").glob("mmlu_*.csv"))
     if files:
         out["mmlu"] = load_outcome_csv(
-            files, ROUTELLM_STRONG, ROUTELLM_WEAK, name="mmlu", exclude=_contaminated(m / "contaminated_prompts.jsonl"), group_from_file=True
+            files,
+            ROUTELLM_STRONG,
+            ROUTELLM_WEAK,
+            name="mmlu",
+            exclude=_contaminated(m / "contaminated_prompts.jsonl"),
+            group_from_file=True,
         )
     t = root / "mt_bench"
     if (t / "question.jsonl").exists():
@@ -417,7 +435,9 @@ def cached_embeddings(texts: Sequence[str], embedder: Any, cache_dir: str | Path
     h.update(str(getattr(embedder, "name", type(embedder).__name__)).encode())
     for t in texts:
         h.update(b"\x00" + t.encode("utf-8", "surrogatepass"))
-    folder = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir()) / "tokenlean-embeddings"
+    folder = (
+        Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir()) / "tokenlean-embeddings"
+    )
     path = folder / f"{h.hexdigest()}.npy"
     if path.exists():
         try:

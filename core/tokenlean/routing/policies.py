@@ -49,7 +49,7 @@ log = logging.getLogger("tokenlean.routing.policies")
 
 @dataclass(frozen=True, slots=True)
 class OutputControl:
-    """"Generate less": a per-route cap on output, applied to the request before it is sent.
+    """ "Generate less": a per-route cap on output, applied to the request before it is sent.
 
     Output tokens cost 4-8x input tokens at most providers and dominate latency, so a route for
     short factual answers should say so. ``instruction`` is appended as a system message.
@@ -238,7 +238,9 @@ class SemanticRouter:
 
     name = "semantic"
 
-    def __init__(self, routes: Sequence[SemanticRoute], *, embedder: Any = None, k: int = 3, margin: float = 0.05) -> None:
+    def __init__(
+        self, routes: Sequence[SemanticRoute], *, embedder: Any = None, k: int = 3, margin: float = 0.05
+    ) -> None:
         if not routes:
             raise ConfigError("SemanticRouter needs at least one route")
         for r in routes:
@@ -407,13 +409,17 @@ class MatrixFactorizationScorer:
 
     kind = "mf"
 
-    def __init__(self, dim: int = 32, l2: float = 1e-3, epochs: int = 400, lr: float = 0.02, seed: int = 0) -> None:
+    def __init__(
+        self, dim: int = 32, l2: float = 1e-3, epochs: int = 400, lr: float = 0.02, seed: int = 0
+    ) -> None:
         self.dim, self.l2, self.epochs, self.lr, self.seed = dim, l2, epochs, lr, seed
         self.p: np.ndarray | None = None
         self.u: np.ndarray | None = None
         self.b = 0.0
 
-    def fit(self, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None) -> MatrixFactorizationScorer:
+    def fit(
+        self, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None
+    ) -> MatrixFactorizationScorer:
         rng = np.random.default_rng(self.seed)
         n, d = x.shape
         wt = np.ones(n) if weight is None else weight / weight.mean()
@@ -516,7 +522,9 @@ class LearnedRouter:
 
     def features(self, prompts: Sequence[str], vectors: np.ndarray | None = None) -> np.ndarray:
         """Embedding plus log length (length alone is RouteLLM's weakest useful baseline signal)."""
-        vecs = np.asarray(self.embedder.embed(list(prompts)) if vectors is None else vectors, dtype=np.float32)
+        vecs = np.asarray(
+            self.embedder.embed(list(prompts)) if vectors is None else vectors, dtype=np.float32
+        )
         lens = np.log1p(np.array([len(p) for p in prompts], dtype=np.float32))[:, None]
         return np.hstack([vecs, lens / 10.0])
 
@@ -582,5 +590,17 @@ class LearnedRouter:
             return None
         p = float(self.score([text])[0])
         if p >= self.threshold:
-            return Decision(self.strong, f"learned ({self.scorer.kind}): P(strong wins)={p:.2f} >= {self.threshold:.2f}", self.name, score=p, output=self.strong_output)
-        return Decision(self.weak, f"learned ({self.scorer.kind}): P(strong wins)={p:.2f} < {self.threshold:.2f}", self.name, score=p, output=self.weak_output)
+            return Decision(
+                self.strong,
+                f"learned ({self.scorer.kind}): P(strong wins)={p:.2f} >= {self.threshold:.2f}",
+                self.name,
+                score=p,
+                output=self.strong_output,
+            )
+        return Decision(
+            self.weak,
+            f"learned ({self.scorer.kind}): P(strong wins)={p:.2f} < {self.threshold:.2f}",
+            self.name,
+            score=p,
+            output=self.weak_output,
+        )

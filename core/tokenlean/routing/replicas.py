@@ -207,7 +207,9 @@ class ReplicaGroup:
             r.ejected_until = 0.0
             if latency_s is not None:
                 r.served += 1
-                r.ewma_latency_s = latency_s if r.ewma_latency_s is None else 0.8 * r.ewma_latency_s + 0.2 * latency_s
+                r.ewma_latency_s = (
+                    latency_s if r.ewma_latency_s is None else 0.8 * r.ewma_latency_s + 0.2 * latency_s
+                )
 
     # -- choice --------------------------------------------------------------------------------
     def order(self, request: Request | None = None) -> list[ReplicaState]:
@@ -232,9 +234,15 @@ class ReplicaGroup:
                 first = by_load[0]
                 if self.prefix_affinity and request is not None and len(healthy) > 1:
                     key = stable_prefix_key(request)
-                    pref = max(healthy, key=lambda r: hashlib.blake2b(f"{key}|{r.name}".encode(), digest_size=8).digest())
+                    pref = max(
+                        healthy,
+                        key=lambda r: hashlib.blake2b(f"{key}|{r.name}".encode(), digest_size=8).digest(),
+                    )
                     lp, lmin = self.load(pref, now), self.load(by_load[0], now)
-                    overloaded = lp - lmin > self.affinity_abs_threshold and lp > self.affinity_rel_threshold * max(lmin, 1.0)
+                    overloaded = (
+                        lp - lmin > self.affinity_abs_threshold
+                        and lp > self.affinity_rel_threshold * max(lmin, 1.0)
+                    )
                     if not overloaded:
                         first = pref
             rest = [r for r in by_load if r is not first]

@@ -114,12 +114,18 @@ class Router:
         why = "; ".join(v.reason for v in verdicts)
         info = {"signals": [{"escalate": v.escalate, "reason": v.reason, "value": v.value} for v in verdicts]}
         if not escalate:
-            return cheap, replace(decision, reason=f"{decision.reason}: kept cheap answer ({why})", extra=info)
+            return cheap, replace(
+                decision, reason=f"{decision.reason}: kept cheap answer ({why})", extra=info
+            )
         strong_req = casc.strong_output.apply(request) if casc.strong_output is not None else request
         strong = yield (casc.strong, strong_req, "cascade-strong")
         assert strong is not None
         return strong, replace(
-            decision, target=casc.strong, escalated=True, reason=f"{decision.reason}: escalated ({why})", extra=info
+            decision,
+            target=casc.strong,
+            escalated=True,
+            reason=f"{decision.reason}: escalated ({why})",
+            extra=info,
         )
 
     def _chain(self, target: str) -> list[str]:
@@ -128,7 +134,9 @@ class Router:
     def _finish(self, resp: Response, decision: Decision, fell_from: list[str]) -> tuple[Response, Decision]:
         if fell_from:
             decision = replace(decision, fallback_from=(*decision.fallback_from, *fell_from))
-        decision = replace(decision, target=resp.extra.get("target", decision.target), replica=resp.extra.get("endpoint"))
+        decision = replace(
+            decision, target=resp.extra.get("target", decision.target), replica=resp.extra.get("endpoint")
+        )
         extra = {**resp.extra, ROUTING_KEY: decision.to_dict()}
         return replace(resp, extra=extra), decision
 
@@ -167,7 +175,9 @@ class Router:
             log.warning("metering failed: %s", exc)
 
     # -- sync -------------------------------------------------------------------------------------
-    def _call(self, target: str, request: Request, decision: Decision, role: str, fell: list[str]) -> Response:
+    def _call(
+        self, target: str, request: Request, decision: Decision, role: str, fell: list[str]
+    ) -> Response:
         errors: list[str] = []
         for t in self._chain(target):
             started = time.time()
@@ -218,7 +228,9 @@ class Router:
         decision = decision or self.route(request)
         if decision.cascade is not None:
             resp, dec = self._drive(request, decision)
-            yield StreamChunk(text=resp.text, finish_reason=resp.finish_reason, usage=resp.usage, model=resp.model)
+            yield StreamChunk(
+                text=resp.text, finish_reason=resp.finish_reason, usage=resp.usage, model=resp.model
+            )
             yield StreamChunk(response=resp, model=resp.model)
             return
         req = decision.output.apply(request) if decision.output is not None else request
@@ -246,7 +258,9 @@ class Router:
         raise NoRouteError("; ".join(errors))
 
     # -- async ------------------------------------------------------------------------------------
-    async def _acall(self, target: str, request: Request, decision: Decision, role: str, fell: list[str]) -> Response:
+    async def _acall(
+        self, target: str, request: Request, decision: Decision, role: str, fell: list[str]
+    ) -> Response:
         errors: list[str] = []
         for t in self._chain(target):
             started = time.time()
@@ -290,7 +304,9 @@ class Router:
         decision = decision or self.route(request)
         if decision.cascade is not None:
             resp, _ = await self._adrive(request, decision)
-            yield StreamChunk(text=resp.text, finish_reason=resp.finish_reason, usage=resp.usage, model=resp.model)
+            yield StreamChunk(
+                text=resp.text, finish_reason=resp.finish_reason, usage=resp.usage, model=resp.model
+            )
             yield StreamChunk(response=resp, model=resp.model)
             return
         req = decision.output.apply(request) if decision.output is not None else request

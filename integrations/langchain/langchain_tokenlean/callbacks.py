@@ -113,7 +113,8 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
     Pass it in ``config={"callbacks": [handler]}`` (or let ``track_task`` install one).
     ``task_id`` fixes the task of every call this handler sees; otherwise the task is taken from
     run metadata (``tokenlean_task_id``), the current ``task_scope`` / ``Meter.task``, or the
-    root run (``"<root run name>#<8 hex of its id>"``), in that order.
+    root run (``"<root run name>#<last 8 hex digits of its id>"``; LangChain run ids are
+    time-ordered UUIDv7, so the first digits would repeat), in that order.
     """
 
     run_inline = True
@@ -166,7 +167,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         scoped = current_task_id()
         if scoped is not None:
             return scoped
-        return f"{info.root_name}#{info.root_id.hex[:8]}"
+        return f"{info.root_name}#{info.root_id.hex[-8:]}"
 
     # -- chains, tools, retrievers: only tracked to find the root run --------------------------
     def on_chain_start(
@@ -324,10 +325,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         extra: dict[str, Any] = {"run_id": str(run_id)}
         usage: Usage
         if raw_usage is None:
-            log.warning(
-                "tokenlean: model call %s reported no token usage; recorded with zero tokens, unpriced",
-                run_id,
-            )
+            self._warn_no_usage(model or (pending.model if pending else None))
             usage, cost_known = Usage(), False
             extra["usage_missing"] = True
         else:

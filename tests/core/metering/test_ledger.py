@@ -57,7 +57,7 @@ def test_record_round_trips_through_json() -> None:
 def test_non_utf8_bytes_are_a_clear_error() -> None:
     with pytest.raises(TextEncodingError, match="model"):
         UsageRecord(model=b"gpt-\xff", usage=Usage())
-    assert UsageRecord(model="gpt-4o".encode(), usage=Usage()).model == "gpt-4o"
+    assert UsageRecord(model=b"gpt-4o", usage=Usage()).model == "gpt-4o"
 
 
 def test_percentile_interpolates() -> None:
@@ -73,7 +73,11 @@ def test_meter_groups_calls_per_task_and_prices_them() -> None:
         for i in range(4):
             meter.record(
                 model="gpt-4o-mini-2024-07-18",
-                usage={"prompt_tokens": 1000, "completion_tokens": 100, "prompt_tokens_details": {"cached_tokens": 500}},
+                usage={
+                    "prompt_tokens": 1000,
+                    "completion_tokens": 100,
+                    "prompt_tokens_details": {"cached_tokens": 500},
+                },
                 started_at=100.0 + i,
                 first_token_at=100.0 + i + 0.1 * (i + 1),
                 ended_at=101.0 + i,
@@ -85,7 +89,9 @@ def test_meter_groups_calls_per_task_and_prices_them() -> None:
     assert s == tasks["summarise"]
     assert (s.calls, s.input_tokens, s.cached_input_tokens, s.output_tokens) == (4, 4000, 2000, 400)
     # 500 uncached * 0.15 + 500 cached * 0.075 + 100 out * 0.60, per million, four times
-    assert s.cost == 4 * (Decimal(500) * Decimal("0.15") + Decimal(500) * Decimal("0.075") + Decimal(100) * Decimal("0.60")) / Decimal(1_000_000)
+    assert s.cost == 4 * (
+        Decimal(500) * Decimal("0.15") + Decimal(500) * Decimal("0.075") + Decimal(100) * Decimal("0.60")
+    ) / Decimal(1_000_000)
     assert s.cached_share == pytest.approx(0.5)
     assert s.ttft_p50_s == pytest.approx(0.25)
     assert s.ttft_p95_s == pytest.approx(percentile([0.1, 0.2, 0.3, 0.4], 0.95))

@@ -42,13 +42,25 @@ vllm:num_requests_running{model_name="stub-model"} 1.0
 
 
 def _completion(text: str, *, logprobs: list[float] | None = None, cached: int = 0) -> dict[str, Any]:
-    choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+    choice: dict[str, Any] = {
+        "index": 0,
+        "message": {"role": "assistant", "content": text},
+        "finish_reason": "stop",
+    }
     if logprobs is not None:
-        choice["logprobs"] = {"content": [{"token": "x", "logprob": lp, "top_logprobs": []} for lp in logprobs]}
+        choice["logprobs"] = {
+            "content": [{"token": "x", "logprob": lp, "top_logprobs": []} for lp in logprobs]
+        }
     usage: dict[str, Any] = {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
     if cached:
         usage["prompt_tokens_details"] = {"cached_tokens": cached}
-    return {"id": "cmpl-stub", "object": "chat.completion", "model": "stub-model", "choices": [choice], "usage": usage}
+    return {
+        "id": "cmpl-stub",
+        "object": "chat.completion",
+        "model": "stub-model",
+        "choices": [choice],
+        "usage": usage,
+    }
 
 
 class StubState:
@@ -89,12 +101,21 @@ class StubServer:
                 mode = self.path.strip("/").split("/")[0]
                 state.hit(mode + self.path)
                 if self.path.endswith("/metrics"):
-                    text = OLD_VLLM_METRICS if mode == "oldvllm" else VLLM_METRICS.format(running=state.running, waiting=state.waiting)
+                    text = (
+                        OLD_VLLM_METRICS
+                        if mode == "oldvllm"
+                        else VLLM_METRICS.format(running=state.running, waiting=state.waiting)
+                    )
                     self._send(200, text.encode(), "text/plain; version=0.0.4")
                 elif self.path.endswith("/health"):
                     self._send(503 if mode == "down" else 200, b"")
                 elif self.path.endswith("/v1/models"):
-                    self._send(200, json.dumps({"object": "list", "data": [{"id": "stub-model", "object": "model"}]}).encode())
+                    self._send(
+                        200,
+                        json.dumps(
+                            {"object": "list", "data": [{"id": "stub-model", "object": "model"}]}
+                        ).encode(),
+                    )
                 else:
                     self._send(404, b"{}")
 
@@ -119,7 +140,9 @@ class StubServer:
                     self.send_response(200)
                     self.send_header("Content-Type", "text/event-stream")
                     self.end_headers()
-                    delta = {"choices": [{"index": 0, "delta": {"content": "partial"}, "finish_reason": None}]}
+                    delta = {
+                        "choices": [{"index": 0, "delta": {"content": "partial"}, "finish_reason": None}]
+                    }
                     self.wfile.write(f"data: {json.dumps(delta)}\n\n".encode())
                     self.wfile.write(b"data: {not json\n\n")
                     self.wfile.flush()
@@ -132,12 +155,24 @@ class StubServer:
                         if mode == "slowstream":
                             time.sleep(0.3)
                         piece = word if i == 0 else " " + word
-                        delta = {"model": "stub-model", "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+                        delta = {
+                            "model": "stub-model",
+                            "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+                        }
                         self.wfile.write(f"data: {json.dumps(delta)}\n\n".encode())
                         self.wfile.flush()
                     end = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-                    usage = {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 8}}}
-                    self.wfile.write(f"data: {json.dumps(end)}\n\ndata: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
+                    usage = {
+                        "choices": [],
+                        "usage": {
+                            "prompt_tokens": 12,
+                            "completion_tokens": 3,
+                            "prompt_tokens_details": {"cached_tokens": 8},
+                        },
+                    }
+                    self.wfile.write(
+                        f"data: {json.dumps(end)}\n\ndata: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode()
+                    )
                     self.wfile.flush()
                     self.close_connection = True
                 else:

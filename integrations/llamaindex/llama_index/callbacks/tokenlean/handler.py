@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,8 @@ class _PendingCall:
     model: str | None
     endpoint: str | None
     first_token_at: float | None = None
+    parent: str | None = None
+    has_inner: bool = False
 
 
 def _get(obj: Any, key: str) -> Any:
@@ -67,6 +70,12 @@ def _get(obj: Any, key: str) -> Any:
     if isinstance(obj, Mapping):
         return obj.get(key)
     return getattr(obj, key, None)
+
+
+# The LLM call in flight in this context. Many LLM classes implement one entry point with another
+# (CustomLLM.chat calls complete, achat calls chat), and each emits its own start/end events:
+# only the innermost call, the one that talked to the model, is recorded.
+_IN_CALL: ContextVar[str | None] = ContextVar("tokenlean_llamaindex_call", default=None)
 
 
 def _call_key(event: BaseEvent) -> str:
@@ -89,6 +98,7 @@ class TokenleanEventHandler(BaseEventHandler):
     task_id: str | None = None
     _pending: dict[str, _PendingCall] = PrivateAttr(default_factory=dict)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _warned: set[str | None] = PrivateAttr(default_factory=set)
 
     @classmethod
     def class_name(cls) -> str:
@@ -107,6 +117,17 @@ class TokenleanEventHandler(BaseEventHandler):
         except Exception:
             log.exception("tokenlean: metering a LlamaIndex event failed (ignored)")
 
+    def _warn_no_usage(self, model: str | None) -> None:
+        with self._lock:
+            first = model not in self._warned
+            self._warned.add(model)
+        if first:
+            log.warning(
+                "tokenlean: calls to model %r report no token usage (streamed without a usage "
+                "chunk?); they are recorded with zero tokens and no cost",
+                model,
+            )
+
     def _task_for(self, event: BaseEvent) -> str | None:
         if self.task_id is not None:
             return self.task_id
@@ -119,22 +140,35 @@ class TokenleanEventHandler(BaseEventHandler):
     def _start(self, event: LLMChatStartEvent | LLMCompletionStartEvent) -> None:
         model_dict = event.model_dict or {}
         model = model_dict.get("model") or model_dict.get("model_name")
-        endpoint = model_dict.get("api_base") or model_dict.get("base_url")
+        # to_payload() leaves out api_base; the integration's class name is the next best label.
+        endpoint = model_dict.get("api_base") or model_dict.get("base_url") or model_dict.get("class_name")
         pending = _PendingCall(
             started_at=time.time(),
             task_id=self._task_for(event),
             model=model if isinstance(model, str) else None,
             endpoint=endpoint if isinstance(endpoint, str) else None,
         )
+        key = _call_key(event)
+        outer = _IN_CALL.get()
         with self._lock:
-            self._pending[_call_key(event)] = pending
+            outer_call = self._pending.get(outer) if outer is not None else None
+            if outer_call is not None:  # nested in a call still in flight: the outer is a wrapper
+                outer_call.has_inner = True
+                pending.parent = outer
+            self._pending[key] = pending
+        _IN_CALL.set(key)
 
     def _end(self, event: LLMChatEndEvent | LLMCompletionEndEvent) -> UsageRecord | None:
         ended = time.time()
+        key = _call_key(event)
         with self._lock:
-            pending = self._pending.pop(_call_key(event), None)
+            pending = self._pending.pop(key, None)
         if pending is None:
             pending = _PendingCall(ended, self._task_for(event), None, None)
+        if _IN_CALL.get() == key:
+            _IN_CALL.set(pending.parent)
+        if pending.has_inner:  # the inner call was recorded; this one only wrapped it
+            return None
         response = event.response
         if response is None:  # the call failed; LlamaIndex sends an end event with no response
             return None
@@ -149,7 +183,7 @@ class TokenleanEventHandler(BaseEventHandler):
             raw_usage = extra_kwargs
         usage: Usage | None = None
         if raw_usage is None:
-            log.warning("tokenlean: LLM call %s reported no token usage; recorded unpriced", event.span_id)
+            self._warn_no_usage(model)
             extra["usage_missing"] = True
         else:
             try:

@@ -1,0 +1,624 @@
+"""``tokenlean demo``: the main job, end to end, on this machine, with no network.
+
+It starts two local OpenAI-compatible model servers (llama.cpp; a "strong" and a "weak"
+endpoint), runs the bundled workload (``tokenlean.demo_data``: a tool-using agent, a RAG
+session, repeated support questions) twice, and measures both runs with ``tokenlean.metering``:
+
+* **baseline** — every request as the application built it, to the strong endpoint;
+* **all levers** — cache-aware layout (``tokenlean.layout``), verbatim compaction
+  (``tokenlean.compaction``), the semantic cache (``tokenlean.cache``) and routing with a
+  cascade (``tokenlean.routing``), each used the way its docs recommend for that traffic.
+
+Then it profiles the baseline trace (``tokenlean.profile``) and writes one HTML report with the
+profiler's ranked levers *and* the measured before/after table: tokens and cost per task, TTFT,
+tokens/s, cache hit rate, routing mix, and whether the answers stayed the same.
+
+Both local endpoints serve the same small model (SmolLM2-135M); for cost they are priced as
+``--strong-price-as`` / ``--weak-price-as`` (default gpt-4o / gpt-4o-mini) so the money column
+shows what the same traffic would cost on hosted models. Token counts and timings are real.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from tokenlean.errors import TokenleanError
+
+__all__ = ["DemoResult", "register_cli", "run_demo"]
+
+log = logging.getLogger("tokenlean.demo")
+
+STRONG, WEAK = "strong", "weak"
+
+
+@dataclass
+class RunRecord:
+    """One call of a run, as the application saw it."""
+
+    task_id: str
+    kind: str
+    text: str
+    started_at: float
+    first_token_at: float | None
+    ended_at: float
+    route: str | None = None
+    escalated: bool = False
+    cache: str | None = None  # "exact" | "semantic" on a hit
+    request: Any = None
+    response: Any = None
+
+
+@dataclass
+class DemoResult:
+    """What ``run_demo`` measured and wrote."""
+
+    rows: list[dict[str, Any]]
+    totals: dict[str, Any]
+    out_dir: Path
+    report_html: Path
+    report_json: Path
+    seconds: float
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+# -- pieces ------------------------------------------------------------------------------------------
+class _ForKind:
+    """A routing policy that only speaks for one kind of traffic (``metadata["task_type"]``)."""
+
+    def __init__(self, kind: str, policy: Any) -> None:
+        self.kind = kind
+        self.policy = policy
+        self.name = f"{kind}:{getattr(policy, 'name', 'policy')}"
+
+    def decide(self, request: Any) -> Any:
+        if request.metadata.get("task_type") != self.kind:
+            return None
+        return self.policy.decide(request)
+
+
+def _norm_answer(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def _prices(strong_as: str, weak_as: str, strong_model: str, weak_model: str) -> Any:
+    from tokenlean.metering import PriceTable
+
+    base = PriceTable.default()
+    return base.with_price(strong_model, base.price(strong_as)).with_price(weak_model, base.price(weak_as))
+
+
+def _run(
+    steps: Sequence[Any],
+    router: Any,
+    *,
+    prepare: Callable[[Any], Any] | None = None,
+    cache: Any = None,
+    meter: Any = None,
+    on_step: Callable[[int], None] | None = None,
+) -> list[RunRecord]:
+    """Send every step through ``router`` (streamed, so TTFT is real), with optional levers."""
+    from tokenlean.routing.router import ROUTING_KEY
+
+    out: list[RunRecord] = []
+    for i, step in enumerate(steps):
+        request = prepare(step) if prepare is not None else step.request
+        started = time.time()
+        if cache is not None:
+            hit = cache.lookup(request)
+            if hit.hit:
+                ended = time.time()
+                resp = hit.response
+                text = hit.text or ""
+                usage = resp.usage if resp is not None and resp.usage is not None else None
+                if meter is not None:
+                    from tokenlean.types import Usage
+
+                    meter.record(
+                        model=(resp.model if resp is not None else None) or "cache",
+                        usage=usage or Usage(),
+                        task_id=step.task_id,
+                        tags={"route": "cache", "tier": str(hit.tier)},
+                        started_at=started,
+                        first_token_at=ended,
+                        ended_at=ended,
+                        cache_hit=True,
+                    )
+                out.append(RunRecord(step.task_id, step.kind, text, started, ended, ended, "cache", False, hit.tier, request, resp))
+                if on_step:
+                    on_step(i)
+                continue
+        first: float | None = None
+        final = None
+        parts: list[str] = []
+        for chunk in router.stream(request):
+            if chunk.has_token and first is None:
+                first = time.time()
+            if chunk.text:
+                parts.append(chunk.text)
+            if chunk.response is not None:
+                final = chunk.response
+        ended = time.time()
+        decision = (final.extra.get(ROUTING_KEY) if final is not None else None) or {}
+        text = final.text if final is not None else "".join(parts)
+        if cache is not None and final is not None:
+            cache.store(request, final)
+        out.append(
+            RunRecord(
+                step.task_id,
+                step.kind,
+                text,
+                started,
+                first,
+                ended,
+                decision.get("target"),
+                bool(decision.get("escalated")),
+                None,
+                request,
+                final,
+            )
+        )
+        if on_step:
+            on_step(i)
+    return out
+
+
+def _summaries(ledger: Any, records: list[RunRecord]) -> dict[str, dict[str, Any]]:
+    """Per task: tokens sent to models, cost, TTFT p50, tokens/s, hits, routing mix."""
+    from tokenlean.metering import percentile
+
+    out: dict[str, dict[str, Any]] = {}
+    by_task: dict[str, list[Any]] = {}
+    for rec in ledger.records():
+        by_task.setdefault(rec.task_id or "(none)", []).append(rec)
+    for task, recs in by_task.items():
+        model_recs = [r for r in recs if not r.cache_hit]
+        tokens = sum(r.usage.total_tokens for r in model_recs)
+        cost = sum((r.cost or Decimal(0) for r in model_recs), Decimal(0))
+        runs = [r for r in records if r.task_id == task]
+        ttfts = [r.first_token_at - r.started_at for r in runs if r.first_token_at is not None]
+        gen_s = sum(r.generation_s or 0.0 for r in model_recs)
+        out_tokens = sum(r.usage.output_tokens for r in model_recs)
+        routes = Counter(r.route or "-" for r in runs)
+        out[task] = {
+            "calls": len(runs),
+            "model_calls": len(model_recs),
+            "tokens": tokens,
+            "input_tokens": sum(r.usage.input_tokens for r in model_recs),
+            "output_tokens": out_tokens,
+            "cost": cost,
+            "ttft_p50_s": percentile(ttfts, 0.5),
+            "tokens_per_s": (out_tokens / gen_s) if gen_s > 0 else None,
+            "cache_hits": sum(1 for r in runs if r.cache),
+            "routes": dict(routes),
+            "escalations": sum(1 for r in runs if r.escalated),
+        }
+    return out
+
+
+def _trace_of(records: list[RunRecord], model: str) -> Any:
+    """The baseline run as a profiler ``Trace`` (requests, answers, usage and timings)."""
+    from tokenlean.profile.trace import Call, Trace
+    from tokenlean.tokens import count_messages, count_tokens
+    from tokenlean.types import Usage
+
+    calls = []
+    per_task: dict[str, int] = {}
+    for r in records:
+        usage = r.response.usage if r.response is not None and r.response.usage is not None else None
+        counted = usage is None
+        if usage is None:
+            usage = Usage(count_messages(r.request.messages, None, r.request.tools), count_tokens(r.text))
+        idx = per_task.get(r.task_id, 0)
+        per_task[r.task_id] = idx + 1
+        calls.append(
+            Call(
+                task_id=r.task_id,
+                index=idx,
+                usage=usage,
+                request=r.request,
+                response=r.response,
+                model=model,
+                started_at=r.started_at,
+                first_token_at=r.first_token_at,
+                ended_at=r.ended_at,
+                usage_counted=counted,
+                source="demo baseline",
+            )
+        )
+    return Trace(tuple(calls), ("tokenlean demo baseline",), ("openai",))
+
+
+def _write_trace_jsonl(records: list[RunRecord], path: Path) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for r in records:
+            row = {
+                "task_id": r.task_id,
+                "request": r.request.to_openai(),
+                "response": r.response.to_openai() if r.response is not None else None,
+                "started_at": r.started_at,
+                "first_token_at": r.first_token_at,
+                "ended_at": r.ended_at,
+            }
+            fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+
+
+def _fmt_s(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}s"
+
+
+def _comparison_rows(
+    base: dict[str, dict[str, Any]], lean: dict[str, dict[str, Any]], same: dict[str, tuple[int, int]]
+) -> list[dict[str, Any]]:
+    rows = []
+    for task in base:
+        b, a = base[task], lean.get(task, {})
+        rows.append(
+            {
+                "task": task,
+                "tokens_before": b["tokens"],
+                "tokens_after": a.get("tokens", 0),
+                "cost_before": str(b["cost"]),
+                "cost_after": str(a.get("cost", Decimal(0))),
+                "ttft_p50_before_s": b["ttft_p50_s"],
+                "ttft_p50_after_s": a.get("ttft_p50_s"),
+                "tokens_per_s_before": b["tokens_per_s"],
+                "tokens_per_s_after": a.get("tokens_per_s"),
+                "cache_hits": a.get("cache_hits", 0),
+                "calls": b["calls"],
+                "routes_after": a.get("routes", {}),
+                "escalations": a.get("escalations", 0),
+                "same_answers": same.get(task, (0, 0))[0],
+                "answers": same.get(task, (0, 0))[1],
+            }
+        )
+    return rows
+
+
+def _rich_table(rows: list[dict[str, Any]], totals: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    t = Table(title="tokenlean demo: baseline → all levers (measured)", title_justify="left")
+    for col in ("task", "tokens", "cost", "TTFT p50", "tok/s", "cache hits", "routes", "same answers"):
+        t.add_column(col, justify="left" if col in ("task", "routes") else "right")
+
+    def tps(v: float | None) -> str:
+        return "-" if v is None else f"{v:.0f}"
+
+    for r in [*rows, totals]:
+        routes = ", ".join(f"{k} {v}" for k, v in sorted(r["routes_after"].items()))
+        t.add_row(
+            r["task"],
+            f"{r['tokens_before']:,} → {r['tokens_after']:,}",
+            f"${Decimal(r['cost_before']):.4f} → ${Decimal(r['cost_after']):.4f}",
+            f"{_fmt_s(r['ttft_p50_before_s'])} → {_fmt_s(r['ttft_p50_after_s'])}",
+            f"{tps(r['tokens_per_s_before'])} → {tps(r['tokens_per_s_after'])}",
+            f"{r['cache_hits']}/{r['calls']}",
+            routes + (f" ({r['escalations']} escalated)" if r["escalations"] else ""),
+            f"{r['same_answers']}/{r['answers']}",
+            style="bold" if r is totals else None,
+        )
+    return t
+
+
+def _html_section(rows: list[dict[str, Any]], totals: dict[str, Any], notes: list[str]) -> str:
+    from tokenlean.profile.html import html_table
+
+    headers = [
+        "task",
+        "tokens before",
+        "tokens after",
+        "cost before",
+        "cost after",
+        "TTFT p50 before",
+        "TTFT p50 after",
+        "tok/s before",
+        "tok/s after",
+        "cache hits",
+        "routing (after)",
+        "same answers",
+    ]
+    body = []
+    for r in [*rows, totals]:
+        body.append(
+            [
+                r["task"],
+                f"{r['tokens_before']:,}",
+                f"{r['tokens_after']:,}",
+                f"${Decimal(r['cost_before']):.4f}",
+                f"${Decimal(r['cost_after']):.4f}",
+                _fmt_s(r["ttft_p50_before_s"]),
+                _fmt_s(r["ttft_p50_after_s"]),
+                "-" if r["tokens_per_s_before"] is None else f"{r['tokens_per_s_before']:.0f}",
+                "-" if r["tokens_per_s_after"] is None else f"{r['tokens_per_s_after']:.0f}",
+                f"{r['cache_hits']}/{r['calls']}",
+                ", ".join(f"{k} {v}" for k, v in sorted(r["routes_after"].items()))
+                + (f" ({r['escalations']} escalated)" if r["escalations"] else ""),
+                f"{r['same_answers']}/{r['answers']}",
+            ]
+        )
+    table = html_table(headers, body, numeric=set(range(1, 10)), cls="measured")
+    items = "".join(f"<li>{n}</li>" for n in notes)
+    return (
+        '<h2 id="measured">Measured: baseline vs every lever on</h2>'
+        + table
+        + f'<ul class="muted">{items}</ul>'
+    )
+
+
+# -- the demo ------------------------------------------------------------------------------------------
+def run_demo(
+    out_dir: str | Path = "tokenlean-demo",
+    *,
+    quick: bool = False,
+    strong_price_as: str = "gpt-4o",
+    weak_price_as: str = "gpt-4o-mini",
+    two_servers: bool = True,
+    console: Any = None,
+) -> DemoResult:
+    """Run the demo workload twice (baseline, all levers), measure both, write the report."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from tokenlean.cache import SemanticCache
+    from tokenlean.compaction import Compactor
+    from tokenlean.demo_data import build_workload
+    from tokenlean.layout.reorder import PromptLayout
+    from tokenlean.metering import JsonlSink, Ledger, Meter
+    from tokenlean.profile.profiler import Profiler
+    from tokenlean.routing import Cascade, MeanLogprob, OpenAICompatibleEndpoint, Router
+    from tokenlean.routing.policies import OutputControl, Rule, RulesPolicy
+    from tokenlean.server import LocalModelServer
+
+    console = console or Console()
+    t_start = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = build_workload(quick=quick)
+    strong_alias, weak_alias = "smollm2-strong", "smollm2-weak"
+    prices = _prices(strong_price_as, weak_price_as, strong_alias, weak_alias)
+
+    servers = [LocalModelServer(alias=strong_alias, log_file=out / "server-strong.log")]
+    if two_servers:
+        servers.append(LocalModelServer(alias=weak_alias, log_file=out / "server-weak.log"))
+    console.print(f"Starting {len(servers)} local model server(s) (llama.cpp, SmolLM2-135M, 1 thread each)…")
+    errors: list[BaseException] = []
+
+    def start(s: LocalModelServer) -> None:
+        try:
+            s.start()
+        except BaseException as exc:  # reported below, after every thread has finished
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(s,)) for s in servers]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    try:
+        if errors:
+            raise errors[0]
+        strong_srv = servers[0]
+        weak_srv = servers[1] if two_servers else servers[0]
+        strong_ep = OpenAICompatibleEndpoint(strong_srv.base_url, strong_srv.model, name="strong", timeout=120)
+        # One server aliased twice answers to its own alias only; the weak endpoint then sends
+        # the strong alias but is metered (and priced) under the weak name by the router.
+        weak_ep = OpenAICompatibleEndpoint(weak_srv.base_url, weak_srv.model, name="weak", timeout=120)
+
+        # ---- baseline ------------------------------------------------------------------------
+        base_ledger = Ledger(JsonlSink(out / "baseline_ledger.jsonl", fsync=False))
+        base_meter = Meter(base_ledger, prices)
+        base_router = Router({STRONG: strong_ep}, meter=base_meter)
+        with Progress(console=console, transient=True) as progress:
+            bar = progress.add_task("baseline", total=len(steps))
+            base = _run(steps, base_router, meter=base_meter, on_step=lambda i: progress.update(bar, completed=i + 1))
+        console.print(f"baseline: {len(base)} calls done")
+
+        # ---- all levers ------------------------------------------------------------------------
+        kinds = sorted({s.kind for s in steps})
+        # Layout is learned per stream (one system prompt per kind of traffic).
+        layouts = {k: PromptLayout.fit([s.request for s in steps if s.kind == k]) for k in kinds}
+        compactors = {
+            # agent: mask stale tool output, drop re-read files; frozen decisions keep the prefix stable
+            "agent": Compactor(ratio=None, mask_observations_after=2, incremental=True, mode="lexical"),
+            # RAG: keep what answers the question (query-aware selection over the documents)
+            "rag": Compactor(ratio=0.5, keep_last_turns=0, mode="lexical"),
+        }
+
+        def prepare(step: Any) -> Any:
+            req = layouts[step.kind].apply(step.request).request
+            comp = compactors.get(step.kind)
+            if comp is not None:
+                result = comp.compact(req, session=step.task_id)
+                req = result.request or req.with_messages(result.messages)
+            return req
+
+        cache = SemanticCache()
+        lean_ledger = Ledger(JsonlSink(out / "levers_ledger.jsonl", fsync=False))
+        lean_meter = Meter(lean_ledger, prices)
+        policies = [
+            _ForKind("support", Cascade(WEAK, STRONG, [MeanLogprob(-1.5)])),
+            RulesPolicy(
+                [Rule(target=WEAK, task_type="rag", output=OutputControl(max_tokens=24), name="doc lookup")]
+            ),
+        ]
+        lean_router = Router({STRONG: strong_ep, WEAK: weak_ep}, policies=policies, default=STRONG, meter=lean_meter)
+        console.print("Loading the embedding model for the semantic cache…")
+        cache.embedder.embed(["warm-up"])
+        with Progress(console=console, transient=True) as progress:
+            bar = progress.add_task("all levers", total=len(steps))
+            lean = _run(
+                steps,
+                lean_router,
+                prepare=prepare,
+                cache=cache,
+                meter=lean_meter,
+                on_step=lambda i: progress.update(bar, completed=i + 1),
+            )
+        console.print(f"all levers: {len(lean)} calls done")
+        base_router.close()
+        lean_router.close()
+    finally:
+        for s in servers:
+            s.stop()
+
+    # ---- measure -----------------------------------------------------------------------------------
+    # Routed calls are metered under the endpoint's model alias; price weak calls as weak.
+    same: dict[str, tuple[int, int]] = {}
+    for b, a in zip(base, lean, strict=True):
+        ok, n = same.get(b.task_id, (0, 0))
+        same[b.task_id] = (ok + int(_norm_answer(b.text) == _norm_answer(a.text)), n + 1)
+    base_sum = _summaries(base_ledger, base)
+    lean_sum = _summaries(lean_ledger, lean)
+    rows = _comparison_rows(base_sum, lean_sum, same)
+    totals = _totals(rows, base, lean)
+
+    # ---- profile the baseline and write the report -------------------------------------------------
+    trace_path = out / "baseline_trace.jsonl"
+    _write_trace_jsonl(base, trace_path)
+    profiler = Profiler(
+        prices=prices,
+        default_model=strong_alias,
+        cheap_model=weak_alias,
+        policy=_ProfilePolicy(policies),
+        targets={WEAK: weak_alias, STRONG: strong_alias},
+        cache=SemanticCache(embedder=cache.embedder),
+    )
+    report = profiler.profile(_trace_of(base, strong_alias))
+    notes = [
+        f"Both endpoints run SmolLM2-135M locally; the strong one is priced as {strong_price_as}, the weak one as "
+        f"{weak_price_as} (list prices), so costs show what this traffic would cost on hosted models.",
+        "Levers on: cache-aware layout (fitted per traffic kind), compaction (agent: stale-observation "
+        "masking + de-duplication, incremental; RAG: query-aware selection at ratio 0.5), semantic cache "
+        "(exact + guarded semantic tier), routing (support: cascade weak→strong on mean logprob; RAG → weak).",
+        "'same answers' compares each answer with the baseline answer to the same step (whitespace and case "
+        "ignored); a cache hit returns the answer cached for an earlier, equivalent question.",
+        f"max_tokens 24, temperature 0; {'quick' if quick else 'full'} workload of {len(steps)} calls.",
+    ]
+    html_path = report.write_html(
+        out / "report.html", title="tokenlean demo report", extra_sections=[_html_section(rows, totals, notes)]
+    )
+    seconds = time.perf_counter() - t_start
+    result_json = out / "demo_result.json"
+    payload = {
+        "measured": {"tasks": rows, "total": totals},
+        "profile": report.to_dict(),
+        "notes": notes,
+        "seconds": round(seconds, 1),
+        "quick": quick,
+        "two_servers": two_servers,
+    }
+    result_json.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+    console.print(_rich_table(rows, totals))
+    for n in notes[:1]:
+        console.print(f"[dim]{n}[/dim]")
+    best = report.best
+    if best is not None:
+        console.print(f"Profiler on the baseline trace: pull [bold]{best.lever}[/bold] first ({best.cost_saved_share:.0%} of cost).")
+    console.print(f"Report: {html_path.resolve()}")
+    console.print(f"Data:   {result_json.resolve()} (+ baseline_trace.jsonl, *_ledger.jsonl) · {seconds:.0f}s")
+    return DemoResult(
+        rows=rows,
+        totals=totals,
+        out_dir=out,
+        report_html=html_path,
+        report_json=result_json,
+        seconds=seconds,
+        files={
+            "trace": trace_path,
+            "baseline_ledger": out / "baseline_ledger.jsonl",
+            "levers_ledger": out / "levers_ledger.jsonl",
+        },
+    )
+
+
+class _ProfilePolicy:
+    """The demo router's policies as one profiler policy (first opinion wins; cascades count as weak)."""
+
+    name = "demo-policies"
+
+    def __init__(self, policies: Sequence[Any]) -> None:
+        self.policies = list(policies)
+
+    def decide(self, request: Any) -> Any:
+        for p in self.policies:
+            d = p.decide(request)
+            if d is not None:
+                return d
+        return None
+
+
+def _totals(rows: list[dict[str, Any]], base: list[RunRecord], lean: list[RunRecord]) -> dict[str, Any]:
+    from tokenlean.metering import percentile
+
+    def ttft(records: list[RunRecord]) -> float | None:
+        return percentile([r.first_token_at - r.started_at for r in records if r.first_token_at is not None], 0.5)
+
+    routes: Counter[str] = Counter()
+    for r in rows:
+        routes.update(r["routes_after"])
+    tps_b = [r["tokens_per_s_before"] for r in rows if r["tokens_per_s_before"]]
+    tps_a = [r["tokens_per_s_after"] for r in rows if r["tokens_per_s_after"]]
+    return {
+        "task": "all tasks",
+        "tokens_before": sum(r["tokens_before"] for r in rows),
+        "tokens_after": sum(r["tokens_after"] for r in rows),
+        "cost_before": str(sum((Decimal(r["cost_before"]) for r in rows), Decimal(0))),
+        "cost_after": str(sum((Decimal(r["cost_after"]) for r in rows), Decimal(0))),
+        "ttft_p50_before_s": ttft(base),
+        "ttft_p50_after_s": ttft(lean),
+        "tokens_per_s_before": sum(tps_b) / len(tps_b) if tps_b else None,
+        "tokens_per_s_after": sum(tps_a) / len(tps_a) if tps_a else None,
+        "cache_hits": sum(r["cache_hits"] for r in rows),
+        "calls": sum(r["calls"] for r in rows),
+        "routes_after": dict(routes),
+        "escalations": sum(r["escalations"] for r in rows),
+        "same_answers": sum(r["same_answers"] for r in rows),
+        "answers": sum(r["answers"] for r in rows),
+        "hit_rate": sum(r["cache_hits"] for r in rows) / max(1, sum(r["calls"] for r in rows)),
+    }
+
+
+# -- CLI -------------------------------------------------------------------------------------------------
+def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "demo",
+        help="run the bundled workload twice (baseline, every lever on) on local models and report",
+        description=(
+            "Start two local llama.cpp model servers, run a tool-using agent, a RAG session and repeated "
+            "support questions with and without tokenlean's levers, and write a before/after report."
+        ),
+    )
+    p.add_argument("--out", type=Path, default=Path("tokenlean-demo"), help="output directory (default: ./tokenlean-demo)")
+    p.add_argument("--quick", action="store_true", help="a shorter workload (same kinds of traffic)")
+    p.add_argument("--one-server", action="store_true", help="one llama.cpp server serves both endpoints")
+    p.add_argument("--strong-price-as", default="gpt-4o", help="price the strong endpoint as this model")
+    p.add_argument("--weak-price-as", default="gpt-4o-mini", help="price the weak endpoint as this model")
+    p.set_defaults(func=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import sys
+
+    try:
+        run_demo(
+            args.out,
+            quick=args.quick,
+            strong_price_as=args.strong_price_as,
+            weak_price_as=args.weak_price_as,
+            two_servers=not args.one_server,
+        )
+    except TokenleanError as exc:
+        print(f"tokenlean demo: {exc}", file=sys.stderr)
+        return 2
+    return 0
