@@ -15,7 +15,9 @@ tokens/s, cache hit rate, routing mix, and whether the answers stayed the same.
 
 Both local endpoints serve the same small model (SmolLM2-135M); for cost they are priced as
 ``--strong-price-as`` / ``--weak-price-as`` (default gpt-4o / gpt-4o-mini) so the money column
-shows what the same traffic would cost on hosted models. Token counts and timings are real.
+shows what the same traffic would cost on hosted models. Timings are measured; token counts are
+the server's where it reports usage and tiktoken counts otherwise (llama.cpp's streaming API
+reports none), the same counter in both runs.
 """
 
 from __future__ import annotations
@@ -134,7 +136,21 @@ def _run(
                         ended_at=ended,
                         cache_hit=True,
                     )
-                out.append(RunRecord(step.task_id, step.kind, text, started, ended, ended, "cache", False, hit.tier, request, resp))
+                out.append(
+                    RunRecord(
+                        step.task_id,
+                        step.kind,
+                        text,
+                        started,
+                        ended,
+                        ended,
+                        "cache",
+                        False,
+                        hit.tier,
+                        request,
+                        resp,
+                    )
+                )
                 if on_step:
                     on_step(i)
                 continue
@@ -285,30 +301,59 @@ def _comparison_rows(
     return rows
 
 
-def _rich_table(rows: list[dict[str, Any]], totals: dict[str, Any]) -> Any:
+def _rich_tables(rows: list[dict[str, Any]], totals: dict[str, Any]) -> list[Any]:
+    """Two narrow tables: the before/after summary per task, and the whole run's metrics."""
     from rich.table import Table
 
-    t = Table(title="tokenlean demo: baseline → all levers (measured)", title_justify="left")
-    for col in ("task", "tokens", "cost", "TTFT p50", "tok/s", "cache hits", "routes", "same answers"):
-        t.add_column(col, justify="left" if col in ("task", "routes") else "right")
+    def pct(before: float, after: float) -> str:
+        return f"{(after - before) / before:+.0%}" if before else "-"
 
     def tps(v: float | None) -> str:
         return "-" if v is None else f"{v:.0f}"
 
-    for r in [*rows, totals]:
-        routes = ", ".join(f"{k} {v}" for k, v in sorted(r["routes_after"].items()))
-        t.add_row(
+    n_tasks = max(1, len(rows))
+    summary = Table(title="tokenlean demo: baseline vs every lever on (measured)", title_justify="left")
+    summary.add_column("metric")
+    summary.add_column("baseline", justify="right")
+    summary.add_column("all levers", justify="right")
+    summary.add_column("change", justify="right")
+    tb, ta = totals["tokens_before"], totals["tokens_after"]
+    cb, ca = Decimal(totals["cost_before"]), Decimal(totals["cost_after"])
+    summary.add_row("tokens per task", f"{tb / n_tasks:,.0f}", f"{ta / n_tasks:,.0f}", pct(tb, ta))
+    summary.add_row(
+        "cost per task", f"${cb / n_tasks:.4f}", f"${ca / n_tasks:.4f}", pct(float(cb), float(ca))
+    )
+    summary.add_row("TTFT p50", _fmt_s(totals["ttft_p50_before_s"]), _fmt_s(totals["ttft_p50_after_s"]), "")
+    summary.add_row("tokens/s", tps(totals["tokens_per_s_before"]), tps(totals["tokens_per_s_after"]), "")
+    summary.add_row(
+        "cache hit rate", "-", f"{totals['hit_rate']:.0%} ({totals['cache_hits']}/{totals['calls']})", ""
+    )
+    rb, ra = totals.get("prefix_reuse_before"), totals.get("prefix_reuse_after")
+    summary.add_row(
+        "prompt prefix reused",
+        "-" if rb is None else f"{rb:.0%}",
+        "-" if ra is None else f"{ra:.0%}",
+        "llama.cpp KV cache",
+    )
+    routes = ", ".join(f"{k} {v}" for k, v in sorted(totals["routes_after"].items()))
+    summary.add_row("routing mix", f"strong {totals['calls']}", routes, f"{totals['escalations']} escalated")
+    summary.add_row("same answers", "-", f"{totals['same_answers']}/{totals['answers']}", "")
+
+    per_task = Table(title="per task", title_justify="left")
+    per_task.add_column("task")
+    per_task.add_column("tokens", justify="right")
+    per_task.add_column("cost", justify="right")
+    per_task.add_column("hits", justify="right")
+    per_task.add_column("same", justify="right")
+    for r in rows:
+        per_task.add_row(
             r["task"],
             f"{r['tokens_before']:,} → {r['tokens_after']:,}",
             f"${Decimal(r['cost_before']):.4f} → ${Decimal(r['cost_after']):.4f}",
-            f"{_fmt_s(r['ttft_p50_before_s'])} → {_fmt_s(r['ttft_p50_after_s'])}",
-            f"{tps(r['tokens_per_s_before'])} → {tps(r['tokens_per_s_after'])}",
             f"{r['cache_hits']}/{r['calls']}",
-            routes + (f" ({r['escalations']} escalated)" if r["escalations"] else ""),
             f"{r['same_answers']}/{r['answers']}",
-            style="bold" if r is totals else None,
         )
-    return t
+    return [summary, per_task]
 
 
 def _html_section(rows: list[dict[str, Any]], totals: dict[str, Any], notes: list[str]) -> str:
@@ -363,7 +408,6 @@ def run_demo(
     quick: bool = False,
     strong_price_as: str = "gpt-4o",
     weak_price_as: str = "gpt-4o-mini",
-    two_servers: bool = True,
     console: Any = None,
 ) -> DemoResult:
     """Run the demo workload twice (baseline, all levers), measure both, write the report."""
@@ -388,9 +432,10 @@ def run_demo(
     strong_alias, weak_alias = "smollm2-strong", "smollm2-weak"
     prices = _prices(strong_price_as, weak_price_as, strong_alias, weak_alias)
 
-    servers = [LocalModelServer(alias=strong_alias, log_file=out / "server-strong.log")]
-    if two_servers:
-        servers.append(LocalModelServer(alias=weak_alias, log_file=out / "server-weak.log"))
+    servers = [
+        LocalModelServer(alias=strong_alias, log_file=out / "server-strong.log"),
+        LocalModelServer(alias=weak_alias, log_file=out / "server-weak.log"),
+    ]
     console.print(f"Starting {len(servers)} local model server(s) (llama.cpp, SmolLM2-135M, 1 thread each)…")
     errors: list[BaseException] = []
 
@@ -408,21 +453,24 @@ def run_demo(
     try:
         if errors:
             raise errors[0]
-        strong_srv = servers[0]
-        weak_srv = servers[1] if two_servers else servers[0]
-        strong_ep = OpenAICompatibleEndpoint(strong_srv.base_url, strong_srv.model, name="strong", timeout=120)
-        # One server aliased twice answers to its own alias only; the weak endpoint then sends
-        # the strong alias but is metered (and priced) under the weak name by the router.
+        strong_srv, weak_srv = servers
+        strong_ep = OpenAICompatibleEndpoint(
+            strong_srv.base_url, strong_srv.model, name="strong", timeout=120
+        )
         weak_ep = OpenAICompatibleEndpoint(weak_srv.base_url, weak_srv.model, name="weak", timeout=120)
 
         # ---- baseline ------------------------------------------------------------------------
         base_ledger = Ledger(JsonlSink(out / "baseline_ledger.jsonl", fsync=False))
         base_meter = Meter(base_ledger, prices)
         base_router = Router({STRONG: strong_ep}, meter=base_meter)
+        offsets = _log_offsets(servers)
         with Progress(console=console, transient=True) as progress:
             bar = progress.add_task("baseline", total=len(steps))
-            base = _run(steps, base_router, meter=base_meter, on_step=lambda i: progress.update(bar, completed=i + 1))
+            base = _run(
+                steps, base_router, meter=base_meter, on_step=lambda i: progress.update(bar, completed=i + 1)
+            )
         console.print(f"baseline: {len(base)} calls done")
+        base_reuse = _prefix_reuse(servers, offsets)
 
         # ---- all levers ------------------------------------------------------------------------
         kinds = sorted({s.kind for s in steps})
@@ -452,9 +500,12 @@ def run_demo(
                 [Rule(target=WEAK, task_type="rag", output=OutputControl(max_tokens=24), name="doc lookup")]
             ),
         ]
-        lean_router = Router({STRONG: strong_ep, WEAK: weak_ep}, policies=policies, default=STRONG, meter=lean_meter)
+        lean_router = Router(
+            {STRONG: strong_ep, WEAK: weak_ep}, policies=policies, default=STRONG, meter=lean_meter
+        )
         console.print("Loading the embedding model for the semantic cache…")
         cache.embedder.embed(["warm-up"])
+        offsets = _log_offsets(servers)
         with Progress(console=console, transient=True) as progress:
             bar = progress.add_task("all levers", total=len(steps))
             lean = _run(
@@ -466,6 +517,7 @@ def run_demo(
                 on_step=lambda i: progress.update(bar, completed=i + 1),
             )
         console.print(f"all levers: {len(lean)} calls done")
+        lean_reuse = _prefix_reuse(servers, offsets)
         base_router.close()
         lean_router.close()
     finally:
@@ -473,7 +525,6 @@ def run_demo(
             s.stop()
 
     # ---- measure -----------------------------------------------------------------------------------
-    # Routed calls are metered under the endpoint's model alias; price weak calls as weak.
     same: dict[str, tuple[int, int]] = {}
     for b, a in zip(base, lean, strict=True):
         ok, n = same.get(b.task_id, (0, 0))
@@ -482,6 +533,8 @@ def run_demo(
     lean_sum = _summaries(lean_ledger, lean)
     rows = _comparison_rows(base_sum, lean_sum, same)
     totals = _totals(rows, base, lean)
+    totals["prefix_reuse_before"] = base_reuse
+    totals["prefix_reuse_after"] = lean_reuse
 
     # ---- profile the baseline and write the report -------------------------------------------------
     trace_path = out / "baseline_trace.jsonl"
@@ -493,6 +546,7 @@ def run_demo(
         policy=_ProfilePolicy(policies),
         targets={WEAK: weak_alias, STRONG: strong_alias},
         cache=SemanticCache(embedder=cache.embedder),
+        compactor=Compactor(ratio=0.5, keep_last_turns=1, mode="lexical"),
     )
     report = profiler.profile(_trace_of(base, strong_alias))
     notes = [
@@ -502,11 +556,22 @@ def run_demo(
         "masking + de-duplication, incremental; RAG: query-aware selection at ratio 0.5), semantic cache "
         "(exact + guarded semantic tier), routing (support: cascade weak→strong on mean logprob; RAG → weak).",
         "'same answers' compares each answer with the baseline answer to the same step (whitespace and case "
-        "ignored); a cache hit returns the answer cached for an earlier, equivalent question.",
+        "ignored); a cache hit returns the answer cached for an earlier, equivalent question. A 135M model "
+        "answers differently to any change of its prompt, so expect few identical answers where the "
+        "prompt was re-laid or compacted.",
+        "TTFT of a cascaded call is its whole latency (the cheap answer is judged before it is shown); "
+        "token counts are tiktoken counts where the streamed response carried no usage, in both runs.",
         f"max_tokens 24, temperature 0; {'quick' if quick else 'full'} workload of {len(steps)} calls.",
     ]
+    if base_reuse is not None and lean_reuse is not None:
+        notes.append(
+            f"Prompt tokens served from the llama.cpp KV cache (prefix reuse, read from the server logs): "
+            f"baseline {base_reuse:.0%}, all levers {lean_reuse:.0%}."
+        )
     html_path = report.write_html(
-        out / "report.html", title="tokenlean demo report", extra_sections=[_html_section(rows, totals, notes)]
+        out / "report.html",
+        title="tokenlean demo report",
+        extra_sections=[_html_section(rows, totals, notes)],
     )
     seconds = time.perf_counter() - t_start
     result_json = out / "demo_result.json"
@@ -516,17 +581,21 @@ def run_demo(
         "notes": notes,
         "seconds": round(seconds, 1),
         "quick": quick,
-        "two_servers": two_servers,
     }
     result_json.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
-    console.print(_rich_table(rows, totals))
+    for table in _rich_tables(rows, totals):
+        console.print(table)
     for n in notes[:1]:
         console.print(f"[dim]{n}[/dim]")
     best = report.best
     if best is not None:
-        console.print(f"Profiler on the baseline trace: pull [bold]{best.lever}[/bold] first ({best.cost_saved_share:.0%} of cost).")
+        console.print(
+            f"Profiler on the baseline trace: pull [bold]{best.lever}[/bold] first ({best.cost_saved_share:.0%} of cost)."
+        )
     console.print(f"Report: {html_path.resolve()}")
-    console.print(f"Data:   {result_json.resolve()} (+ baseline_trace.jsonl, *_ledger.jsonl) · {seconds:.0f}s")
+    console.print(
+        f"Data:   {result_json.resolve()} (+ baseline_trace.jsonl, *_ledger.jsonl) · {seconds:.0f}s"
+    )
     return DemoResult(
         rows=rows,
         totals=totals,
@@ -540,6 +609,29 @@ def run_demo(
             "levers_ledger": out / "levers_ledger.jsonl",
         },
     )
+
+
+def _log_offsets(servers: Sequence[Any]) -> list[int]:
+    return [s.log_file.stat().st_size if s.log_file and s.log_file.exists() else 0 for s in servers]
+
+
+def _prefix_reuse(servers: Sequence[Any], offsets: Sequence[int]) -> float | None:
+    """Share of prompt tokens the llama.cpp servers served from their KV cache since ``offsets``.
+
+    llama.cpp reuses the common prefix with its previous prompt; its log says how many tokens
+    (``tokenlean.layout.read_llamacpp_prefix_reuse``). This is the prompt-cache hit rate measured.
+    """
+    from tokenlean.layout import read_llamacpp_prefix_reuse
+
+    reused = evaluated = 0
+    for srv, off in zip(servers, offsets, strict=True):
+        if not srv.log_file or not srv.log_file.exists():
+            return None
+        for r in read_llamacpp_prefix_reuse(srv.log_file, offset=off)[0]:
+            reused += r.reused_tokens
+            evaluated += r.evaluated_tokens
+    total = reused + evaluated
+    return reused / total if total else None
 
 
 class _ProfilePolicy:
@@ -562,7 +654,9 @@ def _totals(rows: list[dict[str, Any]], base: list[RunRecord], lean: list[RunRec
     from tokenlean.metering import percentile
 
     def ttft(records: list[RunRecord]) -> float | None:
-        return percentile([r.first_token_at - r.started_at for r in records if r.first_token_at is not None], 0.5)
+        return percentile(
+            [r.first_token_at - r.started_at for r in records if r.first_token_at is not None], 0.5
+        )
 
     routes: Counter[str] = Counter()
     for r in rows:
@@ -599,9 +693,13 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
             "support questions with and without tokenlean's levers, and write a before/after report."
         ),
     )
-    p.add_argument("--out", type=Path, default=Path("tokenlean-demo"), help="output directory (default: ./tokenlean-demo)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("tokenlean-demo"),
+        help="output directory (default: ./tokenlean-demo)",
+    )
     p.add_argument("--quick", action="store_true", help="a shorter workload (same kinds of traffic)")
-    p.add_argument("--one-server", action="store_true", help="one llama.cpp server serves both endpoints")
     p.add_argument("--strong-price-as", default="gpt-4o", help="price the strong endpoint as this model")
     p.add_argument("--weak-price-as", default="gpt-4o-mini", help="price the weak endpoint as this model")
     p.set_defaults(func=_demo)
@@ -616,7 +714,6 @@ def _demo(args: argparse.Namespace) -> int:
             quick=args.quick,
             strong_price_as=args.strong_price_as,
             weak_price_as=args.weak_price_as,
-            two_servers=not args.one_server,
         )
     except TokenleanError as exc:
         print(f"tokenlean demo: {exc}", file=sys.stderr)

@@ -20,10 +20,6 @@ POLICY = "\n".join(
         "Refunds above 200 EUR need a supervisor; say so and open a ticket.",
         "Prices include VAT; the standard shipping fee is 4.90 EUR, free above 50 EUR.",
         "For damaged items ask for a photo, then offer a replacement or a refund.",
-        "Gift cards cannot be refunded or exchanged for cash.",
-        "Loyalty members get free express shipping on every order.",
-        "If an order is marked lost, offer a reshipment before a refund.",
-        "Never ask for a full card number; the last four digits are enough.",
     ]
 )
 
@@ -54,7 +50,12 @@ def test_layout_messages_moves_clock_to_new_turn_and_keeps_everything_else() -> 
 
 def test_anthropic_cache_control_blocks_on_long_prefixes() -> None:
     long_system = "\n".join(f"Rule {i}: be precise and cite policy section {i}." for i in range(200))
-    msgs = [SystemMessage(long_system), HumanMessage("q1 " * 600), AIMessage("a1"), HumanMessage("new question")]
+    msgs = [
+        SystemMessage(long_system),
+        HumanMessage("q1 " * 600),
+        AIMessage("a1"),
+        HumanMessage("new question"),
+    ]
     out = layout_messages(msgs, anthropic_cache_control=True, model="claude-sonnet-4-5")
     assert out.plan is not None and 1 <= len(out.plan.breakpoints) <= 4
     marked = [m for m in out if isinstance(m.content, list) and m.content[-1].get("cache_control")]
@@ -122,4 +123,55 @@ def test_agent_reuses_a_longer_prefix_with_the_layout(local_llm) -> None:
     assert layout.last_result is not None and layout.last_result.gain_tokens > 0
     # baseline: the clock on the first line ends the reuse after a handful of tokens
     assert reused["baseline"] < 40, reused  # "<|im_start|>system\nCurrent time: 2026-11-23T09:0"
-    assert reused["layout"] > reused["baseline"] + 100, reused
+    assert reused["layout"] > reused["baseline"] + 60, reused
+
+
+async def test_middleware_rewrites_the_call_sync_and_async_with_markers_and_tools() -> None:
+    from langchain.agents.middleware.types import ModelRequest, ModelResponse
+    from langchain_openai import ChatOpenAI
+
+    long_policy = "\n".join(f"Rule {i}: be precise and cite policy section {i}." for i in range(200))
+    system = SystemMessage(f"Current time: 2026-11-23T10:42:07Z\n{long_policy}")
+    tools = [
+        {
+            "type": "function",
+            "function": {"parameters": {"type": "object", "properties": {}}, "name": "zeta"},
+        },
+        {
+            "type": "function",
+            "function": {"name": "alpha", "parameters": {"type": "object", "properties": {}}},
+        },
+    ]
+    request = ModelRequest(
+        model=ChatOpenAI(model="claude-sonnet-4-5", api_key="unused", base_url="http://127.0.0.1:9/v1"),
+        messages=[HumanMessage("hello " * 50)],
+        system_message=system,
+        tools=tools,
+        tool_choice=None,
+        response_format=None,
+        state={"messages": []},
+        runtime=None,
+    )
+    seen: list[ModelRequest] = []
+
+    def handler(req: ModelRequest) -> ModelResponse:
+        seen.append(req)
+        return ModelResponse(result=[AIMessage("ok")])
+
+    async def ahandler(req: ModelRequest) -> ModelResponse:
+        return handler(req)
+
+    mw = TokenleanPromptLayout(anthropic_cache_control=True)
+    mw.wrap_model_call(request, handler)
+    await mw.awrap_model_call(request, ahandler)
+    assert len(seen) == 2 and mw.stats["calls"] == 2
+    for req in seen:
+        # the clock left the system prompt, which now carries a cache breakpoint (>= 1024 tokens)
+        blocks = req.system_message.content
+        assert isinstance(blocks, list) and blocks[-1]["cache_control"] == {"type": "ephemeral"}
+        assert blocks[-1]["text"] == long_policy
+        assert req.messages[-1].text.startswith("Current time: 2026-11-23T10:42:07Z\nhello")
+        assert [t["function"]["name"] for t in req.tools] == ["alpha", "zeta"]
+        assert list(req.tools[1]["function"]) == ["name", "parameters"]
+    assert mw.last_plan is not None and mw.last_plan.breakpoints[0].where == "system"
+    assert request.system_message is system and request.tools is tools  # the original request is untouched

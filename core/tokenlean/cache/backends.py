@@ -197,6 +197,20 @@ class EmbeddedBackend:
         self.store.close()
 
     def bulk_load(self, entries: Sequence[CacheEntry]) -> None:
-        """Insert many entries at once (benchmarks, warm-up imports)."""
-        for e in entries:
-            self.put(e, None)
+        """Insert many entries at once (imports, benchmarks): one transaction, one index add."""
+        if not entries:
+            return
+        with self._lock:
+            self._sync()
+            if hasattr(self.store, "bulk_put"):
+                self.store.bulk_put(entries)
+            else:
+                for e in entries:
+                    self.store.put(e)
+            by_ns: dict[str, list[CacheEntry]] = {}
+            for e in entries:
+                if e.embedding is not None:
+                    by_ns.setdefault(e.namespace, []).append(e)
+            for ns, rows in by_ns.items():
+                vecs = np.stack([np.asarray(e.embedding, np.float32) for e in rows])
+                self._ensure_index(vecs.shape[1]).add(ns, [int(e.id or 0) for e in rows], vecs)

@@ -120,10 +120,11 @@ class PairScorer:
     mean: np.ndarray | None = None
     scale: np.ndarray | None = None
     threshold: float = 0.92
-    use_embedding: bool = True
+    use_embedding: bool = False
     model: str | None = None
     dim: int | None = None
     l2: float = 3.0
+    force_logreg: bool = False
     max_false_hit_rate: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -212,9 +213,18 @@ class PairScorer:
             oof[test] = self.score_matrix(x[test])
         self._fit(x[live], y[live])
         self.threshold = _threshold_for(oof, y, max_false_hit_rate)
-        self.max_false_hit_rate = max_false_hit_rate
         hits = oof >= self.threshold
+        # Model selection on the same out-of-fold footing: keep the plain cosine (after guards)
+        # when the learned combination does not beat it (on small or noisy pair sets it may not).
+        cos = np.where(live, x[:, 0], -np.inf)
+        cos_t = _threshold_for(cos, y, max_false_hit_rate)
+        cos_hits = cos >= cos_t
+        if not self.force_logreg and cos_hits[y].mean() >= hits[y].mean():
+            self.weights = self.mean = self.scale = None
+            self.threshold, hits = cos_t, cos_hits
+        self.max_false_hit_rate = max_false_hit_rate
         stats = {
+            "scorer": 0.0 if self.weights is None else 1.0,
             "pairs": float(len(y)),
             "threshold": self.threshold,
             "true_hit_rate": float(hits[y].mean()) if n_pos else 0.0,
@@ -236,6 +246,7 @@ class PairScorer:
             "model": self.model,
             "dim": self.dim,
             "l2": self.l2,
+            "force_logreg": self.force_logreg,
             "max_false_hit_rate": self.max_false_hit_rate,
             "features": list(LEXICAL_FEATURES),
             "info": self.info,
@@ -258,6 +269,7 @@ class PairScorer:
             model=data.get("model"),
             dim=data.get("dim"),
             l2=float(data.get("l2", 3.0)),
+            force_logreg=bool(data.get("force_logreg", False)),
             max_false_hit_rate=data.get("max_false_hit_rate"),
             info=dict(data.get("info") or {}),
         )

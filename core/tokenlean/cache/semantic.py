@@ -596,7 +596,7 @@ class SemanticCache:
 
     def scorer_template(self) -> PairScorer:
         return PairScorer(
-            use_embedding=True,
+            use_embedding=False,
             model=getattr(self.embedder, "name", None),
             dim=int(getattr(self.embedder, "dim", 0)) or None,
         )

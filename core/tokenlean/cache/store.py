@@ -57,6 +57,22 @@ class CacheStore(Protocol):
 
     def put(self, entry: CacheEntry) -> int: ...
 
+    def bulk_put(self, entries: Sequence[CacheEntry]) -> None:
+        """Insert many new entries in one transaction (imports, benchmarks); sets their ids."""
+        try:
+            with self._tx() as db:
+                for e in entries:
+                    emb = None if e.embedding is None else np.asarray(e.embedding, np.float32).tobytes()
+                    cur = db.execute(
+                        f"INSERT INTO entries({_COLS}) VALUES (NULL,?,?,?,?,?,?,?,?,?,?,?)",
+                        (e.namespace, e.key, e.query, json.dumps(e.payload, ensure_ascii=False),
+                         None if e.chunks is None else json.dumps(e.chunks), emb, e.created_at, e.expires_at,
+                         e.hits, e.last_access, e.min_score),
+                    )  # fmt: skip
+                    e.id = int(cur.lastrowid or 0)
+        except sqlite3.Error as exc:
+            raise CacheBackendError(f"cache database write failed: {exc}") from exc
+
     def get(self, entry_id: int) -> CacheEntry | None: ...
 
     def get_by_key(self, namespace: str, key: str) -> CacheEntry | None: ...

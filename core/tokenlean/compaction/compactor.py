@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import hashlib
+import heapq
 import logging
 import math
 import re
@@ -297,10 +298,12 @@ class Compactor:
         protect: Iterable[str | Pattern[str]] = (),
         protect_defaults: bool = True,
         novelty: float | None = 0.95,
-        length_exponent: float = 0.5,
+        length_exponent: float = 0.0,
+        sibling_bonus: float = 1.0,
         marker: str | None = DEFAULT_MARKER,
         mask_marker: str | None = DEFAULT_MASK_MARKER,
         kind: Kind = "auto",
+        clauses: bool = True,
         incremental: bool = False,
         model: str | None = None,
         store: OmissionStore | None = None,
@@ -338,9 +341,11 @@ class Compactor:
         self.protected = ProtectedPatterns(protect, defaults=protect_defaults)
         self.novelty = novelty
         self.length_exponent = length_exponent
+        self.sibling_bonus = sibling_bonus
         self.marker = marker
         self.mask_marker = mask_marker if marker is not None else None
         self.kind: Kind = kind
+        self.clauses = clauses
         self.incremental = incremental
         self.model = model
         self.store = store if store is not None else OmissionStore()
@@ -462,7 +467,7 @@ class Compactor:
         key = (_hash(text), self.kind)
         units = self._seg_cache.get(key)
         if units is None:
-            units = segment(text, self.kind)
+            units = segment(text, self.kind, clauses=self.clauses)
             self._seg_cache[key] = units
             if len(self._seg_cache) > 4096:
                 self._seg_cache.popitem(last=False)
@@ -779,19 +784,23 @@ class Compactor:
         texts: list[str] = []
         groups: list[int] = []
         kinds: list[str] = []
+        sents: list[int] = []
         costs: list[int] = []
         toks: list[list[str]] = []
         g0 = 0
+        s0 = 0
         for k, it in enumerate(items):
             for j, u in enumerate(it.units):
                 flat.append((k, j))
                 texts.append(u.text)
                 groups.append(g0 + u.group)
                 kinds.append(u.kind)
+                sents.append(s0 + u.sentence)
                 c, t = self._unit_info(u.text)
                 costs.append(c)
                 toks.append(t)
             g0 += (it.units[-1].group + 1) if it.units else 0
+            s0 += (it.units[-1].sentence + 1) if it.units else 0
         nu = len(flat)
         if sess is not None:
             sess.bm25.add(toks)
@@ -800,7 +809,8 @@ class Compactor:
             bm25 = None
         emb = self.embedder
         feats = features(
-            texts, groups, kinds, query, token_counts=costs, embedder=emb, bm25=bm25, unit_tokens=toks
+            texts, groups, kinds, query, token_counts=costs, embedder=emb, bm25=bm25, unit_tokens=toks,
+            sentences=sents,
         )
         weights = self.weights or (DEFAULT_WEIGHTS if emb is not None else LEXICAL_WEIGHTS)
         score = feats.score(weights)
@@ -836,12 +846,25 @@ class Compactor:
                 first_of[starts[k] + j] = starts[k]
                 last_of[starts[k] + j] = starts[k] + len(it.units) - 1
         used = marker_cost * len(items)  # every item starts as one dropped run
-        order = sorted(range(nu), key=lambda i: (not protected[i], -priority[i]))
         vecs = feats.embeddings
         kept_vecs: list[int] = []
         seen_text: set[str] = set()
         met = True
-        for i in order:
+        # Max-heap on priority (protected first). Keeping a clause raises its sibling clauses by
+        # ``sibling_bonus``: the rest of a sentence that was worth quoting is the likeliest next
+        # unit to matter ("It was published ..." -> "... in 1997").
+        heap = [(not protected[i], -float(priority[i]), i) for i in range(nu)]
+        heapq.heapify(heap)
+        done = np.zeros(nu, dtype=bool)
+        by_sentence: dict[int, list[int]] = {}
+        for i in range(nu):
+            by_sentence.setdefault(sents[i], []).append(i)
+        boosted = priority.astype(np.float64).copy()
+        while heap:
+            _p, negp, i = heapq.heappop(heap)
+            if done[i] or -negp != boosted[i]:
+                continue  # stale entry: the unit was boosted and re-queued
+            done[i] = True
             left_dropped = i > first_of[i] and not keep[i - 1]
             right_dropped = i < last_of[i] and not keep[i + 1]
             delta = costs[i] + marker_cost * (int(left_dropped) + int(right_dropped) - 1)
@@ -859,12 +882,20 @@ class Compactor:
                     continue  # the same sentence from an overlapping chunk: keep it once
                 seen_text.add(key)
             if self.novelty is not None and vecs is not None and kept_vecs:
-                if float(np.max(vecs[kept_vecs] @ vecs[i])) >= self.novelty:
+                # near-duplicates of what is already kept add nothing (MMR); clauses of one
+                # sentence share its vector and are never each other's duplicates
+                others = [j for j in kept_vecs if sents[j] != sents[i]]
+                if others and float(np.max(vecs[others] @ vecs[i])) >= self.novelty:
                     continue
             keep[i] = True
             used += delta
             if vecs is not None:
                 kept_vecs.append(i)
+            if self.sibling_bonus:
+                for j in by_sentence[sents[i]]:
+                    if not done[j]:
+                        boosted[j] += self.sibling_bonus
+                        heapq.heappush(heap, (not protected[j], -float(boosted[j]), j))
 
         out_pieces: list[list[Piece]] = []
         out_om: list[Omission] = []

@@ -199,8 +199,12 @@ FEATURES: tuple[str, ...] = (
     "emb_group",
     "emb_title",
     "emb_neighbours",
+    "emb_group_max",
     "bm25_neighbours",
     "log_tokens",
+    "group_top1",
+    "group_top3",
+    "type_x_group",
 )
 
 #: Fitted weights (see module docstring); features absent in lexical mode contribute zero.
@@ -285,6 +289,7 @@ def features(
     embedder: Embedder | None = None,
     bm25: BM25 | None = None,
     unit_tokens: Sequence[Sequence[str]] | None = None,
+    sentences: Sequence[int] | None = None,
 ) -> UnitFeatures:
     """Compute the standardised feature matrix for ``texts`` against ``query``.
 
@@ -351,7 +356,16 @@ def features(
     cols["log_tokens"] = _z(np.log1p(tc))
     vecs: np.ndarray | None = None
     if embedder is not None and n:
-        vecs = np.asarray(embedder.embed(list(texts)), dtype=np.float32)
+        if sentences is not None:
+            # clauses of one sentence are embedded together, once: context for the model,
+            # and fewer (longer) sequences for the embedder
+            sid, sinv = np.unique(np.asarray(sentences, dtype=np.int64), return_inverse=True)
+            joined = [""] * len(sid)
+            for i, t in enumerate(texts):
+                joined[sinv[i]] += t
+            vecs = np.asarray(embedder.embed(joined), dtype=np.float32)[sinv]
+        else:
+            vecs = np.asarray(embedder.embed(list(texts)), dtype=np.float32)
         qv = np.asarray(embedder.embed([query]), dtype=np.float32)[0]
         su = vecs @ qv
         cols["emb_unit"] = _z(su.astype(np.float64))
@@ -366,6 +380,21 @@ def features(
         title = np.where(np.isnan(title), np.nanmean(title) if np.any(~np.isnan(title)) else 0.0, title)
         cols["emb_title"] = _z(title[inv])
         cols["emb_neighbours"] = _neighbours(cols["emb_unit"], g)
+        gmax = np.full(len(uniq), -np.inf)
+        np.maximum.at(gmax, inv, su.astype(np.float64))
+        cols["emb_group_max"] = _z(gmax[inv])
+    # Passage-level interactions a linear model cannot form by itself: is this unit in one of
+    # the best passages, and does it have the answer type *and* sit in a relevant passage?
+    if n:
+        gscore = cols["bm25_group"] + (cols["emb_group"] + cols["emb_group_max"] if "emb_group" in cols else 0.0)
+        per_group = np.full(len(uniq), -np.inf)
+        np.maximum.at(per_group, inv, gscore)
+        rank = np.empty(len(uniq), dtype=np.int64)
+        rank[np.argsort(-per_group, kind="stable")] = np.arange(len(uniq))
+        urank = rank[inv]
+        cols["group_top1"] = (urank == 0).astype(np.float64)
+        cols["group_top3"] = (urank < 3).astype(np.float64)
+        cols["type_x_group"] = cols["type_match"] * _z(gscore)
     names = tuple(f for f in FEATURES if f in cols)
     matrix = np.stack([cols[f] for f in names], axis=1) if n else np.zeros((0, len(names)))
     return UnitFeatures(names=names, matrix=matrix, embeddings=vecs)

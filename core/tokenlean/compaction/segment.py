@@ -34,7 +34,10 @@ class Unit:
     """One keep-or-drop span of a text: ``text == source[start:end]``.
 
     ``kind`` says what it is (``sentence``, ``line``, ``heading``, ``list_item``, ``code``,
-    ``signature``, ``json_member``, ``json_bracket``, ``fence``); ``group`` the enclosing block.
+    ``signature``, ``json_member``, ``json_bracket``, ``fence``, ``clause``); ``group`` the
+    enclosing block; ``sentence`` numbers sentences, so a long sentence cut into clauses (each
+    clause can go alone, which is what makes a 20x cut keep the one clause that answers) is still
+    embedded and judged as one sentence.
     """
 
     start: int
@@ -42,6 +45,7 @@ class Unit:
     kind: str
     group: int
     text: str
+    sentence: int = 0  # clauses of one sentence share it (scorers embed the whole sentence once)
 
 
 # -- sentences -------------------------------------------------------------------------------
@@ -72,6 +76,20 @@ def _sentence_cuts(text: str, start: int, end: int) -> Iterator[int]:
         yield nxt
 
 
+_CLAUSE = re.compile(r"[,;:]\s+|\s+(?=\()|\s+[–—]\s+")
+MIN_CLAUSE_CHARS = 28
+
+
+def _clause_cuts(text: str, start: int, end: int) -> Iterator[int]:
+    """Cut points between clauses of one sentence, leaving no piece shorter than a few words."""
+    last = start
+    for m in _CLAUSE.finditer(text, start, end):
+        c = m.end()
+        if c - last >= MIN_CLAUSE_CHARS and end - c >= MIN_CLAUSE_CHARS:
+            yield c
+            last = c
+
+
 # -- markdown / prose / logs -----------------------------------------------------------------
 
 _HEADING = re.compile(r"#{1,6}\s|[=-]{3,}\s*$")
@@ -95,7 +113,9 @@ def _lines(text: str, start: int = 0, end: int | None = None) -> Iterator[tuple[
         i = j
 
 
-def _markdown_cuts(text: str, start: int, end: int, cuts: list[tuple[int, str, bool]]) -> None:
+def _markdown_cuts(
+    text: str, start: int, end: int, cuts: list[tuple[int, str, bool]], clauses: bool = False
+) -> None:
     """Append (offset, kind, new_group) cut points for markdown / prose / log text."""
     in_fence = False
     fence_mark = ""
@@ -142,8 +162,14 @@ def _markdown_cuts(text: str, start: int, end: int, cuts: list[tuple[int, str, b
             cuts.append((body, "sentence", False))
         else:
             cuts.append((a, "sentence", prev_blank))
-        for c in _sentence_cuts(text, body, b):
-            cuts.append((c, "sentence", False))
+        prev = body
+        for c in [*_sentence_cuts(text, body, b), b]:
+            if clauses and c - prev > 2 * MIN_CLAUSE_CHARS:
+                for cc in _clause_cuts(text, prev, c):
+                    cuts.append((cc, "clause", False))
+            if c < b:
+                cuts.append((c, "sentence", False))
+            prev = c
         prev_blank = False
 
 
@@ -297,8 +323,12 @@ def detect_kind(text: str) -> Kind:
     return "markdown"
 
 
-def segment(text: str, kind: Kind = "auto") -> list[Unit]:
-    """Tile ``text`` into units (see the module docstring for the guarantees)."""
+def segment(text: str, kind: Kind = "auto", *, clauses: bool = False) -> list[Unit]:
+    """Tile ``text`` into units (see the module docstring for the guarantees).
+
+    ``clauses=True`` also cuts long prose sentences at commas, semicolons, dashes and
+    parentheses (kind ``clause``), for budgets so tight that whole sentences are too coarse.
+    """
     if not isinstance(text, str):
         raise TypeError(f"segment() takes str, got {type(text).__name__}")
     if not text:
@@ -320,7 +350,7 @@ def segment(text: str, kind: Kind = "auto") -> list[Unit]:
     elif kind == "log":
         _log_cuts(text, 0, n, cuts)
     else:
-        _markdown_cuts(text, 0, n, cuts)
+        _markdown_cuts(text, 0, n, cuts, clauses)
     return _tile(text, cuts)
 
 
@@ -343,15 +373,18 @@ def _tile(text: str, cuts: list[tuple[int, str, bool]]) -> list[Unit]:
     offs = sorted(pts)
     units: list[Unit] = []
     group = -1
+    sent = -1
     for idx, a in enumerate(offs):
         b = offs[idx + 1] if idx + 1 < len(offs) else n
         kind, new_group = pts[a]
         piece = text[a:b]
         if units and not piece.strip():
             last = units[-1]
-            units[-1] = Unit(last.start, b, last.kind, last.group, text[last.start : b])
+            units[-1] = Unit(last.start, b, last.kind, last.group, text[last.start : b], last.sentence)
             continue
         if new_group or group < 0:
             group += 1
-        units.append(Unit(a, b, kind, group, piece))
+        if kind != "clause" or sent < 0 or new_group:
+            sent += 1
+        units.append(Unit(a, b, kind, group, piece, sent))
     return units

@@ -18,7 +18,14 @@ from tokenlean.layout.markers import (
     plan_cache_markers,
 )
 from tokenlean.layout.patterns import BreakerKind, VolatileSpan, find_volatile
-from tokenlean.layout.reorder import Move, PromptLayout, Reordered, reorder, stable_prefix_tokens, verify_layout
+from tokenlean.layout.reorder import (
+    Move,
+    PromptLayout,
+    Reordered,
+    reorder,
+    stable_prefix_tokens,
+    verify_layout,
+)
 
 __all__ = [
     "Breaker",

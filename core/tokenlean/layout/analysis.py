@@ -26,7 +26,6 @@ the tool JSON), how often it occurred, and how many prompt tokens behind it were
 from __future__ import annotations
 
 import difflib
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from typing import Any
 
 from tokenlean.errors import EmptyInputError
 from tokenlean.layout.canonical import (
+    LINE_LABEL,
     as_request,
     canonical_json,
     embedded_json,
@@ -320,10 +320,36 @@ def _diff_spans(a: str, b: str) -> list[tuple[int, int, int, int]]:
             continue
         a0, a1, b0, b1 = oa[i1], oa[i2], ob[j1], ob[j2]
         if a1 > a0 and b1 > b0:
-            out.extend((a0 + x0, a0 + x1, b0 + y0, b0 + y1) for x0, x1, y0, y1 in _word_diff(a[a0:a1], b[b0:b1]))
+            out.extend(
+                (a0 + x0, a0 + x1, b0 + y0, b0 + y1) for x0, x1, y0, y1 in _word_diff(a[a0:a1], b[b0:b1])
+            )
         else:
             out.append((a0, a1, b0, b1))
     return out
+
+
+def _same_template(a: str, b: str) -> bool:
+    """Whether two system prompts are versions of one template (not two different apps)."""
+    la, lb = set(a.splitlines()), set(b.splitlines())
+    shared = sum(len(line) for line in la & lb)
+    if 2 * shared >= 0.5 * (len(a) + len(b)):
+        return True
+    if len(a) + len(b) > 8000:
+        return False
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).quick_ratio() >= 0.5
+
+
+def _common_prefix(texts: Sequence[str]) -> str:
+    """The longest string every text starts with."""
+    if not texts:
+        return ""
+    lo, hi = min(texts), max(texts)  # the extremes bound every other text's agreement
+    n = 0
+    for x, y in zip(lo, hi, strict=False):
+        if x != y:
+            break
+        n += 1
+    return lo[:n]
 
 
 def _anchor(text: str, pos: int) -> str:
@@ -362,7 +388,7 @@ class _Found:
         tool_index: int | None = None,
         observed: bool = True,
     ) -> None:
-        key = (kind, section, message_index, tool_index, anchor)
+        key = (kind, section, message_index, anchor)  # a tool is named in its anchor
         got = self.items.get(key)
         if got is None:
             self.items[key] = {
@@ -388,7 +414,7 @@ class _Found:
 
     def has_observed(self, kind: BreakerKind, message_index: int | None, anchor: str) -> bool:
         return any(
-            v["observed"] and k[0] == kind and k[2] == message_index and k[4] == anchor
+            v["observed"] and k[0] == kind and k[2] == message_index and k[3] == anchor
             for k, v in self.items.items()
         )
 
@@ -501,16 +527,26 @@ class _Analysis:
         # An id/clock removed in b (present in a only) still breaks the prefix at b0.
         gone = [v for v in find_volatile(a, dates="all") if v.start <= a1 and v.end >= a0]
         if gone and b0 == b1:
-            self._add(gone[0].kind, ri, section, mi, base + b0, b, tool_index=tool_index, excerpt=gone[0].text)
+            self._add(
+                gone[0].kind, ri, section, mi, base + b0, b, tool_index=tool_index, excerpt=gone[0].text
+            )
             return
         if fallback is BreakerKind.PER_USER_DATA:
-            # One breaker per templated line: anchor on the line's shared lead ("Customer: ").
-            la = a[a.rfind("\n", 0, a0) + 1 : a0]
-            lb = b[b.rfind("\n", 0, b0) + 1 : b0]
-            lead = os.path.commonprefix([la, lb])
-            lead = re.sub(r"\w+$", "", lead)
-            start = b0 - (len(lb) - len(lead))
-            anchor = lead[-30:] if lead.strip() else _anchor(b, start)
+            # One breaker per templated line, anchored on its label ("Customer name:") when it
+            # has one, else on the lead the two versions share.
+            line_start = b.rfind("\n", 0, b0) + 1
+            line_end = b.find("\n", b0)
+            line = b[line_start : line_end if line_end >= 0 else len(b)]
+            label = LINE_LABEL.match(line)
+            if label and line_start + label.end() <= b1:
+                start = line_start + label.end()
+                anchor = label.group(1).strip()
+            else:
+                la = a[a.rfind("\n", 0, a0) + 1 : a0]
+                lb = b[line_start:b0]
+                lead = re.sub(r"\w+$", "", _common_prefix([la, lb]))
+                start = b0 - (len(lb) - len(lead))
+                anchor = lead[-30:] if lead.strip() else _anchor(b, start)
             self._add(fallback, ri, section, mi, base + start, b, anchor=anchor, excerpt=_line_at(b, b0))
             return
         self._add(fallback, ri, section, mi, base + b0, b, tool_index=tool_index)
@@ -548,7 +584,8 @@ class _Analysis:
                     continue
                 if pc[name] == cc[name]:
                     first = next(
-                        (i for i, (x, y) in enumerate(zip(old, raw, strict=False)) if x != y), min(len(old), len(raw))
+                        (i for i, (x, y) in enumerate(zip(old, raw, strict=False)) if x != y),
+                        min(len(old), len(raw)),
                     )
                     self._add(
                         BreakerKind.TOOL_KEY_ORDER, ri, "tools", None, offsets[k] + first, text,
@@ -556,7 +593,9 @@ class _Analysis:
                     )  # fmt: skip
                     continue
                 for span in _diff_spans(old, raw):
-                    self._classify(ri, "tools", None, old, raw, span, BreakerKind.TOOL_SET, tool_index=k, base=offsets[k])
+                    self._classify(
+                        ri, "tools", None, old, raw, span, BreakerKind.TOOL_SET, tool_index=k, base=offsets[k]
+                    )
             for name in set(pc) - set(cc):
                 self._add(
                     BreakerKind.TOOL_SET, ri, "tools", None, len(text), text,
@@ -580,8 +619,7 @@ class _Analysis:
                 b = message_text(self.reqs[ri].messages[mi])
                 if a == b:
                     continue
-                same_template = difflib.SequenceMatcher(None, a, b, autojunk=False).quick_ratio() >= 0.5
-                if not same_template:
+                if not _same_template(a, b):
                     continue
                 for span in _diff_spans(a, b):
                     self._classify(ri, "system", mi, a, b, span, BreakerKind.PER_USER_DATA)
@@ -594,9 +632,7 @@ class _Analysis:
         for ri, r in enumerate(self.reqs):
             sec = self.secs[ri]
             groups = _split_groups(r.messages, *sec.few_shot)
-            keys = [
-                "\x01".join(message_key(m) for m in r.messages[a:b]) for a, b in groups
-            ]
+            keys = ["\x01".join(message_key(m) for m in r.messages[a:b]) for a, b in groups]
             ranks = [rank.get(k, -1) for k in keys]
             if ranks == sorted(ranks):
                 continue
@@ -621,15 +657,20 @@ class _Analysis:
                 continue
             p = self.reqs[pj]
             upto = min(len(p.messages), sec.new_turn[0] + 1, len(r.messages))
+            changed: list[tuple[int, str, str]] = []
+            same = 0
             for mi in range(sec.few_shot[1], upto):
                 x, y = p.messages[mi], r.messages[mi]
                 if x.role != y.role:
                     break
                 a, b = message_text(x), message_text(y)
                 if a == b:
-                    continue
-                if mi == sec.new_turn[0] and mi >= self.secs[pj].new_turn[0] and len(p.messages) <= mi + 1:
-                    continue  # a fresh new turn, not a rewrite
+                    same += 1
+                elif not (mi == sec.new_turn[0] and len(p.messages) <= mi + 1):  # not a fresh new turn
+                    changed.append((mi, a, b))
+            if len(changed) > same:
+                continue  # two conversations that open alike, not one conversation re-rendered
+            for mi, a, b in changed:
                 for span in _diff_spans(a, b):
                     self._classify(ri, sec.section_of(mi), mi, a, b, span, BreakerKind.HISTORY_REWRITE)
 
@@ -641,7 +682,7 @@ class _Analysis:
                 text = message_text(m)
                 for v in reversed(find_volatile(text, dates="all")):
                     text = text[: v.start] + text[v.end :]
-                return f"{len(r.messages) > 0}:{text[:2000]}"
+                return text[:2000]
         return None
 
     def latent_pass(self) -> None:
@@ -653,21 +694,33 @@ class _Analysis:
                 text = tools_text(r.tools)
                 for v in find_volatile(text):
                     anchor = _anchor(text, v.start)
-                    key = (v.kind, None, anchor)
-                    if key in seen or self.found.has_observed(v.kind, None, anchor):
+                    key0: tuple[Any, ...] = (v.kind, None, anchor)
+                    if key0 in seen or self.found.has_observed(v.kind, None, anchor):
                         continue
-                    seen.add(key)
-                    self._add(v.kind, ri, "tools", None, v.start, text, observed=False, anchor=anchor, excerpt=v.text)
+                    seen.add(key0)
+                    self._add(
+                        v.kind,
+                        ri,
+                        "tools",
+                        None,
+                        v.start,
+                        text,
+                        observed=False,
+                        anchor=anchor,
+                        excerpt=v.text,
+                    )
             for mi in range(sec.system[0], sec.few_shot[1]):
                 text = message_text(r.messages[mi])
                 section = sec.section_of(mi)
                 for v in find_volatile(text):
                     anchor = _anchor(text, v.start)
-                    key = (v.kind, mi, anchor)
+                    key: tuple[Any, ...] = (v.kind, mi, anchor)
                     if key in seen or self.found.has_observed(v.kind, mi, anchor):
                         continue
                     seen.add(key)
-                    self._add(v.kind, ri, section, mi, v.start, text, observed=False, anchor=anchor, excerpt=v.text)
+                    self._add(
+                        v.kind, ri, section, mi, v.start, text, observed=False, anchor=anchor, excerpt=v.text
+                    )
 
     # -- the ideal prefix cache -----------------------------------------------------------------------
     @staticmethod
@@ -739,14 +792,16 @@ def analyze(
     for t in run.tok[1:]:
         common = min(common, _lcp(run.tok[0].ids, t.ids))
     full = ["".join(t.seg_texts) for t in run.tok]
-    common_text = os.path.commonprefix(full) if len(full) > 1 else full[0]
+    common_text = _common_prefix(full) if len(full) > 1 else full[0]
     notes: list[str] = []
     if len(reqs) == 1:
         notes.append("one request: breakers are inferred from value patterns only (observed=False)")
         common = stable_prefix_tokens(reqs[0], fitted, model=model)
         turn = run.secs[0].new_turn[0]
         t0 = run.tok[0]
-        common_text = "".join(x for x, mi in zip(t0.seg_texts, t0.seg_msg, strict=True) if mi is None or mi < turn)
+        common_text = "".join(
+            x for x, mi in zip(t0.seg_texts, t0.seg_msg, strict=True) if mi is None or mi < turn
+        )
     return LayoutReport(
         requests=len(reqs),
         prompt_tokens=sum(t.total for t in run.tok),

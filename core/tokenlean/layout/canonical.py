@@ -13,14 +13,17 @@ the breakers we must see. ``canonical_tools`` is the deterministic form ``reorde
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from tokenlean.errors import MessageFormatError
 from tokenlean.types import Message, Request
 
 __all__ = [
+    "LINE_LABEL",
     "Sections",
     "Segment",
     "as_request",
@@ -32,6 +35,10 @@ __all__ = [
     "sections",
     "tool_name",
 ]
+
+
+#: The label of a templated line ("Customer name: ..." -> "Customer name:").
+LINE_LABEL = re.compile(r"^\s*([^:=\n]{1,60}?[:=])\s*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +132,9 @@ def tool_name(tool: Mapping[str, Any]) -> str:
     return name if isinstance(name, str) else ""
 
 
-def canonical_tools(tools: Iterable[Mapping[str, Any]], *, sort_tools: bool = True) -> tuple[dict[str, Any], ...]:
+def canonical_tools(
+    tools: Iterable[Mapping[str, Any]], *, sort_tools: bool = True
+) -> tuple[dict[str, Any], ...]:
     """Tool definitions with sorted keys at every depth, in name order (stable for a given set).
 
     The model reads the same definitions: JSON object key order carries no meaning, and the
@@ -139,7 +148,21 @@ def canonical_tools(tools: Iterable[Mapping[str, Any]], *, sort_tools: bool = Tr
 
 
 def embedded_json(text: str) -> list[tuple[int, int, Any]]:
-    """JSON objects and arrays inside ``text``: ``(start, end, value)``, outermost only."""
+    """JSON objects and arrays inside ``text``: ``(start, end, value)``, outermost only.
+
+    Do not mutate the values: results are cached per text (prompts repeat across a stream).
+    """
+    if "{" not in text and "[" not in text:
+        return []
+    return list(_embedded_json_cached(text)) if len(text) < 50000 else _embedded_json(text)
+
+
+@lru_cache(maxsize=4096)
+def _embedded_json_cached(text: str) -> tuple[tuple[int, int, Any], ...]:
+    return tuple(_embedded_json(text))
+
+
+def _embedded_json(text: str) -> list[tuple[int, int, Any]]:
     decoder = json.JSONDecoder()
     found: list[tuple[int, int, Any]] = []
     i = 0

@@ -72,7 +72,9 @@ def _analyze(args: argparse.Namespace) -> int:
             f"(minimum {plan.min_cacheable_tokens})"
         )
         for b in plan.breakpoints:
-            print(f"  after {b.where} (message {b.message_index}, tool {b.tool_index}): {b.prefix_tokens} tokens")
+            print(
+                f"  after {b.where} (message {b.message_index}, tool {b.tool_index}): {b.prefix_tokens} tokens"
+            )
         for k, v in plan.params.items():
             print(f"  {k} = {v}")
         for n in plan.notes:
@@ -126,7 +128,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("--model", default=None, help="tokenizer model (default: the requests' model)")
     p.add_argument("--window", type=int, default=64, help="earlier requests a prefix cache remembers")
     p.add_argument(
-        "--provider", choices=("anthropic", "openai", "vllm", "llamacpp"), default=None, help="also plan cache markers"
+        "--provider",
+        choices=("anthropic", "openai", "vllm", "llamacpp"),
+        default=None,
+        help="also plan cache markers",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--show-prefix", type=int, default=400, help="characters of the stable prefix to print")

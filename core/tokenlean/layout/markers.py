@@ -133,7 +133,12 @@ class CachePlan:
             "stable_prefix_tokens": self.stable_prefix_tokens,
             "expected_cached_tokens": self.expected_cached_tokens,
             "breakpoints": [
-                {"where": b.where, "message_index": b.message_index, "tool_index": b.tool_index, "prefix_tokens": b.prefix_tokens}
+                {
+                    "where": b.where,
+                    "message_index": b.message_index,
+                    "tool_index": b.tool_index,
+                    "prefix_tokens": b.prefix_tokens,
+                }
                 for b in self.breakpoints
             ],
             "params": dict(self.params),
@@ -141,7 +146,9 @@ class CachePlan:
         }
 
 
-def _section_ends(req: Request, layout: PromptLayout, model: str | None) -> tuple[list[tuple[str, int | None, int]], int]:
+def _section_ends(
+    req: Request, layout: PromptLayout, model: str | None
+) -> tuple[list[tuple[str, int | None, int]], int]:
     """(section, last message index or None for tools, cumulative tokens at its end), and the total."""
     from tokenlean.tokens import get_counter
 
@@ -215,7 +222,9 @@ def plan_cache_markers(
             kept.append(bp)
         kept = kept[-max_breakpoints:]
         if not kept:
-            notes.append(f"no prefix reaches the {minimum}-token minimum of {model or 'this model'}: no markers")
+            notes.append(
+                f"no prefix reaches the {minimum}-token minimum of {model or 'this model'}: no markers"
+            )
         elif stable < (ends[0][2] if ends else 0):
             notes.append("a per-request value sits in the first section: reorder the request first")
         # The next request of the same kind reads the longest marked prefix inside the stable part.
@@ -233,13 +242,17 @@ def plan_cache_markers(
         else:
             notes.append(f"stable prefix {stable} < {minimum} tokens: OpenAI will not cache it")
         key = "tl-" + _prefix_digest(req, layout)
-        return CachePlan(provider, model, minimum, total, stable, expected, (), {"prompt_cache_key": key}, tuple(notes))
+        return CachePlan(
+            provider, model, minimum, total, stable, expected, (), {"prompt_cache_key": key}, tuple(notes)
+        )
 
     if provider == "vllm":
         if block_size < 1:
             raise ConfigError("block_size must be positive")
         expected = (stable // block_size) * block_size
-        notes.append(f"automatic prefix caching reuses whole {block_size}-token blocks (--enable-prefix-caching)")
+        notes.append(
+            f"automatic prefix caching reuses whole {block_size}-token blocks (--enable-prefix-caching)"
+        )
         return CachePlan(provider, model, block_size, total, stable, expected, (), {}, tuple(notes))
 
     notes.append("llama.cpp reuses the prefix shared with the slot's previous prompt")

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from tokenlean.errors import LayoutError
 from tokenlean.layout.canonical import (
+    LINE_LABEL,
     Sections,
     as_request,
     canonical_json,
@@ -148,7 +149,9 @@ class PromptLayout:
 
     def __post_init__(self) -> None:
         if self.volatile_placement not in ("new_turn", "system_tail"):
-            raise LayoutError(f"volatile_placement must be 'new_turn' or 'system_tail', got {self.volatile_placement!r}")
+            raise LayoutError(
+                f"volatile_placement must be 'new_turn' or 'system_tail', got {self.volatile_placement!r}"
+            )
         keys: set[str] = set()
         for g in self.few_shot_order:
             keys.update(g.split("\x01"))
@@ -189,7 +192,17 @@ class PromptLayout:
                     text = _canonical_embedded_json(m.content) if base.canonical_json else m.content
                     seen.update(line for line in _lines(text) if line.strip())
             line_count.update(seen)
-        stable = frozenset(line for line, c in line_count.items() if c >= need)
+        # A labelled line seen with two values ("Customer name: A" / "... B") is a per-request
+        # or per-user slot, however often each value recurs.
+        values: dict[str, set[str]] = {}
+        for line in line_count:
+            label = LINE_LABEL.match(line)
+            if label:
+                values.setdefault(label.group(1), set()).add(line)
+        slots = {line for lines in values.values() if len(lines) > 1 for line in lines}
+        stable = frozenset(
+            line for line, c in line_count.items() if c >= need and (line not in slots or c >= 0.9 * n)
+        )
 
         # Leading example groups and their positions per request.
         group_count: Counter[str] = Counter()
@@ -294,7 +307,9 @@ class PromptLayout:
                 if [t[1] for t in ordered] != [t[1] for t in keyed]:
                     block = [m for _, a, b in ordered for m in msgs[a:b]]
                     msgs[sec.few_shot[0] : sec.few_shot[1]] = block
-                    source[sec.few_shot[0] : sec.few_shot[1]] = [i for _, a, b in ordered for i in range(a, b)]
+                    source[sec.few_shot[0] : sec.few_shot[1]] = [
+                        i for _, a, b in ordered for i in range(a, b)
+                    ]
                     moves.append(Move("few_shot_ordered", sec.few_shot[0], f"{len(groups)} example groups"))
 
         if moved:

@@ -63,7 +63,10 @@ _POLICY = [
 
 _FEW_SHOT = [
     ("Where is order 1001?", "Let me check order 1001 for you. It shipped yesterday and arrives Friday."),
-    ("Can I return shoes I wore once?", "Returns need unused items, so worn shoes cannot be returned, sorry."),
+    (
+        "Can I return shoes I wore once?",
+        "Returns need unused items, so worn shoes cannot be returned, sorry.",
+    ),
     ("Do you ship to Norway?", "Yes, we ship to Norway; delivery takes 4 to 6 working days."),
     ("My parcel arrived damaged.", "I'm sorry to hear that. Could you send a photo of the damage?"),
 ]
@@ -184,10 +187,13 @@ def planted_stream(
     profile_json = {"tier": "gold", "locale": "en-GB", "newsletter": True, "segment": "retail"}
     requests: list[dict[str, Any]] = []
     n_users = 3 if BreakerKind.PER_USER_DATA in kinds else 1
+    if BreakerKind.HISTORY_REWRITE in kinds:
+        # A rewrite is visible from a conversation's third request on: keep conversations long.
+        n_users = min(n_users, max(1, n_requests // 3))
     for ri in range(n_requests):
         now = t0 + timedelta(minutes=7 * ri, seconds=rng.randrange(60))
         user = ri % n_users if n_users > 1 else 0
-        name_, plan, email = _USERS[user]
+        name_, plan, _email = _USERS[user]
         inserts: dict[int, list[str]] = {}
 
         def put(kind: BreakerKind, line: str) -> None:
@@ -219,7 +225,10 @@ def planted_stream(
             put(BreakerKind.PER_USER_DATA, f"Customer name: {name_}")
             put(BreakerKind.PER_USER_DATA, f"Customer plan: {plan}")
         if BreakerKind.JSON_KEY_ORDER in kinds:
-            put(BreakerKind.JSON_KEY_ORDER, "Customer profile: " + json.dumps(_shuffle_keys(profile_json, rng)))
+            put(
+                BreakerKind.JSON_KEY_ORDER,
+                "Customer profile: " + json.dumps(_shuffle_keys(profile_json, rng)),
+            )
 
         lines: list[str] = ["You are the support assistant of ACME Home, an online shop."]
         for i in range(len(policy) + 1):
@@ -276,16 +285,16 @@ def planted_stream(
 
     # What was planted where (message 0 is the system prompt).
     first_conv_msg = 1 + 2 * len(few) if has_few else 1
-    for k in kinds:
-        if k in (BreakerKind.TOOL_ORDER, BreakerKind.TOOL_KEY_ORDER):
-            planted.append(Planted(k, "tools", None))
-        elif k is BreakerKind.FEW_SHOT_ORDER:
-            planted.append(Planted(k, "few_shot", 1))
-        elif k is BreakerKind.HISTORY_REWRITE:
-            planted.append(Planted(k, "history", first_conv_msg + 1))
-        elif k is BreakerKind.PER_USER_DATA:
-            planted.append(Planted(k, "system", 0, "Customer name:"))
-            planted.append(Planted(k, "system", 0, "Customer plan:"))
+    for pk in kinds:
+        if pk in (BreakerKind.TOOL_ORDER, BreakerKind.TOOL_KEY_ORDER):
+            planted.append(Planted(pk, "tools", None))
+        elif pk is BreakerKind.FEW_SHOT_ORDER:
+            planted.append(Planted(pk, "few_shot", 1))
+        elif pk is BreakerKind.HISTORY_REWRITE:
+            planted.append(Planted(pk, "history", first_conv_msg + 1))
+        elif pk is BreakerKind.PER_USER_DATA:
+            planted.append(Planted(pk, "system", 0, "Customer name:"))
+            planted.append(Planted(pk, "system", 0, "Customer plan:"))
         else:
             label = {
                 BreakerKind.TIMESTAMP: "Current time:",
@@ -293,8 +302,8 @@ def planted_stream(
                 BreakerKind.UUID: "Session:",
                 BreakerKind.REQUEST_ID: "Routing:",
                 BreakerKind.JSON_KEY_ORDER: "Customer profile:",
-            }[k]
-            planted.append(Planted(k, "system", 0, label))
+            }[pk]
+            planted.append(Planted(pk, "system", 0, label))
     for body in requests:
         body.pop("meta_pairs", None)
     n_hist = sum(1 for k in kinds if k is BreakerKind.HISTORY_REWRITE)
@@ -306,7 +315,9 @@ def planted_stream(
     )
 
 
-def planted_corpus(*, seed: int = 0, n_requests: int = 8, streams_per_kind: int = 2, clean: int = 3) -> list[PlantedStream]:
+def planted_corpus(
+    *, seed: int = 0, n_requests: int = 8, streams_per_kind: int = 2, clean: int = 3
+) -> list[PlantedStream]:
     """Streams with one planted kind each, streams with several at once, and clean streams."""
     rng = random.Random(seed)
     out: list[PlantedStream] = []
@@ -367,5 +378,9 @@ def score(stream: PlantedStream, report: LayoutReport) -> Score:
         else:
             found.append((p, hit))
             used.add(id(hit))
-    false = tuple(b for b in report.breakers if id(b) not in used and not any(_matches(p, b, stream) for p in stream.planted))
+    false = tuple(
+        b
+        for b in report.breakers
+        if id(b) not in used and not any(_matches(p, b, stream) for p in stream.planted)
+    )
     return Score(tuple(found), tuple(missed), false)

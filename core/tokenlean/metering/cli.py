@@ -41,11 +41,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     prom.set_defaults(func=_export_prometheus)
 
 
-def _fmt_cost(cost: Decimal | None, unpriced: int) -> str:
+def _fmt_cost(cost: Decimal | None) -> str:
     if cost is None:
-        return "unpriced" if unpriced else "-"
-    text = f"${cost:.6f}" if cost < 1 else f"${cost:,.2f}"
-    return text + (f" (+{unpriced} unpriced)" if unpriced else "")
+        return "unpriced"
+    return f"${cost:.6f}" if cost < 1 else f"${cost:,.2f}"
 
 
 def _fmt_s(value: float | None) -> str:
@@ -71,10 +70,11 @@ def _summary(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"{args.file} — {total.calls} calls in {len(groups)} {args.by}s")
-    for col in ("task" if args.by == "task" else "model", "calls", "cache hits", "input", "cached", "output"):
-        table.add_column(col, justify="left" if col in ("task", "model") else "right")
-    for col in ("cost", "TTFT p50", "TTFT p95", "tok/s", "cached share"):
-        table.add_column(col, justify="right")
+    table.add_column("task" if args.by == "task" else "model", no_wrap=True)
+    for col in ("calls", "hits", "input", "cached", "output", "cost", "unpriced", "TTFT p50", "TTFT p95"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("tok/s", justify="right", no_wrap=True)
+    table.add_column("cached %", justify="right", no_wrap=True)
     rows = [*groups.values()]
     for i, s in enumerate([*rows, total]):
         table.add_row(
@@ -84,14 +84,15 @@ def _summary(args: argparse.Namespace) -> int:
             f"{s.input_tokens:,}",
             f"{s.cached_input_tokens:,}",
             f"{s.output_tokens:,}",
-            _fmt_cost(s.cost, s.unpriced_calls),
+            _fmt_cost(s.cost),
+            str(s.unpriced_calls),
             _fmt_s(s.ttft_p50_s),
             _fmt_s(s.ttft_p95_s),
             "-" if s.output_tokens_per_s is None else f"{s.output_tokens_per_s:.1f}",
             f"{s.cached_share:.1%}",
             end_section=i == len(rows) - 1,
         )
-    Console(width=max(120, Console().width)).print(table)
+    Console(width=max(140, Console().width)).print(table)
     return 0
 
 

@@ -196,9 +196,9 @@ def to_prometheus(source: Ledger | Iterable[UsageRecord], *, by_task: bool = Tru
     records = source.records() if isinstance(source, Ledger) else list(source)
     groups: dict[tuple[str, ...], list[UsageRecord]] = {}
     for r in records:
-        key = (r.task_id or "", r.model) if by_task else (r.model,)
+        key: tuple[str, ...] = (r.task_id or "", r.model) if by_task else (r.model,)
         groups.setdefault(key, []).append(r)
-    names = ("task", "model") if by_task else ("model",)
+    names: tuple[str, ...] = ("task", "model") if by_task else ("model",)
     values: dict[str, list[str]] = {name: [] for name, _, _ in _METRICS}
     for key, recs in groups.items():
         s = summarize(key[0], recs)

@@ -26,7 +26,7 @@ from typing import Any
 
 from tokenlean.errors import MeteringError
 from tokenlean.metering.prices import PriceTable
-from tokenlean.metering.records import UsageRecord, as_text, current_task_id, task_scope
+from tokenlean.metering.records import UNKNOWN_MODEL, UsageRecord, as_text, current_task_id, task_scope
 from tokenlean.types import Usage, normalize_usage
 
 __all__ = [
@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("tokenlean.metering.ledger")
+
+_ZERO = Decimal(0)
 
 #: Task id under which calls made outside any task are summarised.
 UNTRACKED = "(untracked)"
@@ -364,17 +366,19 @@ class Meter:
         record_id: str | None = None,
     ) -> UsageRecord:
         """Price and store one call. A cache hit costs zero; an unknown model is unpriced (None)."""
-        norm = normalize_usage(usage)
-        name = as_text(model, "model") if model else "unknown"
+        norm = usage if type(usage) is Usage else normalize_usage(usage)
+        name = (
+            model if type(model) is str and model else (as_text(model, "model") if model else UNKNOWN_MODEL)
+        )
         if cost is None:
-            cost = Decimal(0) if cache_hit else self.prices.cost(name, norm)
+            cost = _ZERO if cache_hit else self.prices.cost(name, norm)
         now = time.time()
         rec = UsageRecord(
             model=name,
             usage=norm,
             endpoint=endpoint if endpoint is not None else self.endpoint,
             task_id=task_id if task_id is not None else current_task_id(),
-            tags={**self.tags, **(tags or {})},
+            tags=({**self.tags, **tags} if tags else dict(self.tags)) if (tags or self.tags) else {},
             cost=cost,
             started_at=started_at if started_at is not None else (ended_at if ended_at is not None else now),
             first_token_at=first_token_at,

@@ -239,6 +239,7 @@ class PriceTable:
     meta: Mapping[str, Any] = field(default_factory=dict)
     _warned: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+    _resolved: dict[str, str | None] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prices", {k.strip().lower(): v for k, v in self.prices.items()})
@@ -305,6 +306,16 @@ class PriceTable:
     # -- lookup --------------------------------------------------------------------------------
     def resolve(self, model: str) -> str | None:
         """The table key that prices ``model``, or ``None``."""
+        if model in self.prices:  # the common case, checked before any string work
+            return model
+        if model in self._resolved:
+            return self._resolved[model]
+        key = self._resolve_slow(model)
+        if len(self._resolved) < 4096:  # bounded: model names come from outside
+            self._resolved[model] = key
+        return key
+
+    def _resolve_slow(self, model: str) -> str | None:
         for step in _name_steps(model):
             if step in self.prices:
                 return step

@@ -13,8 +13,9 @@ tokens, and an adapter deep inside a framework can find the task without being h
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -34,6 +35,11 @@ __all__ = [
 
 #: Model name used when a framework does not say which model answered.
 UNKNOWN_MODEL = "unknown"
+
+# Record ids: a random per-process prefix and a counter: unique across processes writing one
+# JSONL file, and ten times cheaper than uuid4() on the per-call path.
+_ID_PREFIX = os.urandom(6).hex()
+_ID_COUNTER = itertools.count(1)
 
 _CURRENT_TASK: ContextVar[str | None] = ContextVar("tokenlean_current_task", default=None)
 
@@ -113,27 +119,36 @@ class UsageRecord:
     ended_at: float | None = None
     cache_hit: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=lambda: f"{_ID_PREFIX}-{next(_ID_COUNTER)}")
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "model", as_text(self.model or UNKNOWN_MODEL, "model"))
-        if not isinstance(self.usage, Usage):
-            object.__setattr__(self, "usage", normalize_usage(self.usage))
-        if self.endpoint is not None:
-            object.__setattr__(self, "endpoint", as_text(self.endpoint, "endpoint"))
-        if self.task_id is not None:
-            object.__setattr__(self, "task_id", as_text(self.task_id, "task_id"))
-        object.__setattr__(self, "tags", _tags(self.tags))
-        if self.cost is not None and not isinstance(self.cost, Decimal):
+        # Each check is a cheap type test first: adapters build one record per LLM call and
+        # the common case (already-clean values) must cost well under a microsecond.
+        set_ = object.__setattr__
+        if type(self.model) is not str or not self.model:
+            set_(self, "model", as_text(self.model, "model") if self.model else UNKNOWN_MODEL)
+        if type(self.usage) is not Usage:
+            set_(self, "usage", normalize_usage(self.usage))
+        if self.endpoint is not None and type(self.endpoint) is not str:
+            set_(self, "endpoint", as_text(self.endpoint, "endpoint"))
+        if self.task_id is not None and type(self.task_id) is not str:
+            set_(self, "task_id", as_text(self.task_id, "task_id"))
+        if self.tags or type(self.tags) is not dict:
+            set_(self, "tags", _tags(self.tags))
+        if self.cost is not None and type(self.cost) is not Decimal:
             try:
-                object.__setattr__(self, "cost", Decimal(str(self.cost)))
+                set_(self, "cost", Decimal(str(self.cost)))
             except InvalidOperation as exc:
                 raise MeteringError(f"cost must be a number, got {self.cost!r}") from exc
-        started = _opt_float(self.started_at, "started_at")
-        object.__setattr__(self, "started_at", time.time() if started is None else started)
-        object.__setattr__(self, "first_token_at", _opt_float(self.first_token_at, "first_token_at"))
-        object.__setattr__(self, "ended_at", _opt_float(self.ended_at, "ended_at"))
-        object.__setattr__(self, "cache_hit", bool(self.cache_hit))
+        if type(self.started_at) is not float:
+            started = _opt_float(self.started_at, "started_at")
+            set_(self, "started_at", time.time() if started is None else started)
+        if self.first_token_at is not None and type(self.first_token_at) is not float:
+            set_(self, "first_token_at", _opt_float(self.first_token_at, "first_token_at"))
+        if self.ended_at is not None and type(self.ended_at) is not float:
+            set_(self, "ended_at", _opt_float(self.ended_at, "ended_at"))
+        if type(self.cache_hit) is not bool:
+            set_(self, "cache_hit", bool(self.cache_hit))
 
     # -- derived -------------------------------------------------------------------------------
     @property

@@ -8,7 +8,7 @@ returns a ``ProfileReport`` with a ranked table, JSON and a self-contained HTML 
 
 from __future__ import annotations
 
-from tokenlean.profile.estimates import LatencyModel, LeverEstimate, ProfileContext, prefix_cache_tokens
+from tokenlean.profile.estimates import LatencyModel, LeverEstimate, ProfileContext, provider_cached_tokens
 from tokenlean.profile.profiler import LEVERS, Profiler, profile
 from tokenlean.profile.readers import FORMATS, detect_format, read_trace, read_traces
 from tokenlean.profile.report import ProfileReport, TraceSummary
@@ -26,8 +26,8 @@ __all__ = [
     "Trace",
     "TraceSummary",
     "detect_format",
-    "prefix_cache_tokens",
     "profile",
+    "provider_cached_tokens",
     "read_trace",
     "read_traces",
 ]

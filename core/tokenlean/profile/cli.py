@@ -31,10 +31,14 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("--html", type=Path, metavar="OUT", help="write the self-contained HTML report here")
     p.add_argument("--json", type=Path, metavar="OUT", help="write the report as JSON here")
     p.add_argument("--prices", type=Path, metavar="TOML", help="price overrides (PriceTable TOML shape)")
-    p.add_argument("--model", default="gpt-4o", help="price calls of unknown models as this (default: gpt-4o)")
+    p.add_argument(
+        "--model", default="gpt-4o", help="price calls of unknown models as this (default: gpt-4o)"
+    )
     p.add_argument("--cheap-model", default="gpt-4o-mini", help="routing target for easy requests")
     p.add_argument("--lever", action="append", choices=LEVERS, help="only these levers (repeatable)")
-    p.add_argument("--output-cap", type=int, help="max_tokens for 'generate less' (default: p75 answer length)")
+    p.add_argument(
+        "--output-cap", type=int, help="max_tokens for 'generate less' (default: p75 answer length)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_profile)
 

@@ -13,7 +13,6 @@ analyser, the router's policy) so an estimate never drifts from what the lever r
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -22,7 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from tokenlean.profile.trace import Call, Trace
-from tokenlean.types import Request, Usage
+from tokenlean.types import Usage
 
 __all__ = [
     "LatencyModel",
@@ -30,7 +29,7 @@ __all__ = [
     "ProfileContext",
     "estimate_generate_less",
     "estimate_prompt_cache",
-    "prefix_cache_tokens",
+    "provider_cached_tokens",
 ]
 
 log = logging.getLogger("tokenlean.profile")
@@ -203,7 +202,9 @@ class ProfileContext:
         if self.progress is not None:
             self.progress(label, done, total)
 
-    def finish(self, est: LeverEstimate, usages_after: Sequence[Usage], models_after: Sequence[str] | None = None) -> LeverEstimate:
+    def finish(
+        self, est: LeverEstimate, usages_after: Sequence[Usage], models_after: Sequence[str] | None = None
+    ) -> LeverEstimate:
         """Fill cost, per-task cost and latency of ``est`` from the per-call usage after the lever."""
         calls = self.trace.calls
         models = list(models_after) if models_after is not None else self._priced_as
@@ -221,7 +222,9 @@ class ProfileContext:
             t0 = self.latency.ttft(c.usage.uncached_input_tokens)
             t1 = self.latency.ttft(u.uncached_input_tokens)
             ttft_saved += t0 - t1
-            lat_saved += (t0 - t1) + self.latency.decode(c.usage.output_tokens) - self.latency.decode(u.output_tokens)
+            lat_saved += (
+                (t0 - t1) + self.latency.decode(c.usage.output_tokens) - self.latency.decode(u.output_tokens)
+            )
         est.cost_before = before
         est.cost_after = after_total
         est.task_cost_after = per_task
@@ -254,7 +257,8 @@ def estimate_generate_less(ctx: ProfileContext, cap: int | None = None) -> Lever
     total_out = sum(c.usage.output_tokens for c in calls)
     total_in = sum(c.usage.input_tokens for c in calls)
     out_cost = sum(
-        (ctx.cost(m, Usage(0, c.usage.output_tokens)) for c, m in zip(calls, ctx.priced_as, strict=True)), _ZERO
+        (ctx.cost(m, Usage(0, c.usage.output_tokens)) for c, m in zip(calls, ctx.priced_as, strict=True)),
+        _ZERO,
     )
     base_cost = sum(ctx.baseline_costs, _ZERO)
     decode_s = sum(ctx.latency.decode(c.usage.output_tokens) for c in calls)
@@ -274,7 +278,11 @@ def estimate_generate_less(ctx: ProfileContext, cap: int | None = None) -> Lever
     truncated = 0
     for c in calls:
         u = c.usage
-        if c.cache_hit or (c.response is not None and c.response.message.tool_calls) or u.output_tokens <= cap:
+        if (
+            c.cache_hit
+            or (c.response is not None and c.response.message.tool_calls)
+            or u.output_tokens <= cap
+        ):
             after.append(u)
             continue
         truncated += 1
@@ -291,172 +299,103 @@ def estimate_generate_less(ctx: ProfileContext, cap: int | None = None) -> Lever
 
 
 # -- prompt caching -----------------------------------------------------------------------------
-_BLOCK = 128
+def provider_cached_tokens(
+    reused: int, prompt_tokens: int, *, min_tokens: int = 1024, block: int = 128
+) -> int:
+    """What a provider bills as cached, given the prefix an ideal cache could reuse.
 
-
-def _render_units(request: Request) -> list[str]:
-    """The prompt as a prompt cache matches it, one string per segment (tokenlean.layout's serialisation)."""
-    from tokenlean.layout.canonical import request_segments
-
-    return [seg.text for seg in request_segments(request)]
-
-
-class _UnitTokens:
-    """Token ids per rendered unit, memoised by content: agent histories resend every message."""
-
-    def __init__(self, model: str | None) -> None:
-        from tokenlean.tokens import get_counter
-
-        self._counter = get_counter(model)
-        self._memo: dict[str, list[int]] = {}
-
-    def tokens(self, request: Request) -> list[int]:
-        out: list[int] = []
-        for u in _render_units(request):
-            ids = self._memo.get(u)
-            if ids is None:
-                ids = self._counter.encode(u)
-                self._memo[u] = ids
-            out.extend(ids)
-        return out
-
-
-def prefix_cache_tokens(
-    token_lists: Sequence[Sequence[int]],
-    *,
-    min_tokens: int = 1024,
-    block: int = _BLOCK,
-    times: Sequence[float | None] | None = None,
-    ttl_s: float | None = 600.0,
-) -> list[int]:
-    """Input tokens each request would read from an automatic provider prefix cache.
-
-    Simulates block-wise prefix caching the way OpenAI and vLLM do it: a prompt is cached in
-    ``block``-token blocks, each identified by the hash of everything up to its end, so a block
-    is reused only when the whole prefix before it matches. Prompts shorter than ``min_tokens``
-    are neither read from nor written to the cache (OpenAI's 1024-token minimum). Blocks expire
-    ``ttl_s`` seconds after their last use when ``times`` are known.
+    OpenAI (and vLLM's block cache) reuse whole ``block``-token blocks, and only for prompts of
+    at least ``min_tokens``; ``min_tokens=0, block=1`` describes llama.cpp's token-level reuse.
     """
-    seen: dict[bytes, float] = {}
-    out: list[int] = []
-    for i, toks in enumerate(token_lists):
-        now = times[i] if times is not None else None
-        n_blocks = len(toks) // block
-        if len(toks) < min_tokens:
-            out.append(0)
-            continue
-        h = hashlib.blake2b(digest_size=16)
-        hit_blocks = 0
-        matching = True
-        keys: list[bytes] = []
-        for b in range(n_blocks):
-            h.update(memoryview(bytearray(_pack(toks[b * block : (b + 1) * block]))))
-            key = h.copy().digest()
-            keys.append(key)
-            if matching:
-                last = seen.get(key)
-                if last is not None and (now is None or ttl_s is None or now - last <= ttl_s):
-                    hit_blocks += 1
-                else:
-                    matching = False
-        for key in keys:
-            seen[key] = now if now is not None else 0.0
-        cached = hit_blocks * block
-        out.append(cached if cached >= min_tokens else 0)
-    return out
-
-
-def _pack(ids: Sequence[int]) -> bytes:
-    return b"".join(int(t).to_bytes(4, "little", signed=False) for t in ids)
+    if prompt_tokens < min_tokens:
+        return 0
+    cached = (reused // block) * block if block > 1 else reused
+    return cached if cached >= min_tokens else 0
 
 
 def estimate_prompt_cache(
     ctx: ProfileContext,
     *,
-    relayout: Callable[[Request], Request] | None = None,
+    layout: Any = True,
     min_tokens: int = 1024,
-    ttl_s: float | None = 600.0,
+    block: int = 128,
+    window: int = 16,
 ) -> LeverEstimate:
     """Prompt-cache savings from a stable prefix, at the provider's cached-input price.
 
-    Simulates the provider's prefix cache over the calls in recorded order (``prefix_cache_tokens``)
-    on the requests as sent and, with ``relayout`` (tokenlean.layout's stable-first ordering),
-    on the re-laid-out requests; the saving is the extra cached input over what the trace's
-    usage already reports as cached. Cache writes are priced at the table's ``cache_write``.
+    ``tokenlean.layout.analyze`` replays the calls (in time order) through its ideal prefix cache
+    (each request reuses its longest common token prefix with one of the last ``window``
+    requests) as sent and after re-laying every request stable-first (``layout``: ``True`` fits
+    ``PromptLayout`` on the trace, ``None``/``False`` keeps the requests as sent, or pass your
+    ``PromptLayout``). The provider's rules (``provider_cached_tokens``) turn the reusable prefix
+    into billed cached tokens; the saving is what that adds over the cached tokens the trace's
+    usage already reports.
     """
+    from tokenlean.layout import analyze
+
     calls = ctx.trace.calls
     est = LeverEstimate(
         lever="prompt-cache",
         title="Prompt caching (stable prefix, cache-aware layout)",
         action="tokenlean layout: stable-first ordering, no volatile bytes early; enable provider caching",
     )
-    if not ctx.trace.has_content:
+    order = [
+        i
+        for i in sorted(
+            range(len(calls)), key=lambda i: (calls[i].started_at is None, calls[i].started_at or 0.0, i)
+        )
+        if calls[i].request is not None
+    ]
+    if not order:
         est.applicable = False
         est.reason = "the trace has no request content (a ledger): prefix stability cannot be measured"
         return ctx.finish(est, [c.usage for c in calls])
-    order = sorted(range(len(calls)), key=lambda i: (calls[i].started_at is None, calls[i].started_at or 0.0, i))
-    tok = _UnitTokens(ctx.default_model)
-    lists_asis: list[list[int]] = []
-    lists_relaid: list[list[int]] = []
-    relaid_failed = 0
-    for n, i in enumerate(order):
-        req = calls[i].request
-        if req is None:
-            lists_asis.append([])
-            lists_relaid.append([])
-            continue
-        lists_asis.append(tok.tokens(req))
-        if relayout is not None:
-            try:
-                lists_relaid.append(tok.tokens(relayout(req)))
-            except Exception as exc:  # a layout that cannot handle a request leaves it as is
-                relaid_failed += 1
-                log.debug("layout failed on call %d: %s", i, exc)
-                lists_relaid.append(lists_asis[-1])
-        if n % 25 == 0:
-            ctx.tick("prompt-cache", n, len(order))
-    times = [calls[i].started_at for i in order]
-    use_times = times if all(t is not None for t in times) else None
-    asis = prefix_cache_tokens(lists_asis, min_tokens=min_tokens, times=use_times, ttl_s=ttl_s)
-    relaid = (
-        prefix_cache_tokens(lists_relaid, min_tokens=min_tokens, times=use_times, ttl_s=ttl_s)
-        if relayout is not None
-        else asis
-    )
-    cached_by_call = [0] * len(calls)
+    ctx.tick("prompt-cache", 0, 1)
+    kwargs: dict[str, Any] = {"model": ctx.default_model, "window": window}
+    if layout not in (True, None, False):
+        kwargs["layout"] = layout
+    report = analyze([calls[i].request for i in order], **kwargs)
+    ctx.tick("prompt-cache", 1, 1)
+    use_layout = layout not in (None, False)
+    cached_by_call: dict[int, int] = {}
+    as_sent = 0
     for pos, i in enumerate(order):
-        cached_by_call[i] = relaid[pos]
-    after: list[Usage] = []
+        per = report.per_request[pos]
+        prompt = calls[i].usage.input_tokens
+        sent = provider_cached_tokens(per.reused_prefix_tokens, prompt, min_tokens=min_tokens, block=block)
+        after = per.reused_prefix_tokens_after if use_layout else per.reused_prefix_tokens
+        as_sent += sent
+        cached_by_call[i] = provider_cached_tokens(after, prompt, min_tokens=min_tokens, block=block)
+    usages: list[Usage] = []
     prompt_tokens = 0
-    for c, cached_sim in zip(calls, cached_by_call, strict=True):
+    for i, c in enumerate(calls):
         u = c.usage
         prompt_tokens += u.input_tokens
-        # Scale the simulated count to the billed prompt size (templates differ by a few tokens).
-        cached = min(u.input_tokens, cached_sim)
+        cached = min(u.input_tokens, cached_by_call.get(i, 0))
         if cached <= u.cached_input_tokens or c.cache_hit:
-            after.append(u)
+            usages.append(u)
             continue
         est.input_tokens_saved += cached - u.cached_input_tokens
         est.calls_affected += 1
-        after.append(Usage(u.input_tokens, u.output_tokens, cached, 0, u.reasoning_tokens))
-    already = sum(c.usage.cached_input_tokens for c in calls)
+        usages.append(Usage(u.input_tokens, u.output_tokens, cached, 0, u.reasoning_tokens))
     est.metrics = {
         "prompt_tokens": prompt_tokens,
-        "already_cached_tokens": already,
-        "cacheable_tokens_as_sent": sum(asis),
-        "cacheable_tokens_after_layout": sum(relaid),
-        "cacheable_share": round(sum(relaid) / prompt_tokens, 4) if prompt_tokens else 0.0,
+        "already_cached_tokens": sum(c.usage.cached_input_tokens for c in calls),
+        "cacheable_tokens_as_sent": as_sent,
+        "cacheable_tokens_after_layout": sum(cached_by_call.values()),
+        "cacheable_share": round(sum(cached_by_call.values()) / prompt_tokens, 4) if prompt_tokens else 0.0,
+        "ideal_reuse_share_as_sent": round(report.cacheable_share, 4),
+        "ideal_reuse_share_after_layout": round(report.cacheable_share_after, 4),
+        "breakers": report.by_kind(),
         "min_cacheable_tokens": min_tokens,
+        "block_tokens": block,
     }
-    if relayout is not None:
-        est.metrics["layout_failed_calls"] = relaid_failed
     est.basis = (
-        f"block-prefix cache simulation ({_BLOCK}-token blocks, {min_tokens}-token minimum"
-        + (f", {ttl_s:.0f}s TTL" if use_times and ttl_s else "")
-        + ")"
-        + (" after tokenlean.layout" if relayout is not None else " on the requests as sent")
+        f"tokenlean.layout.analyze prefix replay (window {window})"
+        + (" with the fitted layout" if use_layout else " on the requests as sent")
+        + f", billed in {block}-token blocks from {min_tokens} tokens"
     )
     if not est.input_tokens_saved:
         est.applicable = False
         est.reason = "no reusable prefix of cacheable length beyond what is already cached"
-    return ctx.finish(est, after)
+    return ctx.finish(est, usages)

@@ -34,7 +34,22 @@ def _money(v: Decimal | None) -> str:
     return "-" if v is None else f"${v:.4f}"
 
 
-def html_table(headers: list[str], rows: list[list[str]], *, numeric: set[int] | None = None, cls: str = "") -> str:
+def _sources(sources: tuple[str, ...]) -> str:
+    """The trace files, short: a long list of files is summarised by count and folder."""
+    from pathlib import Path
+
+    if not sources:
+        return "-"
+    if len(sources) <= 3:
+        return ", ".join(sources)
+    folders = sorted({str(Path(p).parent) for p in sources})
+    where = folders[0] if len(folders) == 1 else f"{len(folders)} folders"
+    return f"{len(sources)} files in {where}"
+
+
+def html_table(
+    headers: list[str], rows: list[list[str]], *, numeric: set[int] | None = None, cls: str = ""
+) -> str:
     """A plain HTML table; cells are escaped here, so callers pass raw strings."""
     numeric = numeric or set()
     out = [f'<table class="{escape(cls)}"><thead><tr>']
@@ -48,7 +63,9 @@ def html_table(headers: list[str], rows: list[list[str]], *, numeric: set[int] |
     return "".join(out)
 
 
-def render_html(report: ProfileReport, *, title: str = "tokenlean profile", extra_sections: list[str] | None = None) -> str:
+def render_html(
+    report: ProfileReport, *, title: str = "tokenlean profile", extra_sections: list[str] | None = None
+) -> str:
     """The whole report as one HTML document."""
     s = report.summary
     best = report.best
@@ -66,11 +83,14 @@ def render_html(report: ProfileReport, *, title: str = "tokenlean profile", extr
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
-        f'<p class="muted">Sources: {escape(", ".join(s.sources) or "-")} · formats: '
+        f'<p class="muted">Sources: {escape(_sources(s.sources))} · formats: '
         f"{escape(', '.join(sorted(set(s.formats))) or '-')} · priced as {escape(report.default_model)} "
         "where the trace's model has no price</p>",
         '<div class="kpis">',
-        *[f'<div class="kpi"><span class="muted">{escape(k)}</span><b>{escape(v)}</b></div>' for k, v in kpis],
+        *[
+            f'<div class="kpi"><span class="muted">{escape(k)}</span><b>{escape(v)}</b></div>'
+            for k, v in kpis
+        ],
         "</div>",
     ]
     if best is not None:

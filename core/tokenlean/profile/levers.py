@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
+from itertools import pairwise
 from typing import Any
 
 from tokenlean.profile.estimates import LeverEstimate, ProfileContext
-from tokenlean.types import Request, Usage
+from tokenlean.types import Usage
 
 __all__ = [
     "default_cache",
@@ -24,23 +25,9 @@ __all__ = [
     "estimate_compaction",
     "estimate_routing",
     "estimate_semantic_cache",
-    "layout_function",
 ]
 
 log = logging.getLogger("tokenlean.profile")
-
-
-# -- layout --------------------------------------------------------------------------------------
-def layout_function(requests: Sequence[Request] | None = None) -> Callable[[Request], Request]:
-    """tokenlean.layout's stable-first re-layout, fitted on ``requests`` when given."""
-    from tokenlean.layout.reorder import PromptLayout
-
-    layout = PromptLayout.fit(requests) if requests else PromptLayout()
-
-    def relayout(request: Request) -> Request:
-        return layout.apply(request).request
-
-    return relayout
 
 
 # -- routing ---------------------------------------------------------------------------------------
@@ -162,7 +149,9 @@ def estimate_semantic_cache(ctx: ProfileContext, *, cache: Any = None) -> LeverE
         est.reason = "the trace has no request/answer content: duplicates cannot be found"
         return ctx.finish(est, [c.usage for c in calls])
     cache = cache if cache is not None else default_cache()
-    order = sorted(range(len(calls)), key=lambda i: (calls[i].started_at is None, calls[i].started_at or 0.0, i))
+    order = sorted(
+        range(len(calls)), key=lambda i: (calls[i].started_at is None, calls[i].started_at or 0.0, i)
+    )
     hit_at: dict[int, Any] = {}
     tiers: Counter[str] = Counter()
     rejected: Counter[str] = Counter()
@@ -200,7 +189,9 @@ def estimate_semantic_cache(ctx: ProfileContext, *, cache: Any = None) -> LeverE
         "rejected_by": dict(rejected),
         "semantic_tier": bool(getattr(cache, "semantic", False)),
         "lookup_ms_per_call": round(1000 * lookup_s / looked, 2) if looked else 0.0,
-        "hits": [{"query": r.query, "cached_query": r.cached_query, "tier": r.tier} for r in hit_at.values()][:20],
+        "hits": [{"query": r.query, "cached_query": r.cached_query, "tier": r.tier} for r in hit_at.values()][
+            :20
+        ],
     }
     est.latency_saved_s -= lookup_s
     est.basis = (
@@ -235,7 +226,9 @@ def _sample_positions(n: int, k: int | None) -> list[int]:
     return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
 
 
-def estimate_compaction(ctx: ProfileContext, *, compactor: Any = None, sample: int | None = 12) -> LeverEstimate:
+def estimate_compaction(
+    ctx: ProfileContext, *, compactor: Any = None, sample: int | None = 12
+) -> LeverEstimate:
     """Input tokens verbatim compaction removes, measured by running the compactor on the trace.
 
     The compactor runs on up to ``sample`` calls per task, spread over its turns (``None``: every
@@ -332,9 +325,7 @@ def _interpolate(points: Sequence[tuple[int, float]], pos: int) -> float:
         return 0.0
     if pos <= points[0][0]:
         return points[0][1]
-    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+    for (x0, y0), (x1, y1) in pairwise(points):
         if x0 <= pos <= x1:
             return y0 if x1 == x0 else y0 + (y1 - y0) * (pos - x0) / (x1 - x0)
     return points[-1][1]
-
-

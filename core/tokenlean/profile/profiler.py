@@ -25,7 +25,6 @@ from tokenlean.profile.levers import (
     estimate_compaction,
     estimate_routing,
     estimate_semantic_cache,
-    layout_function,
 )
 from tokenlean.profile.readers import read_traces
 from tokenlean.profile.report import ProfileReport, TraceSummary
@@ -53,6 +52,9 @@ class Profiler:
     the table does not know are priced as ``default_model``. ``cheap_model`` is the routing
     target for easy requests. ``compactor``, ``cache``, ``policy`` and ``relayout`` replace the
     default lever objects (pass the ones you would deploy, so the estimate is of *your* setup).
+    ``layout`` is ``True`` (fit ``tokenlean.layout.PromptLayout`` on the trace), a layout, or
+    ``None`` (requests as sent); ``prompt_cache_rules`` overrides the provider's caching rules
+    (``min_tokens``, ``block``, ``window``; llama.cpp reuses any prefix: ``min_tokens=0, block=1``).
     """
 
     def __init__(
@@ -67,7 +69,8 @@ class Profiler:
         cache: Any = None,
         policy: Any = None,
         targets: dict[str, str] | None = None,
-        relayout: Callable[[Any], Any] | None | bool = True,
+        layout: Any = True,
+        prompt_cache_rules: dict[str, int] | None = None,
         compaction_sample: int | None = 12,
         show_progress: bool = False,
         console: Any = None,
@@ -88,7 +91,8 @@ class Profiler:
         self.cache = cache
         self.policy = policy
         self.targets = targets
-        self.relayout = relayout
+        self.layout = layout
+        self.prompt_cache_rules = dict(prompt_cache_rules or {})
         self.compaction_sample = compaction_sample
         self.show_progress = show_progress
         self.console = console
@@ -98,18 +102,15 @@ class Profiler:
         if name == "generate-less":
             return estimate_generate_less(ctx, self.output_cap)
         if name == "prompt-cache":
-            relayout: Callable[[Any], Any] | None
-            if self.relayout is True:
-                relayout = layout_function([c.request for c in ctx.trace.calls if c.request is not None])
-            else:
-                relayout = self.relayout or None
-            return estimate_prompt_cache(ctx, relayout=relayout)
+            return estimate_prompt_cache(ctx, layout=self.layout, **self.prompt_cache_rules)
         if name == "semantic-cache":
             return estimate_semantic_cache(ctx, cache=self.cache)
         if name == "compaction":
             return estimate_compaction(ctx, compactor=self.compactor, sample=self.compaction_sample)
         if name == "routing":
-            return estimate_routing(ctx, policy=self.policy, targets=self.targets, cheap_model=self.cheap_model)
+            return estimate_routing(
+                ctx, policy=self.policy, targets=self.targets, cheap_model=self.cheap_model
+            )
         raise ProfileError(f"unknown lever {name!r}")
 
     def _safe_lever(self, name: str, ctx: ProfileContext) -> LeverEstimate:
@@ -117,7 +118,9 @@ class Profiler:
             return self._run_lever(name, ctx)
         except (ImportError, TokenleanError) as exc:
             log.warning("lever %s not estimated: %s", name, exc)
-            est = LeverEstimate(lever=name, title=_TITLES[name], action="", applicable=False, reason=f"not estimated: {exc}")
+            est = LeverEstimate(
+                lever=name, title=_TITLES[name], action="", applicable=False, reason=f"not estimated: {exc}"
+            )
             return ctx.finish(est, [c.usage for c in ctx.trace.calls])
 
     # -- whole profile ---------------------------------------------------------------------------
@@ -168,7 +171,9 @@ class Profiler:
             tokens_per_turn.setdefault(c.task_id, []).append(c.usage.total_tokens)
             task_cost[c.task_id] = task_cost.get(c.task_id, Decimal(0)) + cost
         assumptions = []
-        unknown_models = sorted({c.model or "(none)" for c in trace.calls if not (c.model and c.model in self.prices)})
+        unknown_models = sorted(
+            {c.model or "(none)" for c in trace.calls if not (c.model and c.model in self.prices)}
+        )
         if unknown_models:
             assumptions.append(
                 f"Models without a price ({', '.join(unknown_models[:5])}) are priced as {self.default_model}."

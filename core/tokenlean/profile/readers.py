@@ -107,7 +107,9 @@ def _is_ledger_row(row: object) -> bool:
 
 
 def _is_openai_row(row: object) -> bool:
-    return isinstance(row, Mapping) and isinstance(row.get("request"), Mapping) and "messages" in row["request"]
+    return (
+        isinstance(row, Mapping) and isinstance(row.get("request"), Mapping) and "messages" in row["request"]
+    )
 
 
 def _is_run(obj: object) -> bool:
@@ -224,7 +226,9 @@ def _read_openai(path: Path) -> list[Call]:
     per_task: dict[str, int] = {}
     for lineno, row in _jsonl_rows(path):
         if not _is_openai_row(row):
-            raise TraceFormatError(f"{path}:{lineno}: expected {{'request': {{...messages...}}, 'response': ...}}")
+            raise TraceFormatError(
+                f"{path}:{lineno}: expected {{'request': {{...messages...}}, 'response': ...}}"
+            )
         try:
             meta = row.get("metadata") if isinstance(row.get("metadata"), Mapping) else {}
             request = Request.from_openai(row["request"], metadata=meta)
@@ -297,7 +301,13 @@ def _lc_message(obj: object, where: str) -> Message:
         raise TraceFormatError(f"{where}: a message must be an object, got {type(obj).__name__}")
     if "role" in obj and "content" in obj and "kwargs" not in obj:
         try:
-            return Message.from_openai({k: v for k, v in obj.items() if k in ("role", "content", "tool_calls", "tool_call_id", "name")})
+            return Message.from_openai(
+                {
+                    k: v
+                    for k, v in obj.items()
+                    if k in ("role", "content", "tool_calls", "tool_call_id", "name")
+                }
+            )
         except InputError as exc:
             raise TraceFormatError(f"{where}: {exc}") from exc
     kind: str | None = None
@@ -428,7 +438,9 @@ def _lc_call(run: Mapping[str, Any], where: str) -> tuple[str, float, Call] | No
         if isinstance(ev, Mapping) and ev.get("name") == "new_token":
             first = _epoch(ev.get("time"))
             break
-    task = str(run.get("trace_id") or meta.get("task_id") or run.get("parent_run_id") or run.get("id") or where)
+    task = str(
+        run.get("trace_id") or meta.get("task_id") or run.get("parent_run_id") or run.get("id") or where
+    )
     call = Call(
         task_id=task,
         index=0,
@@ -564,7 +576,9 @@ def read_traces(paths: Sequence[str | Path], *, model: str | None = None) -> Tra
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            files.extend(sorted(f for f in p.iterdir() if f.is_file() and f.suffix in (".traj", ".json", ".jsonl")))
+            files.extend(
+                sorted(f for f in p.iterdir() if f.is_file() and f.suffix in (".traj", ".json", ".jsonl"))
+            )
         else:
             files.append(p)
     if not files:

@@ -85,14 +85,19 @@ def _frame(title: str, y_label: str, ymax: float, x_label: str, kind: str) -> li
 
 
 def _legend(names: Sequence[str], x0: float) -> list[str]:
+    """Legend entries along the top; entries that would overflow the chart are summarised."""
     out = []
     x = x0
     for i, name in enumerate(names):
         color = PALETTE[i % len(PALETTE)]
-        label = name if len(name) <= 28 else name[:26] + "…"
+        label = name if len(name) <= 22 else name[:20] + "…"
+        width = 24 + 6.5 * len(label)
+        if x + width > _W - _M["r"]:
+            out.append(f'<text x="{x:.0f}" y="15" font-size="11" fill="#777">+{len(names) - i} more</text>')
+            break
         out.append(f'<rect x="{x:.0f}" y="6" width="10" height="10" fill="{color}"/>')
         out.append(f'<text x="{x + 14:.0f}" y="15" font-size="11" fill="#333">{escape(label)}</text>')
-        x += 24 + 6.5 * len(label)
+        x += width
     return out
 
 
@@ -211,7 +216,11 @@ def histogram(values: Sequence[float], *, title: str, x_label: str, bins: int = 
         )
     med = vals[len(vals) // 2]
     mx = _M["l"] + pw * (med - lo) / (hi - lo)
-    out.append(f'<line x1="{mx:.1f}" x2="{mx:.1f}" y1="{_M["t"]}" y2="{_M["t"] + ph}" stroke="#e15759" stroke-dasharray="4 3"/>')
-    out.append(f'<text x="{mx + 4:.1f}" y="{_M["t"] + 12}" font-size="11" fill="#e15759">median {_fmt(med)}</text>')
+    out.append(
+        f'<line x1="{mx:.1f}" x2="{mx:.1f}" y1="{_M["t"]}" y2="{_M["t"] + ph}" stroke="#e15759" stroke-dasharray="4 3"/>'
+    )
+    out.append(
+        f'<text x="{mx + 4:.1f}" y="{_M["t"] + 12}" font-size="11" fill="#e15759">median {_fmt(med)}</text>'
+    )
     out.append("</svg>")
     return "\n".join(out)

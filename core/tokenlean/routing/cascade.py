@@ -396,7 +396,7 @@ def arithmetic_errors(text: str) -> tuple[int, int]:
             continue
         if got is None or abs(got - want) > 1e-4 * max(1.0, abs(want)):
             wrong += 1
-    for m in _INLINE.finditer(text):
+    for m in _INLINE.finditer(_ANNOTATED.sub(" ", text)):
         checked += 1
         got = _safe_arith(f"({m.group(1)}){m.group(2)}({m.group(3)})")
         want = float(m.group(4).replace(",", ""))

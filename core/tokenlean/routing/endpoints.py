@@ -247,14 +247,7 @@ class _StreamAssembler:
             deltas = tuple(delta.get("tool_calls") or ())
             finish = choice.get("finish_reason")
             lps = _logprobs_of(choice)
-        for d in deltas:
-            slot = self.tool_calls.setdefault(
-                int(d.get("index", 0)), {"id": None, "name": "", "arguments": ""}
-            )
-            slot["id"] = d.get("id") or slot["id"]
-            fn = d.get("function") or {}
-            slot["name"] += fn.get("name") or ""
-            slot["arguments"] += fn.get("arguments") or ""
+        deltas = tuple(self._normalise_delta(d) for d in deltas if isinstance(d, Mapping))
         if text:
             self.text.append(text)
         if finish:
@@ -264,6 +257,35 @@ class _StreamAssembler:
         if chunk.has_token and self.first_token_at is None:
             self.first_token_at = time.monotonic()
         return chunk
+
+    def _normalise_delta(self, d: Mapping[str, Any]) -> dict[str, Any]:
+        """One tool-call delta in OpenAI's streaming convention: id and name only on the first piece.
+
+        Some servers (llama.cpp) repeat the id and the full name on every delta; passed on as-is,
+        every consumer that concatenates pieces would build "addaddadd".
+        """
+        index = int(d.get("index", 0))
+        fn = d.get("function") or {}
+        name, args = fn.get("name") or "", fn.get("arguments") or ""
+        slot = self.tool_calls.get(index)
+        first = slot is None
+        if slot is None:
+            slot = self.tool_calls[index] = {"id": None, "name": "", "arguments": ""}
+        new_id = d.get("id") if d.get("id") and d.get("id") != slot["id"] and slot["id"] is None else None
+        if new_id:
+            slot["id"] = new_id
+        if name == slot["name"]:
+            name = ""
+        elif name.startswith(slot["name"]) and slot["name"]:
+            name = name[len(slot["name"]) :]
+        slot["name"] += name
+        slot["arguments"] += args
+        out: dict[str, Any] = {"index": index, "function": {"name": name or None, "arguments": args}}
+        if first:
+            out["type"] = "function"
+        if new_id:
+            out["id"] = new_id
+        return out
 
     def response(self) -> Response:
         calls = tuple(

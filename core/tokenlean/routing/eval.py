@@ -46,6 +46,8 @@ __all__ = [
     "load_mt_bench",
     "load_outcome_csv",
     "load_routellm",
+    "nested_best_scores",
+    "offline_report",
 ]
 
 log = logging.getLogger("tokenlean.routing.eval")
@@ -365,7 +367,11 @@ def load_mt_bench(folder: Path, strong: str = ROUTELLM_STRONG, weak: str = ROUTE
         if j.get("score") is None or float(j["score"]) < 0:
             continue
         scores.setdefault((int(j["question_id"]), j["model"]), []).append(float(j["score"]))
-    prompts, s_out, w_out, skipped = [], [], [], 0
+        prompt = str(j.get("user_prompt") or "")
+        start, end = "[The Start of Assistant's Answer]\n", "\n[The End of Assistant's Answer]"
+        if j["model"] == weak and int(j.get("turn", 1)) == 1 and start in prompt:
+            answers[int(j["question_id"])] = prompt.split(start, 1)[1].split(end, 1)[0].strip()
+    prompts, s_out, w_out, resp, skipped = [], [], [], [], 0
     for q in questions:
         turns = q["turns"]
         if turns[0] in bad or (len(turns) > 1 and turns[1] in bad):
@@ -378,8 +384,10 @@ def load_mt_bench(folder: Path, strong: str = ROUTELLM_STRONG, weak: str = ROUTE
         prompts.append(turns[0])
         s_out.append(sum(s) / len(s))
         w_out.append(sum(w) / len(w))
-    del answers
-    return OutcomeData("mt_bench", prompts, np.array(s_out), np.array(w_out), strong, weak, skipped, None)
+        resp.append(answers.get(qid, ""))
+    return OutcomeData(
+        "mt_bench", prompts, np.array(s_out), np.array(w_out), strong, weak, skipped, None, resp if any(resp) else None
+    )
 
 
 def load_routellm(root: str | Path) -> dict[str, OutcomeData]:
@@ -455,3 +463,129 @@ def cached_embeddings(texts: Sequence[str], embedder: Any, cache_dir: str | Path
     except OSError as exc:  # a read-only temp dir only costs speed
         log.warning("could not cache embeddings at %s: %s", path, exc)
     return arr
+
+
+# -- the full offline report (shared by ``tokenlean route eval`` and ``benchmarks/routing.py``) ---------
+
+
+def _learned_fit_predict(kind: str, data: OutcomeData, vectors: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    from tokenlean.routing.policies import LearnedRouter
+
+    def fp(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        r = LearnedRouter("strong", "weak", scorer=kind, embedder=_NoEmbedder())
+        r.fit([data.prompts[i] for i in train], data.strong[train], data.weak[train], vectors=vectors[train])
+        return r.score([data.prompts[i] for i in test], vectors=vectors[test])
+
+    return fp
+
+
+def _verifier_fit_predict(data: OutcomeData, vectors: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Cascade scores: P(weak answer wrong) from the question and the weak model's answer."""
+    from tokenlean.routing.cascade import LearnedVerifier
+
+    assert data.weak_responses is not None
+    lo, hi = float(data.weak.min()), float(data.weak.max())
+    ok = (data.weak - lo) / (hi - lo) if hi > lo else np.ones(len(data))
+
+    def fp(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        v = LearnedVerifier(embedder=_NoEmbedder())
+        q, a = data.prompts, data.weak_responses or []
+        v.fit([q[i] for i in train], [a[i] for i in train], ok[train], vectors=vectors[train])
+        return v.score([q[i] for i in test], [a[i] for i in test], vectors=vectors[test])
+
+    return fp
+
+
+class _NoEmbedder:
+    """Placeholder: offline evaluation always passes precomputed vectors."""
+
+    name = "precomputed"
+    dim = 0
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        raise InputError("offline evaluation passes precomputed vectors")
+
+
+def candidate_policies(data: OutcomeData, vectors: np.ndarray, kinds: Sequence[str] = ("logistic", "knn", "mf")) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
+    """Learned policies to evaluate: the prompt-only routers, plus the cascade when answers exist."""
+    out = {f"learned-{k}": _learned_fit_predict(k, data, vectors) for k in kinds}
+    if data.weak_responses is not None and any(data.weak_responses):
+        out["cascade-verifier"] = _verifier_fit_predict(data, vectors)
+    return out
+
+
+def nested_best_scores(
+    data: OutcomeData,
+    candidates: Mapping[str, Callable[[np.ndarray, np.ndarray], np.ndarray]],
+    *,
+    folds: int = 5,
+    inner_folds: int = 3,
+    seed: int = 0,
+) -> tuple[np.ndarray, list[str]]:
+    """Out-of-fold scores of the policy *chosen on the training folds only* (nested selection).
+
+    Picking the best policy by its score on the report split would flatter it; here each outer
+    fold picks by inner cross-validated APGR on its own training rows, then fits that policy on
+    them and scores the held-out fold. Returns the scores and the choice made in each fold.
+    """
+    f = fold_ids(len(data), folds, seed, data.groups)
+    out = np.empty(len(data), dtype=np.float64)
+    chosen: list[str] = []
+    for k in range(folds):
+        test = np.flatnonzero(f == k)
+        train = np.flatnonzero(f != k)
+        sub = data.subset(train)
+        inner = fold_ids(len(sub), inner_folds, seed + 1, sub.groups)
+        best, best_apgr = "", -math.inf
+        for name, fp in candidates.items():
+            s = np.empty(len(sub))
+            for j in range(inner_folds):
+                te, tr = np.flatnonzero(inner == j), np.flatnonzero(inner != j)
+                s[te] = fp(train[tr], train[te])
+            a = evaluate_scores(name, s, sub).apgr
+            if a > best_apgr:
+                best, best_apgr = name, a
+        chosen.append(best)
+        out[test] = candidates[best](train, test)
+    return out, chosen
+
+
+def offline_report(
+    datasets: Mapping[str, OutcomeData],
+    vectors: Mapping[str, np.ndarray],
+    *,
+    kinds: Sequence[str] = ("logistic", "knn", "mf"),
+    folds: int = 5,
+    select_best: bool = True,
+) -> dict[str, Any]:
+    """Every policy on every dataset: ``{"datasets": {name: {policy: {apgr, cpt50, cpt80}}}}``.
+
+    Learned policies are cross-fitted (each row scored by a model that never saw it);
+    ``tokenlean-best`` is the nested-selected learned policy; baselines are ``random``,
+    ``length`` and ``oracle``. Per dataset, ``meta`` records sizes, qualities and choices.
+    """
+    report: dict[str, Any] = {"datasets": {}, "meta": {}}
+    for name, data in datasets.items():
+        vec = vectors[name]
+        res: dict[str, PolicyResult] = {"random": evaluate_random(data)}
+        for b, s in baseline_scores(data).items():
+            res[b] = evaluate_scores(b, s, data)
+        cands = candidate_policies(data, vec, kinds)
+        for pname, fp in cands.items():
+            res[pname] = evaluate_scores(pname, crossfit_scores(data, fp, folds=folds), data)
+        chosen: list[str] = []
+        if select_best and cands:
+            s, chosen = nested_best_scores(data, cands, folds=folds)
+            res["tokenlean-best"] = evaluate_scores("tokenlean-best", s, data)
+        report["datasets"][name] = {k: v.to_dict() for k, v in res.items()}
+        report["meta"][name] = {
+            "rows": len(data),
+            "skipped": data.skipped,
+            "strong_model": data.strong_model,
+            "weak_model": data.weak_model,
+            "strong_quality": data.strong_quality,
+            "weak_quality": data.weak_quality,
+            "best_choice_per_fold": chosen,
+            "folds": folds,
+        }
+    return report

@@ -131,16 +131,33 @@ class Router:
     def _chain(self, target: str) -> list[str]:
         return [target, *(t for t in self.fallbacks.get(target, ()) if t != target)]
 
-    def _finish(self, resp: Response, decision: Decision, fell_from: list[str]) -> tuple[Response, Decision]:
-        if fell_from:
-            decision = replace(decision, fallback_from=(*decision.fallback_from, *fell_from))
+    def _finish(self, resp: Response, decision: Decision, fell: list[str]) -> tuple[Response, Decision]:
+        target = resp.extra.get("target", decision.target)
+        fell_from = tuple(dict.fromkeys(f for f in fell if f != target))
         decision = replace(
-            decision, target=resp.extra.get("target", decision.target), replica=resp.extra.get("endpoint")
+            decision,
+            target=target,
+            replica=resp.extra.get("endpoint"),
+            fallback_from=(*decision.fallback_from, *fell_from),
         )
-        extra = {**resp.extra, ROUTING_KEY: decision.to_dict()}
+        extra = {k: v for k, v in resp.extra.items() if k != "target"}
+        extra[ROUTING_KEY] = decision.to_dict()
         return replace(resp, extra=extra), decision
 
     # -- metering ----------------------------------------------------------------------------------
+    @staticmethod
+    def _with_usage(request: Request, resp: Response) -> Response:
+        """Fill in counted usage when the server reported none (llama.cpp streams never do).
+
+        Marked ``usage_estimated`` so a ledger can tell measured from counted tokens.
+        """
+        if resp.usage is not None:
+            return resp
+        from tokenlean.tokens import count_messages, count_tokens
+
+        usage = Usage(count_messages(request.messages), count_tokens(resp.text))
+        return replace(resp, usage=usage, extra={**resp.extra, "usage_estimated": True})
+
     def _record(
         self,
         target: str,
@@ -153,12 +170,8 @@ class Router:
     ) -> None:
         if self.meter is None:
             return
-        usage = resp.usage
-        estimated = usage is None
-        if usage is None:
-            from tokenlean.tokens import count_messages, count_tokens
-
-            usage = Usage(count_messages(request.messages), count_tokens(resp.text))
+        usage = resp.usage or Usage()
+        estimated = bool(resp.extra.get("usage_estimated"))
         try:
             self.meter.record(
                 model=resp.model or self.model_of(target),
@@ -182,7 +195,7 @@ class Router:
         for t in self._chain(target):
             started = time.time()
             try:
-                resp = self.targets[t].complete(request)
+                resp = self._with_usage(request, self.targets[t].complete(request))
             except (NoRouteError, EndpointError) as exc:
                 if isinstance(exc, EndpointError) and not exc.retryable:
                     raise
@@ -209,7 +222,11 @@ class Router:
                 call = plan.send(resp)
             except StopIteration as stop:
                 final, dec = stop.value
-                return self._finish(final, dec, [f for f in fell if f != dec.target])
+                return self._finish(final, dec, fell)
+
+    def execute(self, request: Request, decision: Decision) -> tuple[Response, Decision]:
+        """Carry out a decision made earlier by ``route`` (adapters decide first, then run)."""
+        return self._drive(request, decision)
 
     def complete_with_decision(self, request: Request) -> tuple[Response, Decision]:
         return self._drive(request, self.route(request))
@@ -245,9 +262,10 @@ class Router:
                         first = time.time()
                     if chunk.response is not None:
                         dec = replace(decision, target=t)
-                        self._record(t, req, chunk.response, dec, "primary", started, first)
-                        resp, _ = self._finish(chunk.response, dec, fell)
-                        chunk = replace(chunk, response=resp)
+                        full = self._with_usage(req, chunk.response)
+                        self._record(t, req, full, dec, "primary", started, first)
+                        resp, _ = self._finish(full, dec, fell)
+                        chunk = replace(chunk, response=resp, usage=resp.usage)
                     yield chunk
                 return
             except (NoRouteError, EndpointError) as exc:
@@ -265,7 +283,7 @@ class Router:
         for t in self._chain(target):
             started = time.time()
             try:
-                resp = await self.targets[t].acomplete(request)
+                resp = self._with_usage(request, await self.targets[t].acomplete(request))
             except (NoRouteError, EndpointError) as exc:
                 if isinstance(exc, EndpointError) and not exc.retryable:
                     raise
@@ -292,7 +310,10 @@ class Router:
                 call = plan.send(resp)
             except StopIteration as stop:
                 final, dec = stop.value
-                return self._finish(final, dec, [f for f in fell if f != dec.target])
+                return self._finish(final, dec, fell)
+
+    async def aexecute(self, request: Request, decision: Decision) -> tuple[Response, Decision]:
+        return await self._adrive(request, decision)
 
     async def acomplete_with_decision(self, request: Request) -> tuple[Response, Decision]:
         return await self._adrive(request, self.route(request))
@@ -321,9 +342,10 @@ class Router:
                         first = time.time()
                     if chunk.response is not None:
                         dec = replace(decision, target=t)
-                        self._record(t, req, chunk.response, dec, "primary", started, first)
-                        resp, _ = self._finish(chunk.response, dec, fell)
-                        chunk = replace(chunk, response=resp)
+                        full = self._with_usage(req, chunk.response)
+                        self._record(t, req, full, dec, "primary", started, first)
+                        resp, _ = self._finish(full, dec, fell)
+                        chunk = replace(chunk, response=resp, usage=resp.usage)
                     yield chunk
                 return
             except (NoRouteError, EndpointError) as exc:

@@ -56,7 +56,6 @@ class _PendingCall:
     task_id: str | None
     model: str | None
     endpoint: str | None
-    tags: dict[str, str]
     first_token_at: float | None = None
 
 
@@ -135,31 +134,32 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         self._runs: dict[UUID, _RunInfo] = {}
         self._pending: dict[UUID, _PendingCall] = {}
         self._warned: set[str | None] = set()
+        self._endpoint_cache: tuple[Any, str | None] | None = None
 
     def __repr__(self) -> str:
         return f"TokenleanCallbackHandler(task_id={self.task_id!r}, records={len(self.meter.ledger)})"
 
     # -- run tree ------------------------------------------------------------------------------
-    def _enter(self, run_id: UUID, parent_run_id: UUID | None, name: str) -> _RunInfo:
-        with self._lock:
-            parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
-            if parent is not None:
-                info = _RunInfo(parent.root_id, parent.root_name)
-            elif parent_run_id is not None:  # attached below the root: the parent is our root
-                info = _RunInfo(parent_run_id, "run")
-            else:
-                info = _RunInfo(run_id, name)
-            self._runs[run_id] = info
-            return info
+    # Single dict operations (get / set / pop on distinct run ids) are atomic, so the hot path
+    # takes no lock; the lock only guards the read-modify-write of the warn-once set.
+    def _root_of(self, run_id: UUID, parent_run_id: UUID | None, serialized: Any, kwargs: Any) -> _RunInfo:
+        if parent_run_id is None:
+            return _RunInfo(run_id, _run_name(serialized, kwargs))
+        parent = self._runs.get(parent_run_id)
+        if parent is not None:
+            return parent
+        return _RunInfo(parent_run_id, "run")  # attached below the root: the parent is our root
+
+    def _enter(self, run_id: UUID, parent_run_id: UUID | None, serialized: Any, kwargs: Any) -> None:
+        self._runs[run_id] = self._root_of(run_id, parent_run_id, serialized, kwargs)
 
     def _exit(self, run_id: UUID) -> None:
-        with self._lock:
-            self._runs.pop(run_id, None)
+        self._runs.pop(run_id, None)
 
     def _task_for(self, info: _RunInfo, metadata: Mapping[str, Any] | None) -> str:
         if self.task_id is not None:
             return self.task_id
-        if isinstance(metadata, Mapping):
+        if metadata:
             for key in TASK_METADATA_KEYS:
                 value = metadata.get(key)
                 if value:
@@ -168,6 +168,16 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         if scoped is not None:
             return scoped
         return f"{info.root_name}#{info.root_id.hex[-8:]}"
+
+    def _endpoint(self, serialized: Any, kwargs: Mapping[str, Any]) -> str | None:
+        # ``serialized`` is a cached dict per model instance: remember the last one's endpoint.
+        cached = self._endpoint_cache
+        if cached is not None and cached[0] is serialized:
+            return cached[1]
+        endpoint = _endpoint_from_start(serialized, kwargs)
+        if isinstance(serialized, dict):
+            self._endpoint_cache = (serialized, endpoint)
+        return endpoint
 
     # -- chains, tools, retrievers: only tracked to find the root run --------------------------
     def on_chain_start(
@@ -180,7 +190,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            self._enter(run_id, parent_run_id, _run_name(serialized, kwargs))
+            self._enter(run_id, parent_run_id, serialized, kwargs)
         except Exception:
             log.exception("tokenlean: on_chain_start failed (ignored)")
 
@@ -194,7 +204,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            self._enter(run_id, parent_run_id, _run_name(serialized, kwargs))
+            self._enter(run_id, parent_run_id, serialized, kwargs)
         except Exception:
             log.exception("tokenlean: on_tool_start failed (ignored)")
 
@@ -208,7 +218,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            self._enter(run_id, parent_run_id, _run_name(serialized, kwargs))
+            self._enter(run_id, parent_run_id, serialized, kwargs)
         except Exception:
             log.exception("tokenlean: on_retriever_start failed (ignored)")
 
@@ -240,17 +250,13 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
     ) -> None:
         now = time.time()
         try:
-            info = self._enter(run_id, parent_run_id, _run_name(serialized, kwargs))
-            metadata = kwargs.get("metadata")
-            pending = _PendingCall(
+            info = self._root_of(run_id, parent_run_id, serialized, kwargs)
+            self._pending[run_id] = _PendingCall(
                 started_at=now,
-                task_id=self._task_for(info, metadata),
+                task_id=self._task_for(info, kwargs.get("metadata")),
                 model=_model_from_start(serialized, kwargs),
-                endpoint=_endpoint_from_start(serialized, kwargs),
-                tags=dict(self.tags),
+                endpoint=self._endpoint(serialized, kwargs),
             )
-            with self._lock:
-                self._pending[run_id] = pending
         except Exception:
             log.exception("tokenlean: could not start metering a model call (ignored)")
 
@@ -289,18 +295,14 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         ended = time.time()
-        with self._lock:
-            pending = self._pending.pop(run_id, None)
-            self._runs.pop(run_id, None)
+        pending = self._pending.pop(run_id, None)
         try:
             self._record(response, run_id, pending, ended, kwargs)
         except Exception:
             log.exception("tokenlean: could not meter a model call (ignored; the chain goes on)")
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        with self._lock:
-            self._pending.pop(run_id, None)
-            self._runs.pop(run_id, None)
+        self._pending.pop(run_id, None)
 
     def _warn_no_usage(self, model: str | None) -> None:
         with self._lock:
@@ -322,7 +324,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         kwargs: Mapping[str, Any],
     ) -> UsageRecord | None:
         raw_usage, model, cache_hit = _read_result(response)
-        extra: dict[str, Any] = {"run_id": str(run_id)}
+        extra: dict[str, Any] = {}
         usage: Usage
         if raw_usage is None:
             self._warn_no_usage(model or (pending.model if pending else None))
@@ -339,7 +341,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
                 extra["usage_error"] = str(exc)
         if pending is None:  # handler attached mid-run: we missed the start event
             info = _RunInfo(kwargs.get("parent_run_id") or run_id, "run")
-            pending = _PendingCall(ended, self._task_for(info, None), None, None, dict(self.tags))
+            pending = _PendingCall(ended, self._task_for(info, None), None, None)
         rec_model = model or pending.model
         if cost_known:
             return self.meter.record(
@@ -347,7 +349,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
                 usage=usage,
                 endpoint=pending.endpoint,
                 task_id=pending.task_id,
-                tags=pending.tags,
+                tags=self.tags,
                 started_at=pending.started_at,
                 first_token_at=pending.first_token_at,
                 ended_at=ended,
@@ -360,7 +362,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
             usage=usage,
             endpoint=pending.endpoint,
             task_id=pending.task_id,
-            tags={**self.meter.tags, **pending.tags},
+            tags={**self.meter.tags, **self.tags},
             cost=None,
             started_at=pending.started_at,
             first_token_at=pending.first_token_at,

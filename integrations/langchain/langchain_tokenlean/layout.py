@@ -54,7 +54,11 @@ def _write_back(lc: BaseMessage, old: Message, new: Message) -> BaseMessage:
     if isinstance(lc.content, str):
         return lc.model_copy(update={"content": new.text})
     # Multimodal: reorder only ever prepends one text part; keep LangChain's own blocks as they are.
-    if isinstance(new.content, tuple) and isinstance(old.content, tuple) and len(new.content) == len(old.content) + 1:
+    if (
+        isinstance(new.content, tuple)
+        and isinstance(old.content, tuple)
+        and len(new.content) == len(old.content) + 1
+    ):
         return lc.model_copy(update={"content": [dict(new.content[0]), *lc.content]})
     return lc
 
@@ -200,7 +204,9 @@ class TokenleanPromptLayout(AgentMiddleware):  # type: ignore[type-arg]
             if system:
                 new_system = laid[0]
                 overrides["system_message"] = (
-                    new_system if isinstance(new_system, SystemMessage) else SystemMessage(content=new_system.content)
+                    new_system
+                    if isinstance(new_system, SystemMessage)
+                    else SystemMessage(content=new_system.content)
                 )
                 overrides["messages"] = list(laid[1:])
             else:

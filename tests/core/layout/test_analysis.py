@@ -70,14 +70,19 @@ def test_clean_stream_reuses_its_prefix_and_reports_no_breaker() -> None:
     assert report.breakers == ()
     assert report.common_prefix_tokens > 300  # tools + system + examples
     assert report.cacheable_share > 0.7
-    assert report.reused_prefix_tokens_after >= report.reused_prefix_tokens  # tool keys sorted: same or better
+    assert (
+        report.reused_prefix_tokens_after >= report.reused_prefix_tokens
+    )  # tool keys sorted: same or better
 
 
 def test_single_request_reports_latent_breakers_by_pattern() -> None:
     body = {
         "model": "gpt-4o",
         "messages": [
-            {"role": "system", "content": "You are helpful.\nToday is 2026-11-23.\nStay on topic.\nKnowledge cutoff: 2024-06-01."},
+            {
+                "role": "system",
+                "content": "You are helpful.\nToday is 2026-11-23.\nStay on topic.\nKnowledge cutoff: 2024-06-01.",
+            },
             {"role": "user", "content": "hi, it's 10:42:07 UTC here"},
         ],
     }
@@ -92,3 +97,26 @@ def test_single_request_reports_latent_breakers_by_pattern() -> None:
 def test_empty_stream_is_an_input_error() -> None:
     with pytest.raises(EmptyInputError):
         analyze([])
+
+
+def test_conversations_that_open_alike_are_not_rewrites() -> None:
+    system = {"role": "system", "content": "You are helpful."}
+
+    def conv(replies: list[str], question: str) -> dict:
+        msgs = [system]
+        for i, r in enumerate(replies):
+            msgs += [
+                {"role": "user", "content": "Hi" if i == 0 else f"follow-up {r}"},
+                {"role": "assistant", "content": r},
+            ]
+        return {"messages": [*msgs, {"role": "user", "content": question}]}
+
+    stream = [
+        conv(["Hello! How can I help?"], "Track order 1"),
+        conv(
+            ["Hey there, what do you need?", "Sure"], "Cancel order 2"
+        ),  # another user, also opened with "Hi"
+        conv(["Hello! How can I help?", "Done"], "Thanks"),
+    ]
+    report = analyze(stream)
+    assert [b for b in report.breakers if b.kind is BreakerKind.HISTORY_REWRITE] == []

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from tokenlean.layout import BreakerKind
 from tokenlean.layout.cli import register_cli
 from tokenlean.layout.testing import planted_stream
-from tokenlean.layout import BreakerKind
 
 
 def _run(argv: list[str]) -> int:

@@ -13,7 +13,12 @@ def test_hit_rate_over_provider_shapes() -> None:
     usages = [
         {"prompt_tokens": 2000, "completion_tokens": 10, "prompt_tokens_details": {"cached_tokens": 1536}},
         {"usage": {"prompt_tokens": 1000, "completion_tokens": 5}},  # a whole response body
-        {"input_tokens": 50, "output_tokens": 7, "cache_read_input_tokens": 900, "cache_creation_input_tokens": 50},
+        {
+            "input_tokens": 50,
+            "output_tokens": 7,
+            "cache_read_input_tokens": 900,
+            "cache_creation_input_tokens": 50,
+        },
         Usage(input_tokens=1000, output_tokens=1, cached_input_tokens=500),
     ]
     hr = realised_hit_rate(usages)
@@ -46,7 +51,11 @@ def test_llamacpp_log_lines(tmp_path) -> None:
         "Llama.generate: 5 prefix-match hit, remaining 3 prompt tokens to eval\n"  # unfinished call
     )
     calls, offset = read_llamacpp_prefix_reuse(log)
-    assert [(c.reused_tokens, c.evaluated_tokens, c.full_hit) for c in calls] == [(0, 202, False), (191, 11, False), (0, 0, True)]
+    assert [(c.reused_tokens, c.evaluated_tokens, c.full_hit) for c in calls] == [
+        (0, 202, False),
+        (191, 11, False),
+        (0, 0, True),
+    ]
     assert calls[2].cached_of(202) == 202 and calls[1].cached_of(100) == 100
     with log.open("a") as fh:
         fh.write("llama_perf_context_print: prompt eval time =  1.0 ms /     3 tokens (...)\n")
@@ -66,7 +75,11 @@ def test_real_llamacpp_server_reports_prefix_reuse(local_llm) -> None:
     for q in ("Where is my order?", "Can I return shoes?"):
         r = httpx.post(
             f"{local_llm.base_url}/chat/completions",
-            json={"model": local_llm.model, "max_tokens": 4, "messages": [{"role": "system", "content": system}, {"role": "user", "content": q}]},
+            json={
+                "model": local_llm.model,
+                "max_tokens": 4,
+                "messages": [{"role": "system", "content": system}, {"role": "user", "content": q}],
+            },
             timeout=120,
         )
         usages.append(r.json()["usage"])
@@ -80,5 +93,7 @@ def test_real_llamacpp_server_reports_prefix_reuse(local_llm) -> None:
     assert len(calls) == 2
     second = calls[1].cached_of(usages[1]["prompt_tokens"])
     assert second >= 100  # the shared system prompt was reused from the KV cache
-    hr = realised_hit_rate(usages, cached_tokens=[c.cached_of(u["prompt_tokens"]) for c, u in zip(calls, usages, strict=True)])
+    hr = realised_hit_rate(
+        usages, cached_tokens=[c.cached_of(u["prompt_tokens"]) for c, u in zip(calls, usages, strict=True)]
+    )
     assert hr.cached_tokens >= second and 0 < hr.rate < 1

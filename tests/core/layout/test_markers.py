@@ -9,17 +9,24 @@ from tokenlean.layout import anthropic_min_cacheable_tokens, plan_cache_markers,
 from tokenlean.layout.testing import planted_stream
 from tokenlean.tokens import count_tokens
 
-LONG = "\n".join(f"Rule {i}: answer politely and cite the policy section {i} when relevant." for i in range(150))
+LONG = "\n".join(
+    f"Rule {i}: answer politely and cite the policy section {i} when relevant." for i in range(150)
+)
 
 
 def _request(system: str = LONG, turns: int = 3, tools: bool = True) -> dict:
     msgs = [{"role": "system", "content": system}]
     for i in range(turns):
-        msgs += [{"role": "user", "content": f"question {i} " + "detail " * 200}, {"role": "assistant", "content": f"answer {i}"}]
+        msgs += [
+            {"role": "user", "content": f"question {i} " + "detail " * 200},
+            {"role": "assistant", "content": f"answer {i}"},
+        ]
     msgs.append({"role": "user", "content": "the new question"})
     body: dict = {"model": "claude-sonnet-4-5", "messages": msgs}
     if tools:
-        body["tools"] = [{"type": "function", "function": {"name": f"t{i}", "description": "x " * 400}} for i in range(3)]
+        body["tools"] = [
+            {"type": "function", "function": {"name": f"t{i}", "description": "x " * 400}} for i in range(3)
+        ]
     return body
 
 
@@ -76,7 +83,10 @@ def test_anthropic_no_marker_below_the_minimum_and_none_after_a_volatile_value()
     # the new turn now carries the clock: the conversation breakpoint ends the history
     assert fixed.breakpoints[-1].where == "history"
     # opus 4.5 needs 4096 tokens
-    assert plan_cache_markers(_request(turns=0, tools=False), "anthropic", model="claude-opus-4-5").breakpoints == ()
+    assert (
+        plan_cache_markers(_request(turns=0, tools=False), "anthropic", model="claude-opus-4-5").breakpoints
+        == ()
+    )
 
 
 def test_openai_prompt_cache_key_and_1024_minimum() -> None:
@@ -89,7 +99,9 @@ def test_openai_prompt_cache_key_and_1024_minimum() -> None:
     assert big.expected_cached_tokens <= big.stable_prefix_tokens
     small = plan_cache_markers(_request(system="hi", turns=0, tools=False), "openai")
     assert small.expected_cached_tokens == 0
-    assert small.apply(_request(system="hi", turns=0, tools=False)).params["prompt_cache_key"].startswith("tl-")
+    assert (
+        small.apply(_request(system="hi", turns=0, tools=False)).params["prompt_cache_key"].startswith("tl-")
+    )
 
 
 def test_vllm_block_aligned_and_unknown_provider() -> None:

@@ -16,7 +16,11 @@ from tokenlean.layout import BreakerKind, find_volatile
         ("at 10:42:07 UTC", BreakerKind.TIMESTAMP, "10:42:07 UTC"),
         ("Today is 2026-11-23.", BreakerKind.DATE, "2026-11-23"),
         ("Current date: Monday, November 23, 2026", BreakerKind.DATE, "Monday, November 23, 2026"),
-        ("session 9f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f open", BreakerKind.UUID, "9f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f"),
+        (
+            "session 9f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f open",
+            BreakerKind.UUID,
+            "9f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f",
+        ),
         ("id req_8f3a2b1c9d0e ok", BreakerKind.REQUEST_ID, "req_8f3a2b1c9d0e"),
         ("trace id: 4bf92f3577b34da6", BreakerKind.REQUEST_ID, "4bf92f3577b34da6"),
         ("nonce 0af7651916cd43dd8448eb21", BreakerKind.REQUEST_ID, "0af7651916cd43dd8448eb21"),

@@ -16,13 +16,19 @@ from tokenlean.types import Message, Request, ToolCall
 def _tool(name: str, **props: str) -> dict:
     return {
         "type": "function",
-        "function": {"name": name, "parameters": {"type": "object", "properties": {k: {"type": v} for k, v in props.items()}}},
+        "function": {
+            "name": name,
+            "parameters": {"type": "object", "properties": {k: {"type": v} for k, v in props.items()}},
+        },
     }
 
 
 def test_tools_get_sorted_keys_and_name_order() -> None:
     a = _tool("zeta", b="string", a="number")
-    b = {"function": {"parameters": {"properties": {}, "type": "object"}, "name": "alpha"}, "type": "function"}
+    b = {
+        "function": {"parameters": {"properties": {}, "type": "object"}, "name": "alpha"},
+        "type": "function",
+    }
     laid = reorder({"messages": [{"role": "user", "content": "hi"}], "tools": [a, b]}).request
     assert [t["function"]["name"] for t in laid.tools] == ["alpha", "zeta"]
     assert list(laid.tools[1]["function"]["parameters"]["properties"]) == ["a", "b"]
@@ -43,7 +49,9 @@ def test_volatile_system_lines_move_to_the_new_turn_verbatim() -> None:
     msgs = out.request.messages
     assert msgs[0].content == "You are a helper.\nBe brief."
     assert msgs[1].content == "first question" and msgs[2].content == "first answer"
-    assert msgs[3].content == "Current time: 2026-11-23T10:42:07Z\nrequest id: req_12ab34cd56ef\nsecond question"
+    assert (
+        msgs[3].content == "Current time: 2026-11-23T10:42:07Z\nrequest id: req_12ab34cd56ef\nsecond question"
+    )
     assert [m.kind for m in out.moves] == ["volatile_moved"]
     assert out.stable_prefix_tokens_after > out.stable_prefix_tokens_before
     # system_tail keeps the value in the system prompt, at its end
@@ -112,7 +120,12 @@ def test_verify_layout_rejects_broken_pairing() -> None:
 # -- property: reorder never changes pairing or history order --------------------------------------
 _text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
 _volatile = st.sampled_from(
-    ["Current time: 2026-11-23T10:42:07Z", "Session: 9f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f", "Today is 2026-11-23", "plain line"]
+    [
+        "Current time: 2026-11-23T10:42:07Z",
+        "Session: 9f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f",
+        "Today is 2026-11-23",
+        "plain line",
+    ]
 )
 
 
@@ -122,7 +135,7 @@ def _conversations(draw: st.DrawFn) -> Request:
     sys_lines = draw(st.lists(st.one_of(_text, _volatile), max_size=5))
     if sys_lines or draw(st.booleans()):
         msgs.append(Message("system", "\n".join(sys_lines)))
-    for k in range(draw(st.integers(0, 3))):  # few-shot examples, marked
+    for _k in range(draw(st.integers(0, 3))):  # few-shot examples, marked
         msgs.append(Message("user", draw(_text), name="example_user"))
         msgs.append(Message("assistant", draw(_text), name="example_assistant"))
     calls = 0
@@ -132,14 +145,22 @@ def _conversations(draw: st.DrawFn) -> Request:
             n = draw(st.integers(1, 3))
             ids = [f"call_{calls + i}" for i in range(n)]
             calls += n
-            tcs = tuple(ToolCall(i, draw(st.sampled_from(["a", "b"])), json.dumps({"x": draw(_text)})) for i in ids)
+            tcs = tuple(
+                ToolCall(i, draw(st.sampled_from(["a", "b"])), json.dumps({"x": draw(_text)})) for i in ids
+            )
             msgs.append(Message("assistant", draw(st.one_of(st.none(), _text)), tool_calls=tcs))
             for i in draw(st.permutations(ids)):
                 msgs.append(Message("tool", draw(_text), tool_call_id=i))
         msgs.append(Message("assistant", draw(_text)))
     if draw(st.booleans()):
         msgs.append(Message("user", draw(_text)))
-    tools = draw(st.lists(st.sampled_from([_tool("b", y="string", x="number"), _tool("a", q="string")]), max_size=2, unique_by=lambda t: t["function"]["name"]))
+    tools = draw(
+        st.lists(
+            st.sampled_from([_tool("b", y="string", x="number"), _tool("a", q="string")]),
+            max_size=2,
+            unique_by=lambda t: t["function"]["name"],
+        )
+    )
     return Request(msgs, tools=tuple(tools))
 
 
@@ -155,7 +176,9 @@ def _pairing(r: Request) -> list[tuple[str, int]]:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_conversations(), st.sampled_from(["new_turn", "system_tail"]), st.booleans())
-def test_reorder_never_changes_pairing_or_history_order(request: Request, placement: str, shuffle_examples: bool) -> None:
+def test_reorder_never_changes_pairing_or_history_order(
+    request: Request, placement: str, shuffle_examples: bool
+) -> None:
     layout = PromptLayout(volatile_placement=placement)  # type: ignore[arg-type]
     if shuffle_examples:  # a layout that re-orders the example groups too
         layout = PromptLayout.fit([request, request], volatile_placement=placement)  # type: ignore[arg-type]
@@ -181,3 +204,19 @@ def test_reorder_never_changes_pairing_or_history_order(request: Request, placem
     assert sorted(json.dumps(t, sort_keys=True) for t in request.tools) == sorted(
         json.dumps(t, sort_keys=True) for t in out.request.tools
     )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_conversations(), min_size=1, max_size=4))
+def test_analyze_handles_any_stream_and_locations_are_valid(requests: list[Request]) -> None:
+    from tokenlean.layout.canonical import message_text
+
+    report = analyze(requests)
+    assert 0 <= report.reused_prefix_tokens <= report.prompt_tokens
+    assert 0 <= report.common_prefix_tokens <= report.prompt_tokens
+    for b in report.breakers:
+        assert 0 <= b.request_index < len(requests)
+        if b.message_index is not None:
+            msgs = requests[b.request_index].messages
+            assert 0 <= b.message_index < len(msgs)
+            assert 0 <= b.char_offset <= len(message_text(msgs[b.message_index]))

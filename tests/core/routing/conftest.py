@@ -127,7 +127,7 @@ class StubServer:
                 with state.lock:
                     state.bodies.append(body)
                 stream = bool(body.get("stream"))
-                if mode == "fail503" or (mode == "flaky" and n == 1):
+                if mode == "fail503" or (mode == "flaky" and n == 1) or (mode == "secondfails" and n == 2):
                     self._send(503, b'{"error": "overloaded"}')
                 elif mode == "bad400":
                     self._send(400, b'{"error": "bad request"}')

@@ -34,7 +34,7 @@ from llama_index.core.instrumentation.events.llm import (
     LLMCompletionInProgressEvent,
     LLMCompletionStartEvent,
 )
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field
 
 from tokenlean.errors import TokenleanError
 from tokenlean.metering import Meter, UsageRecord, current_task_id, get_default_meter
@@ -96,9 +96,11 @@ class TokenleanEventHandler(BaseEventHandler):
 
     meter: Meter = Field(default_factory=get_default_meter, exclude=True)
     task_id: str | None = None
-    _pending: dict[str, _PendingCall] = PrivateAttr(default_factory=dict)
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _warned: set[str | None] = PrivateAttr(default_factory=set)
+    # Plain (excluded) fields rather than PrivateAttr: private attributes go through pydantic's
+    # __getattr__, which costs microseconds on every LLM event.
+    pending: dict[str, _PendingCall] = Field(default_factory=dict, exclude=True, repr=False)
+    lock: Any = Field(default_factory=threading.Lock, exclude=True, repr=False)
+    warned: set[str | None] = Field(default_factory=set, exclude=True, repr=False)
 
     @classmethod
     def class_name(cls) -> str:
@@ -107,7 +109,7 @@ class TokenleanEventHandler(BaseEventHandler):
     def handle(self, event: BaseEvent, **kwargs: Any) -> None:
         try:
             if isinstance(event, _PROGRESS):
-                pending = self._pending.get(_call_key(event))  # atomic get: no lock per chunk
+                pending = self.pending.get(_call_key(event))  # atomic get: no lock per chunk
                 if pending is not None and pending.first_token_at is None:
                     pending.first_token_at = time.time()
             elif isinstance(event, _START):
@@ -118,9 +120,9 @@ class TokenleanEventHandler(BaseEventHandler):
             log.exception("tokenlean: metering a LlamaIndex event failed (ignored)")
 
     def _warn_no_usage(self, model: str | None) -> None:
-        with self._lock:
-            first = model not in self._warned
-            self._warned.add(model)
+        with self.lock:
+            first = model not in self.warned
+            self.warned.add(model)
         if first:
             log.warning(
                 "tokenlean: calls to model %r report no token usage (streamed without a usage "
@@ -150,19 +152,19 @@ class TokenleanEventHandler(BaseEventHandler):
         )
         key = _call_key(event)
         outer = _IN_CALL.get()
-        with self._lock:
-            outer_call = self._pending.get(outer) if outer is not None else None
+        with self.lock:
+            outer_call = self.pending.get(outer) if outer is not None else None
             if outer_call is not None:  # nested in a call still in flight: the outer is a wrapper
                 outer_call.has_inner = True
                 pending.parent = outer
-            self._pending[key] = pending
+            self.pending[key] = pending
         _IN_CALL.set(key)
 
     def _end(self, event: LLMChatEndEvent | LLMCompletionEndEvent) -> UsageRecord | None:
         ended = time.time()
         key = _call_key(event)
-        with self._lock:
-            pending = self._pending.pop(key, None)
+        with self.lock:
+            pending = self.pending.pop(key, None)
         if pending is None:
             pending = _PendingCall(ended, self._task_for(event), None, None)
         if _IN_CALL.get() == key:

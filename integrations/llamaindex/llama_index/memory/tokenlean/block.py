@@ -35,9 +35,7 @@ def _to_core(m: ChatMessage, i: int) -> Message:
     role = m.role.value if isinstance(m.role, MessageRole) else str(m.role)
     if role not in _ROLES:
         role = "user"
-    text = m.content if isinstance(m.content, str) else "".join(
-        getattr(b, "text", "") for b in m.blocks
-    )
+    text = m.content if isinstance(m.content, str) else "".join(getattr(b, "text", "") for b in m.blocks)
     if role in ("tool", "function"):
         call_id = str(m.additional_kwargs.get("tool_call_id") or f"call-{i}")
         return Message(role=role, content=text or "", tool_call_id=call_id)
@@ -72,7 +70,9 @@ class TokenleanCompactedHistoryBlock(BaseMemoryBlock[list[ChatMessage]]):
     def messages(self) -> list[ChatMessage]:
         return list(self._messages)
 
-    async def _aget(self, messages: list[ChatMessage] | None = None, **block_kwargs: Any) -> list[ChatMessage]:
+    async def _aget(
+        self, messages: list[ChatMessage] | None = None, **block_kwargs: Any
+    ) -> list[ChatMessage]:
         if not self._messages:
             return []
         query = None
@@ -91,7 +91,11 @@ class TokenleanCompactedHistoryBlock(BaseMemoryBlock[list[ChatMessage]]):
             if new.text == old.text:
                 out.append(orig)
             else:
-                out.append(ChatMessage(role=orig.role, content=new.text, additional_kwargs=dict(orig.additional_kwargs)))
+                out.append(
+                    ChatMessage(
+                        role=orig.role, content=new.text, additional_kwargs=dict(orig.additional_kwargs)
+                    )
+                )
         return out
 
     async def _aput(self, messages: list[ChatMessage]) -> None:
@@ -101,7 +105,9 @@ class TokenleanCompactedHistoryBlock(BaseMemoryBlock[list[ChatMessage]]):
             del self._messages[:overflow]
             self._compactor.reset()  # the prefix changed: frozen decisions no longer line up
 
-    async def atruncate(self, content: list[ChatMessage], tokens_to_truncate: int) -> list[ChatMessage] | None:
+    async def atruncate(
+        self, content: list[ChatMessage], tokens_to_truncate: int
+    ) -> list[ChatMessage] | None:
         """Drop the oldest messages first (they are the least likely to matter)."""
         from tokenlean.tokens import count_tokens
 

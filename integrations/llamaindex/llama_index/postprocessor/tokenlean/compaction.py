@@ -84,7 +84,9 @@ class TokenleanCompactionPostprocessor(BaseNodePostprocessor):
     _compactor: Compactor = PrivateAttr()
     last_result: Compacted | None = None
 
-    def __init__(self, *, compactor: Compactor | None = None, embedder: Embedder | None = None, **data: Any) -> None:
+    def __init__(
+        self, *, compactor: Compactor | None = None, embedder: Embedder | None = None, **data: Any
+    ) -> None:
         super().__init__(**data)
         self._compactor = compactor or Compactor(
             ratio=self.ratio,

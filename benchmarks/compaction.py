@@ -1,0 +1,472 @@
+"""Compaction benchmark: answer retention at a token cut, side by side with the usual baselines.
+
+    python benchmarks/compaction.py [--data DIR] [--json OUT] [--ratio 0.9] [--quick]
+                                    [--qa FILE] [--split test] [--limit N] [--ratios 0.5,0.75,0.9,0.95]
+
+Metric (no LLM needed): **answer retention**, the share of questions whose gold answer string still
+occurs in the compacted context, at the achieved **reduction** (1 - tokens after / tokens before,
+over the whole set), plus **tokens_per_s** (context tokens in / seconds inside the method).
+
+Data: the NQ 20-document set (``compaction/nq_multidoc_dev.jsonl.gz``; lost-in-the-middle's
+layout, the LongLLMLingua setting) or any JSONL of ``{"context", "question", "answers"}`` given
+with ``--qa``. The NQ file is split in two halves: ``dev`` (first half, used to fit the scorer's
+weights with ``--fit``) and ``test`` (second half, the default, never used for fitting).
+
+Every method gets the same target cut ``--ratio`` (share of tokens removed):
+``tokenlean-lexical`` and ``tokenlean-embedding`` (this package), ``truncate-recent`` (keep the most
+recent tokens), ``langchain-trim_messages`` (one message per passage, ``strategy="last"``),
+``llamaindex-SentenceEmbeddingOptimizer`` (same MiniLM model, ``percentile_cutoff = 1 - ratio``,
+no context sentences) and ``random-drop`` (random units until the budget holds). Each embedding
+method has its own embedder instance, so no method profits from another's cache.
+
+Also measured: ``incremental`` (context tokens per second per call over a 30-call SWE-agent
+session with ``incremental=True`` and embeddings) and ``needles`` (a fact planted in an old
+observation of each SWE-agent trajectory must survive a 90% cut when the last turn asks for it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+NQ_FILE = Path("compaction") / "nq_multidoc_dev.jsonl.gz"
+TRACES = Path("agent_traces") / "swe-agent"
+
+Method = Callable[[str, str, float], str]
+
+
+# -- data ------------------------------------------------------------------------------------
+
+
+def load_jsonl(path: Path) -> list[dict[str, Any]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
+    with opener(path, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
+        for line in fh:
+            if line.strip():
+                row = json.loads(line)
+                if not {"context", "question", "answers"} <= row.keys():
+                    raise SystemExit(f"{path}: every line needs context, question and answers")
+                rows.append(row)
+    return rows
+
+
+def nq_split(rows: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
+    half = len(rows) // 2
+    return {"dev": rows[:half], "test": rows[half:], "all": rows}[split]
+
+
+def retained(text: str, answers: list[str]) -> bool:
+    return any(a and a in text for a in answers)
+
+
+# -- methods ---------------------------------------------------------------------------------
+
+
+def _budget(tokens: int, ratio: float) -> int:
+    return int(tokens * (1.0 - ratio))
+
+
+def make_tokenlean(mode: str, embedder: Any = None) -> Method:
+    from tokenlean.compaction import Compactor
+
+    compactors: dict[float, Compactor] = {}
+
+    def run(context: str, question: str, ratio: float) -> str:
+        comp = compactors.get(ratio)
+        if comp is None:
+            comp = compactors[ratio] = Compactor(ratio=ratio, mode=mode, embedder=embedder, marker=None)  # type: ignore[arg-type]
+        return comp.compact(context, query=question).text
+
+    return run
+
+
+def make_truncate() -> Method:
+    from tokenlean.tokens import count_tokens
+
+    def run(context: str, question: str, ratio: float) -> str:
+        budget = _budget(count_tokens(context), ratio)
+        lo, hi = 0, len(context)  # smallest start whose suffix fits
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if count_tokens(context[mid:]) <= budget:
+                hi = mid
+            else:
+                lo = mid + 1
+        return context[lo:]
+
+    return run
+
+
+def _passages(context: str) -> list[str]:
+    from tokenlean.compaction.segment import segment
+
+    out: list[str] = []
+    group = -1
+    for u in segment(context, clauses=False):
+        if u.group != group:
+            out.append("")
+            group = u.group
+        out[-1] += u.text
+    return out
+
+
+def make_trim_messages() -> Method:
+    from langchain_core.messages import HumanMessage, trim_messages
+
+    from tokenlean.tokens import count_tokens
+
+    def counter(msgs: list[Any]) -> int:
+        return sum(count_tokens(m.content) for m in msgs)
+
+    def run(context: str, question: str, ratio: float) -> str:
+        budget = _budget(count_tokens(context), ratio)
+        msgs = [HumanMessage(p) for p in _passages(context)]
+        kept = trim_messages(
+            msgs, max_tokens=budget, token_counter=counter, strategy="last", allow_partial=False
+        )
+        return "".join(m.content for m in kept)
+
+    return run
+
+
+def make_optimizer(embedder: Any) -> Method:
+    from llama_index.core.postprocessor import SentenceEmbeddingOptimizer
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+    from llama_index.postprocessor.tokenlean.compaction import TokenleanEmbedding
+
+    model = TokenleanEmbedding(embedder)
+
+    def run(context: str, question: str, ratio: float) -> str:
+        opt = SentenceEmbeddingOptimizer(
+            embed_model=model, percentile_cutoff=1.0 - ratio, context_before=0, context_after=0
+        )
+        nodes = [NodeWithScore(node=TextNode(text=context), score=1.0)]
+        try:
+            out = opt.postprocess_nodes(nodes, query_bundle=QueryBundle(question))
+        except ValueError:  # "Optimizer returned zero sentences."
+            return ""
+        return out[0].node.get_content()
+
+    return run
+
+
+def make_random(seed: int = 0) -> Method:
+    from tokenlean.compaction.segment import segment
+    from tokenlean.tokens import count_tokens
+
+    rng = random.Random(seed)
+
+    def run(context: str, question: str, ratio: float) -> str:
+        units = segment(context, clauses=True)
+        costs = [count_tokens(u.text) for u in units]
+        budget = _budget(sum(costs), ratio)
+        order = list(range(len(units)))
+        rng.shuffle(order)
+        keep, used = set(), 0
+        for i in order:
+            if used + costs[i] <= budget:
+                keep.add(i)
+                used += costs[i]
+        return "".join(u.text for i, u in enumerate(units) if i in keep)
+
+    return run
+
+
+# -- evaluation ------------------------------------------------------------------------------
+
+
+def evaluate(method: Method, rows: list[dict[str, Any]], ratio: float) -> dict[str, float]:
+    from tokenlean.tokens import count_tokens
+
+    before = after = hits = 0
+    elapsed = 0.0
+    # warm-up (model loads, tokenizer files) on text that shares nothing with the rows
+    method(
+        "Document [1](Title: Warm up) The warm-up passage is not part of the data. " * 4, "warm up?", ratio
+    )
+    for row in rows:
+        t0 = time.perf_counter()
+        out = method(row["context"], row["question"], ratio)
+        elapsed += time.perf_counter() - t0
+        before += count_tokens(row["context"])
+        after += count_tokens(out)
+        hits += retained(out, row["answers"])
+    return {
+        "reduction": round(1.0 - after / max(before, 1), 4),
+        "answer_retention": round(hits / max(len(rows), 1), 4),
+        "tokens_per_s": round(before / max(elapsed, 1e-9), 1),
+        "n": len(rows),
+    }
+
+
+def fit_weights(rows: list[dict[str, Any]], embedder: Any, iters: int = 2000) -> dict[str, float]:
+    """Logistic regression of 'this unit contains the answer' on the scorer's features (dev only)."""
+    import numpy as np
+
+    from tokenlean.compaction.scoring import features
+    from tokenlean.compaction.segment import segment
+    from tokenlean.tokens import get_counter
+
+    counter = get_counter(None)
+    xs, ys = [], []
+    names: tuple[str, ...] = ()
+    for row in rows:
+        units = segment(row["context"], clauses=True)
+        texts = [u.text for u in units]
+        f = features(
+            texts,
+            [u.group for u in units],
+            [u.kind for u in units],
+            row["question"],
+            token_counts=[counter.count(t) for t in texts],
+            embedder=embedder,
+            sentences=[u.sentence for u in units],
+        )
+        names = f.names
+        xs.append(f.matrix)
+        ys.append(np.array([retained(t, row["answers"]) for t in texts], dtype=np.float64))
+    x = np.concatenate(xs)
+    y = np.concatenate(ys)
+    w = np.zeros(x.shape[1])
+    b = 0.0
+    pos = max(y.mean(), 1e-6)
+    sw = np.where(y > 0, 0.5 / pos, 0.5 / (1 - pos))  # balance the rare positives
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-(x @ w + b)))
+        g = (sw * (p - y)) @ x / len(y) + 1e-3 * w
+        w -= 0.5 * g
+        b -= 0.5 * float((sw * (p - y)).mean())
+    return {n: round(float(v), 3) for n, v in zip(names, w, strict=True)}
+
+
+def _trajectories(data: Path) -> list[list[dict[str, Any]]]:
+    out = []
+    for path in sorted((data / TRACES).glob("*.traj")):
+        hist = json.loads(path.read_text()).get("history") or []
+        msgs = [
+            {"role": m["role"], "content": m["content"]}
+            for m in hist
+            if m.get("role") in ("system", "user", "assistant") and isinstance(m.get("content"), str)
+        ]
+        if len(msgs) >= 8:
+            out.append(msgs)
+    return out
+
+
+NEEDLES = (
+    (
+        "The staging server for this task is named bluefinch-17.",
+        "What is the staging server for this task named?",
+        "bluefinch-17",
+    ),
+    (
+        "Note: the rollback token issued by ops is QZ-48213.",
+        "Which rollback token did ops issue?",
+        "QZ-48213",
+    ),
+    (
+        "The on-call reviewer this week is Marguerite Okonkwo.",
+        "Who is the on-call reviewer this week?",
+        "Marguerite Okonkwo",
+    ),
+)
+
+
+def needle_retention(data: Path, mode: str, embedder: Any, ratio: float) -> dict[str, float]:
+    from tokenlean.compaction import Compactor
+
+    trajs = _trajectories(data)
+    hits = before = after = 0
+    for k, msgs in enumerate(trajs):
+        fact, question, answer = NEEDLES[k % len(NEEDLES)]
+        msgs = [dict(m) for m in msgs]
+        obs = [i for i, m in enumerate(msgs) if m["role"] == "user"][1:]  # observations
+        target = obs[len(obs) // 3] if obs else len(msgs) // 2
+        msgs[target]["content"] = msgs[target]["content"] + "\n" + fact
+        msgs.append({"role": "user", "content": question})
+        comp = Compactor(ratio=ratio, mode=mode, embedder=embedder)  # type: ignore[arg-type]
+        res = comp.compact(msgs)
+        res.verify()
+        before += res.tokens_before
+        after += res.tokens_after
+        hits += any(answer in m.text for m in res.messages[:-1])
+    return {
+        "needle_retention": round(hits / max(len(trajs), 1), 4),
+        "reduction": round(1.0 - after / max(before, 1), 4),
+        "n": len(trajs),
+    }
+
+
+def incremental_throughput(
+    data: Path, embedder: Any, calls: int = 30, ratio: float = 0.6
+) -> dict[str, float]:
+    """Context tokens per second per call over a growing session (the agent-loop workload)."""
+    from tokenlean.compaction import Compactor
+
+    trajs = sorted(_trajectories(data), key=len, reverse=True)
+    session = [m for t in trajs[:3] for m in t if m["role"] != "system"]
+    session = [trajs[0][0], *session]
+    comp = Compactor(ratio=ratio, mode="embedding", embedder=embedder, incremental=True)
+    rates, total_tokens, total_time = [], 0, 0.0
+    step = max(1, (len(session) - 2) // calls)
+    for k in range(calls):
+        prefix = session[: 2 + (k + 1) * step]
+        if prefix[-1]["role"] != "user":
+            prefix = [*prefix, {"role": "user", "content": "Continue."}]
+        t0 = time.perf_counter()
+        res = comp.compact(prefix)
+        dt = time.perf_counter() - t0
+        rates.append(res.tokens_before / max(dt, 1e-9))
+        total_tokens += res.tokens_before
+        total_time += dt
+    return {
+        "calls": calls,
+        "context_tokens_last_call": res.tokens_before,
+        "tokens_per_s": round(total_tokens / max(total_time, 1e-9), 1),
+        "median_call_tokens_per_s": round(sorted(rates)[len(rates) // 2], 1),
+        "reduction_last_call": round(res.reduction, 4),
+    }
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="datasets folder (default ../shared/datasets)"
+    )
+    ap.add_argument("--json", type=Path, default=None, help="write results here")
+    ap.add_argument(
+        "--qa", type=Path, default=None, help="JSONL of {context, question, answers} instead of NQ"
+    )
+    ap.add_argument(
+        "--ratio", type=float, default=0.9, help="target cut: share of tokens removed (default 0.9)"
+    )
+    ap.add_argument("--ratios", default=None, help="extra cuts for retention only, e.g. 0.5,0.75,0.95")
+    ap.add_argument("--split", choices=("dev", "test", "all"), default="test")
+    ap.add_argument("--limit", type=int, default=None, help="first N examples of the split")
+    ap.add_argument("--quick", action="store_true", help="20 examples, no extras (for tests)")
+    ap.add_argument("--methods", default=None, help="comma-separated subset of methods")
+    ap.add_argument("--fit", action="store_true", help="fit scorer weights on the dev split and print them")
+    ap.add_argument("--no-extras", action="store_true", help="skip the needle and incremental measurements")
+    args = ap.parse_args(argv)
+
+    if not 0.0 <= args.ratio < 1.0:
+        ap.error("--ratio must be in [0, 1)")
+    if args.qa is not None:
+        if not args.qa.exists():
+            ap.error(f"--qa file not found: {args.qa}")
+        rows = load_jsonl(args.qa)
+        source = str(args.qa)
+    else:
+        nq = args.data / NQ_FILE
+        if not nq.exists():
+            print(
+                f"dataset not found: {nq}\npass --data DIR (the folder holding compaction/ and agent_traces/) or --qa FILE",
+                file=sys.stderr,
+            )
+            return 2
+        rows = nq_split(load_jsonl(nq), "dev" if args.fit else args.split)
+        source = f"{nq} [{'dev' if args.fit else args.split}]"
+    limit = 20 if args.quick and args.limit is None else args.limit
+    if limit is not None:
+        rows = rows[:limit]
+
+    from tokenlean.embeddings import SentenceTransformerEmbedder
+
+    if args.fit:
+        weights = fit_weights(rows, SentenceTransformerEmbedder(cache_size=200_000))
+        print(json.dumps(weights, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps({"weights": weights, "n": len(rows)}, indent=2))
+        return 0
+
+    def embedder() -> Any:
+        return SentenceTransformerEmbedder(cache_size=200_000)
+
+    builders: dict[str, Callable[[], Method]] = {
+        "tokenlean-lexical": lambda: make_tokenlean("lexical"),
+        "tokenlean-embedding": lambda: make_tokenlean("embedding", embedder()),
+        "truncate-recent": make_truncate,
+        "langchain-trim_messages": make_trim_messages,
+        "llamaindex-SentenceEmbeddingOptimizer": lambda: make_optimizer(embedder()),
+        "random-drop": make_random,
+    }
+    wanted = args.methods.split(",") if args.methods else list(builders)
+    ratios = [args.ratio]
+    if args.ratios:
+        ratios += [float(r) for r in args.ratios.split(",") if float(r) != args.ratio]
+    results: dict[str, Any] = {
+        "methods": {},
+        "by_ratio": {},
+        "source": source,
+        "n": len(rows),
+        "ratio": args.ratio,
+    }
+    for name in wanted:
+        if name not in builders:
+            ap.error(f"unknown method {name!r}; choose from {', '.join(builders)}")
+        method = builders[name]()
+        for r in ratios:
+            res = evaluate(method, rows, r)
+            results["by_ratio"].setdefault(str(r), {})[name] = res
+            if r == args.ratio:
+                results["methods"][name] = res
+            print(f"{name:40s} ratio={r:.2f} {res}", file=sys.stderr, flush=True)
+
+    if not (args.quick or args.no_extras or args.qa):
+        emb = embedder()
+        results["needles"] = {
+            "tokenlean-lexical": needle_retention(args.data, "lexical", None, args.ratio),
+            "tokenlean-embedding": needle_retention(args.data, "embedding", emb, args.ratio),
+        }
+        results["incremental"] = incremental_throughput(args.data, emb)
+
+    _print_table(results, ratios)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def _print_table(results: dict[str, Any], ratios: list[float]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"compaction: answer retention on {results['source']} (n={results['n']})")
+    table.add_column("method")
+    for r in ratios:
+        table.add_column(f"cut {r:.0%}: retention / reduction", justify="right")
+    table.add_column(f"tok/s @ {ratios[0]:.0%}", justify="right")
+    for name, res in results["methods"].items():
+        cells = []
+        for r in ratios:
+            x = results["by_ratio"][str(r)][name]
+            cells.append(f"{x['answer_retention']:.1%} / {x['reduction']:.1%}")
+        table.add_row(name, *cells, f"{res['tokens_per_s']:,.0f}")
+    console = Console()
+    console.print(table)
+    if "needles" in results:
+        console.print(f"needles (SWE-agent, planted facts): {results['needles']}")
+    if "incremental" in results:
+        console.print(f"incremental embedding session: {results['incremental']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""Redis Stack backend: entries as hashes, HNSW vector search with ``FT.CREATE``/``FT.SEARCH``.
+
+Many application processes and machines share one cache this way; TTL is Redis' own ``EXPIRE``.
+Uses redis-py directly (no redisvl dependency): the index is one ``FT.CREATE`` and a lookup one
+``FT.SEARCH`` with a KNN clause restricted to the scope namespace tag.
+
+A cache must never make the application slower or break it: sockets time out after 250 ms, redis-py's
+retries are off, and after a failure the backend stays "open circuit" for ``retry_interval`` seconds
+(every call fails fast with ``CacheBackendError`` without touching the network, and
+``SemanticCache`` turns that into a logged pass-through). The first call after the interval tries
+again, so the cache comes back by itself when Redis does; the search index is re-created if the
+server came back empty.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+
+from tokenlean.cache.store import CacheEntry
+from tokenlean.errors import CacheBackendError, ConfigError, MissingDependencyError
+
+__all__ = ["RedisBackend"]
+
+logger = logging.getLogger("tokenlean.cache.redis")
+
+_FIELDS = ("ns", "key", "query", "payload", "chunks", "vec", "created_at", "expires_at", "hits", "last_access", "min_score")
+
+
+def _search_rows(raw: Any) -> list[tuple[str, dict[bytes, bytes]]]:
+    """``(key, fields)`` rows of an ``FT.SEARCH`` reply, in RESP2 (flat list) or RESP3 (map) shape."""
+    rows: list[tuple[str, dict[bytes, bytes]]] = []
+    if isinstance(raw, dict):
+        for item in raw.get(b"results", raw.get("results", [])):
+            attrs = item.get(b"extra_attributes") or item.get("extra_attributes") or {}
+            key = item.get(b"id") or item.get("id")
+            rows.append((key.decode() if isinstance(key, bytes) else str(key), dict(attrs)))
+        return rows
+    for i in range(1, len(raw), 2):
+        fields = raw[i + 1]
+        rows.append((raw[i].decode(), {fields[j]: fields[j + 1] for j in range(0, len(fields), 2)}))
+    return rows
+
+
+class RedisBackend:
+    """``CacheBackend`` on Redis Stack (RediSearch vector index, HNSW, cosine)."""
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379",
+        *,
+        prefix: str = "tokenlean:cache:",
+        socket_timeout: float = 0.25,
+        retry_interval: float = 1.0,
+        hnsw_m: int = 16,
+        ef_construction: int = 200,
+        ef_runtime: int = 20,
+        client: Any = None,
+    ) -> None:
+        if not prefix or any(c in prefix for c in " {}"):
+            raise ConfigError("prefix must be non-empty without spaces or braces")
+        try:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+        except ImportError as exc:
+            raise MissingDependencyError("redis", extra="redis") from exc
+        self._redis = redis
+        self.url = url
+        self.prefix = prefix
+        self.index_name = f"{prefix}idx"
+        self.retry_interval = retry_interval
+        self.hnsw = (hnsw_m, ef_construction, ef_runtime)
+        self.client = client or redis.Redis.from_url(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
+            health_check_interval=0,
+        )
+        self._dim: int | None = None
+        self._index_ready = False
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one Redis operation with the circuit breaker; map failures to CacheBackendError."""
+        if time.monotonic() < self._down_until:
+            raise CacheBackendError(f"Redis at {self.url} is unavailable (retrying after a pause)")
+        try:
+            return fn(*args, **kwargs)
+        except (self._redis.ConnectionError, self._redis.TimeoutError, OSError) as exc:
+            self._down_until = time.monotonic() + self.retry_interval
+            self._index_ready = False  # the server may come back empty
+            raise CacheBackendError(f"Redis at {self.url} failed: {exc}") from exc
+        except self._redis.ResponseError as exc:
+            if "no such index" in str(exc).lower() or "unknown index" in str(exc).lower():
+                self._index_ready = False
+            raise CacheBackendError(f"Redis error: {exc}") from exc
+
+    def _ekey(self, entry_id: str) -> str:
+        return f"{self.prefix}e:{entry_id}"
+
+    def _xkey(self, namespace: str, key: str) -> str:
+        return f"{self.prefix}x:{namespace}:{key}"
+
+    @property
+    def _lru(self) -> str:
+        return f"{self.prefix}lru"
+
+    def _ensure_index(self, dim: int) -> None:
+        if self._index_ready and self._dim == dim:
+            return
+        with self._lock:
+            try:
+                self._call(self.client.execute_command, "FT.INFO", self.index_name)
+            except CacheBackendError:
+                if time.monotonic() < self._down_until:
+                    raise
+                m, efc, efr = self.hnsw
+                try:
+                    self._call(
+                        self.client.execute_command,
+                        "FT.CREATE", self.index_name, "ON", "HASH", "PREFIX", "1", f"{self.prefix}e:",
+                        "SCHEMA", "ns", "TAG", "key", "TAG",
+                        "vec", "VECTOR", "HNSW", "12", "TYPE", "FLOAT32", "DIM", str(dim),
+                        "DISTANCE_METRIC", "COSINE", "M", str(m), "EF_CONSTRUCTION", str(efc), "EF_RUNTIME", str(efr),
+                    )  # fmt: skip
+                except CacheBackendError as exc:
+                    if "already exists" not in str(exc).lower():
+                        raise
+            self._dim = dim
+            self._index_ready = True
+
+    def _entry(self, entry_id: str, data: dict[bytes, bytes]) -> CacheEntry | None:
+        if not data or b"payload" not in data:
+            return None
+
+        def s(k: str) -> str | None:
+            v = data.get(k.encode())
+            return None if v is None else v.decode("utf-8", "surrogatepass")
+
+        vec = data.get(b"vec")
+        chunks = s("chunks")
+        exp = s("expires_at")
+        return CacheEntry(
+            id=entry_id,  # type: ignore[arg-type]
+            namespace=s("ns") or "",
+            key=s("key") or "",
+            query=s("query") or "",
+            payload=json.loads(s("payload") or "null"),
+            chunks=json.loads(chunks) if chunks else None,
+            embedding=np.frombuffer(vec, dtype=np.float32).copy() if vec else None,
+            created_at=float(s("created_at") or 0),
+            expires_at=float(exp) if exp else None,
+            hits=int(s("hits") or 0),
+            last_access=float(s("last_access") or 0),
+            min_score=float(s("min_score") or 0),
+        )
+
+    # -- CacheBackend --------------------------------------------------------------------------
+    def get_exact(self, namespace: str, key: str) -> CacheEntry | None:
+        entry_id = self._call(self.client.get, self._xkey(namespace, key))
+        if entry_id is None:
+            return None
+        eid = entry_id.decode()
+        entry = self._entry(eid, self._call(self.client.hgetall, self._ekey(eid)))
+        if entry is None or entry.namespace != namespace:
+            return None
+        return entry
+
+    def search(self, namespace: str, vector: np.ndarray, k: int) -> list[tuple[CacheEntry, float]]:
+        vec = np.asarray(vector, dtype=np.float32).reshape(-1)
+        self._ensure_index(len(vec))
+        query = f"(@ns:{{{namespace}}})=>[KNN {int(k)} @vec $v AS dist]"
+        raw = self._call(
+            self.client.execute_command,
+            "FT.SEARCH", self.index_name, query, "PARAMS", "2", "v", vec.tobytes(),
+            "SORTBY", "dist", "LIMIT", "0", str(int(k)), "DIALECT", "2",
+        )  # fmt: skip
+        out: list[tuple[CacheEntry, float]] = []
+        for key, data in _search_rows(raw):
+            dist = float(data.pop(b"dist", b"1"))
+            entry = self._entry(key[len(self.prefix) + 2 :], data)
+            if entry is None or entry.namespace != namespace:
+                continue  # defence in depth: never serve another scope's entry
+            out.append((entry, 1.0 - dist))
+        return out
+
+    def put(self, entry: CacheEntry, ttl: float | None) -> CacheEntry:
+        entry_id = uuid.uuid4().hex
+        if ttl is not None:
+            entry.expires_at = entry.created_at + ttl
+        mapping: dict[str, Any] = {
+            "ns": entry.namespace,
+            "key": entry.key,
+            "query": entry.query,
+            "payload": json.dumps(entry.payload, ensure_ascii=False),
+            "created_at": entry.created_at,
+            "last_access": entry.last_access,
+            "hits": entry.hits,
+            "min_score": entry.min_score,
+        }
+        if entry.chunks is not None:
+            mapping["chunks"] = json.dumps(entry.chunks, ensure_ascii=False)
+        if entry.expires_at is not None:
+            mapping["expires_at"] = entry.expires_at
+        if entry.embedding is not None:
+            vec = np.asarray(entry.embedding, dtype=np.float32).reshape(-1)
+            self._ensure_index(len(vec))
+            mapping["vec"] = vec.tobytes()
+        ms = None if ttl is None else max(1, int(ttl * 1000))
+
+        def write() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            old = self._xkey(entry.namespace, entry.key)
+            pipe.hset(self._ekey(entry_id), mapping=mapping)
+            if ms is not None:
+                pipe.pexpire(self._ekey(entry_id), ms)
+            pipe.set(old, entry_id, px=ms)
+            pipe.zadd(self._lru, {entry_id: entry.last_access})
+            pipe.execute()
+
+        previous = self._call(self.client.get, self._xkey(entry.namespace, entry.key))
+        self._call(write)
+        if previous is not None and previous.decode() != entry_id:
+            self._call(self.client.delete, self._ekey(previous.decode()))
+            self._call(self.client.zrem, self._lru, previous)
+        entry.id = entry_id  # type: ignore[assignment]
+        return entry
+
+    def touch(self, entry: CacheEntry) -> None:
+        if entry.id is None:
+            return
+        now = time.time()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hincrby(self._ekey(str(entry.id)), "hits", 1)
+        pipe.hset(self._ekey(str(entry.id)), "last_access", now)
+        pipe.zadd(self._lru, {str(entry.id): now}, xx=True)
+        self._call(pipe.execute)
+
+    def set_min_score(self, entry: CacheEntry, value: float) -> None:
+        if entry.id is not None:
+            self._call(self.client.hset, self._ekey(str(entry.id)), "min_score", float(value))
+            entry.min_score = value
+
+    def delete(self, entry: CacheEntry) -> None:
+        if entry.id is None:
+            return
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(self._ekey(str(entry.id)))
+        pipe.zrem(self._lru, str(entry.id))
+        self._call(pipe.execute)
+        current = self._call(self.client.get, self._xkey(entry.namespace, entry.key))
+        if current is not None and current.decode() == str(entry.id):
+            self._call(self.client.delete, self._xkey(entry.namespace, entry.key))
+
+    def enforce(self, max_entries: int | None, policy: str) -> int:
+        """TTL is native; the entry cap is kept with a sorted set of last access times (LRU).
+
+        LFU is approximated by LRU on Redis (Redis' own ``maxmemory-policy allkeys-lfu`` is the
+        better tool for memory-bounded LFU).
+        """
+        if max_entries is None:
+            return 0
+        over = int(self._call(self.client.zcard, self._lru)) - max_entries
+        if over <= 0:
+            return 0
+        victims = self._call(self.client.zpopmin, self._lru, over)
+        for member, _ in victims:
+            eid = member.decode()
+            ns, key = self._call(self.client.hmget, self._ekey(eid), "ns", "key")
+            self._call(self.client.delete, self._ekey(eid))
+            if ns is not None and key is not None:
+                xkey = self._xkey(ns.decode(), key.decode())
+                if self._call(self.client.get, xkey) == member:
+                    self._call(self.client.delete, xkey)
+        return len(victims)
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"backend": "redis", "url": self.url, "entries": int(self._call(self.client.zcard, self._lru))}
+        try:
+            info = self._call(self.client.execute_command, "FT.INFO", self.index_name)
+            pairs = info if isinstance(info, dict) else dict(zip(info[0::2], info[1::2], strict=False))
+            out["indexed"] = int(pairs.get(b"num_docs", 0))
+        except CacheBackendError:
+            out["indexed"] = 0
+        out["used_memory"] = int(self._call(self.client.info, "memory").get("used_memory", 0))
+        return out
+
+    def clear(self) -> None:
+        """Delete this prefix's entries and index (other prefixes on the server are untouched)."""
+        try:
+            self._call(self.client.execute_command, "FT.DROPINDEX", self.index_name, "DD")
+        except CacheBackendError as exc:
+            if "unknown index" not in str(exc).lower() and "no such index" not in str(exc).lower():
+                raise
+        for key in self._call(lambda: list(self.client.scan_iter(match=f"{self.prefix}*", count=1000))):
+            self._call(self.client.delete, key)
+        self._index_ready = False
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # closing a dead connection must not raise
+            logger.debug("error closing Redis client", exc_info=True)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._call(self.client.ping))
+        except CacheBackendError:
+            return False

@@ -1,0 +1,53 @@
+"""benchmarks/overhead.py runs end to end (--quick) against the real local model and writes its JSON.
+
+Only the shape and sanity of the numbers are checked here; the performance targets are the
+benchmark's business (a timed assertion on a shared CI machine would be flaky, not informative).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.mark.integration
+def test_overhead_benchmark_quick(local_llm: Any, tmp_path: Path) -> None:
+    pytest.importorskip("langchain_openai")
+    pytest.importorskip("llama_index.llms.openai_like")
+    out = tmp_path / "overhead.json"
+    env = {
+        **os.environ,
+        "TOKENLEAN_BASE_URL": local_llm.base_url,
+        "TOKENLEAN_MODEL": local_llm.model,
+        "OMP_NUM_THREADS": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "overhead.py"), "--quick", "--json", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Metering overhead per LLM call" in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "overhead" and data["quick"] is True
+    for adapter in ("langchain", "llamaindex"):
+        fake = data["in_process"][adapter]
+        assert 0 < fake["bare_us"] < fake["metered_us"]
+        assert fake["overhead_us"] == pytest.approx(fake["metered_us"] - fake["bare_us"])
+        rel = data["local_model"][adapter]
+        assert rel["bare_call_ms_median"] > 0
+        assert rel["overhead_ratio"] == pytest.approx(
+            fake["overhead_us"] / (rel["bare_call_ms_median"] * 1000)
+        )
+    assert data["local_model"]["model"] == local_llm.model
+    assert set(data["pass"]) >= {"langchain_under_50us", "langchain_under_1pct_of_local_call"}

@@ -1,0 +1,127 @@
+"""Quality policies: rules, semantic routes (real embedder), learned routers, calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tokenlean.errors import ConfigError, EmptyInputError
+from tokenlean.routing import (
+    KNNScorer,
+    LearnedRouter,
+    LogisticScorer,
+    MatrixFactorizationScorer,
+    OutputControl,
+    Rule,
+    RulesPolicy,
+    SemanticRoute,
+    SemanticRouter,
+    calibrate_threshold,
+    share_for_budget,
+)
+from tokenlean.types import Message, Request
+
+TOOLS = ({"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}},)
+
+
+def _r(text: str, **md: object) -> Request:
+    return Request([Message("user", text)], metadata=md)
+
+
+def test_rules_first_match_with_reason_and_output_control() -> None:
+    short = OutputControl(max_tokens=64, stop=("\n\n",), instruction="Answer in one sentence.")
+    policy = RulesPolicy(
+        [
+            Rule("strong", has_tools=True, name="tools"),
+            Rule("strong", tags=("legal",)),
+            Rule("weak", task_type="classify", output=short),
+            Rule("strong", min_tokens=200),
+        ]
+    )
+    d = policy.decide(Request([Message("user", "hi")], tools=TOOLS))
+    assert d is not None and d.target == "strong" and d.reason == "tools: tools present"
+    d = policy.decide(_r("hi", tags=["legal", "eu"]))
+    assert d is not None and d.target == "strong" and "legal" in d.reason
+    d = policy.decide(_r("is this spam?", task_type="classify"))
+    assert d is not None and d.target == "weak" and d.output is short
+    d = policy.decide(_r("word " * 300))
+    assert d is not None and d.target == "strong" and "prompt tokens" in d.reason
+    assert policy.decide(_r("short")) is None
+
+
+def test_output_control_applies_and_records() -> None:
+    oc = OutputControl(max_tokens=50, stop=("END",), instruction="Be brief.")
+    req = Request([Message("user", "q")], params={"max_tokens": 500, "stop": "STOP"})
+    out = oc.apply(req)
+    assert out.params["max_tokens"] == 50 and out.params["stop"] == ["STOP", "END"]
+    assert out.messages[-1] == Message("system", "Be brief.")
+    assert req.params["max_tokens"] == 500  # the caller's request is untouched
+    assert OutputControl(max_tokens=900).apply(req).params["max_tokens"] == 500  # never raises a cap
+    assert oc.to_dict() == {"max_tokens": 50, "stop": ["END"], "instruction": "Be brief."}
+
+
+def test_calibration_helpers() -> None:
+    s = np.linspace(0, 1, 101)
+    thr = calibrate_threshold(s, 0.3)
+    assert np.mean(s >= thr) == pytest.approx(0.3, abs=0.011)
+    assert np.mean(s >= calibrate_threshold(s, 0.0)) == 0.0
+    assert np.mean(s >= calibrate_threshold(s, 1.0)) == 1.0
+    assert share_for_budget(3.0, 1.0, 11.0) == pytest.approx(0.2)
+    assert share_for_budget(100, 1, 11) == 1.0 and share_for_budget(0.5, 1, 11) == 0.0
+    with pytest.raises(ConfigError):
+        calibrate_threshold(s, 1.5)
+    with pytest.raises(EmptyInputError):
+        calibrate_threshold([], 0.5)
+    with pytest.raises(ConfigError):
+        share_for_budget(1, 2, 1)
+
+
+@pytest.mark.parametrize("scorer", [LogisticScorer(), KNNScorer(k=5), MatrixFactorizationScorer(dim=4, epochs=200)])
+def test_scorers_learn_a_separable_signal(scorer) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 8))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y = (x[:, 0] > 0).astype(float)
+    p = scorer.fit(x[:300], y[:300]).predict(x[300:])
+    acc = np.mean((p > np.median(p)) == (y[300:] > 0.5))
+    assert acc > 0.8
+
+
+@pytest.mark.integration
+def test_semantic_routes_with_fitted_thresholds(embedder) -> None:
+    router = SemanticRouter(
+        [
+            SemanticRoute("code", "strong", ("write a python function", "fix this bug in my code", "refactor this class", "why does my program crash")),
+            SemanticRoute("chitchat", "weak", ("hello there", "how are you today", "thanks a lot", "good morning")),
+        ],
+        embedder=embedder,
+    ).fit()
+    assert set(router.thresholds) == {"code", "chitchat"}
+    d = router.decide(_r("can you debug my python script, it throws an exception"))
+    assert d is not None and d.target == "strong" and "code" in d.reason and d.score is not None
+    d = router.decide(_r("hi, how's it going?"))
+    assert d is not None and d.target == "weak"
+    assert router.decide(_r("the mitochondria is the powerhouse of the cell")) is None
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["logistic", "knn", "mf"])
+def test_learned_router_from_outcomes(embedder, kind) -> None:
+    hard = [f"Prove that the sum of the first {n} odd numbers is a perfect square, step by step." for n in range(3, 23)]
+    hard += [f"Solve the differential equation y'' + {n}y = 0 and explain each step." for n in range(2, 22)]
+    easy = [f"What colour is a {w}?" for w in ("banana", "tomato", "lemon", "cherry", "grass", "sky", "snow", "coal", "orange", "lime")]
+    easy += [f"Say hello to {n}." for n in ("Ann", "Bob", "Cem", "Dora", "Eve", "Fay", "Gus", "Hal", "Ida", "Jo")]
+    prompts = hard + easy
+    strong = [1.0] * len(prompts)
+    weak = [0.0] * len(hard) + [1.0] * len(easy)
+    r = LearnedRouter("gpt-big", "local-small", scorer=kind, embedder=embedder).fit(prompts, strong, weak)
+    scores = r.score(["Prove that the square root of 2 is irrational, step by step.", "What colour is a strawberry?"])
+    assert scores[0] > scores[1]
+    thr = r.calibrate(prompts, strong_share=0.7)  # two thirds are hard: all of them go strong
+    assert thr == r.threshold
+    d = r.decide(_r("Solve the differential equation y'' + 40y = 0 and explain each step."))
+    assert d is not None and d.target == "gpt-big" and "P(strong wins)" in d.reason
+    d = r.decide(_r("Say hello to Kim."))
+    assert d is not None and d.target == "local-small"
+    thr_budget = r.calibrate(prompts, budget=2.0, weak_cost=1.0, strong_cost=11.0)
+    assert np.mean(r.score(prompts) >= thr_budget) == pytest.approx(0.1, abs=0.05)

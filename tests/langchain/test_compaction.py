@@ -1,0 +1,129 @@
+"""LangChain adapter: a real agent (create_agent + ChatOpenAI on the local llama.cpp server) with
+TokenleanCompaction on; compact_messages in both modes; the expand_omitted tool."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+
+from langchain_tokenlean.compaction import TokenleanCompaction, compact_messages, expand_omitted_tool
+from tokenlean.compaction import Compactor
+
+LOG = "\n".join(
+    f"2024-05-01 12:00:{i:02d} INFO worker-{i} finished job {i * 7} in {i + 3} ms; queue depth {40 - i}"
+    for i in range(40)
+)
+
+
+def _history() -> list:
+    return [
+        HumanMessage("Read the worker log and tell me which worker finished job 91.", id="h1"),
+        AIMessage("Reading the log.", tool_calls=[{"id": "call_1", "name": "read_log", "args": {"name": "workers"}}], id="a1"),
+        ToolMessage(LOG, tool_call_id="call_1", name="read_log", id="t1"),
+        AIMessage("The log lists forty workers; job 91 was finished by worker-13.", id="a2"),
+        HumanMessage("Thanks. Which worker finished job 91, and how long did it take?", id="h2"),
+    ]
+
+
+def test_compact_messages_dual_mode() -> None:
+    msgs = _history()
+    out = compact_messages(msgs, ratio=0.7, keep_last_turns=1, mode="lexical")
+    assert len(out) == len(msgs)
+    assert out[0] is msgs[0] and out[-1] is msgs[-1]
+    assert len(out[2].content) < len(LOG) and "worker-13 finished job 91" in out[2].content
+    assert out[2].tool_call_id == "call_1" and out[2].id == "t1"
+    assert out[1].tool_calls == msgs[1].tool_calls  # the call stays paired with its result
+    runnable = compact_messages(ratio=0.7, keep_last_turns=1, mode="lexical")
+    assert runnable.invoke(msgs)[2].content == out[2].content
+
+
+def test_expand_tool_returns_omitted_text() -> None:
+    comp = Compactor(ratio=0.8, keep_last_turns=1, mode="lexical")
+    out = compact_messages(_history(), compactor=comp)
+    marker_text = out[2].content
+    assert "om-" in marker_text
+    handle = marker_text[marker_text.index("om-") : marker_text.index("om-") + 13]
+    tool = expand_omitted_tool(comp)
+    restored = tool.invoke({"handle": handle})
+    assert restored and restored in LOG
+    assert tool.invoke({"handle": "om-ffffffffff"}).startswith("error:")
+
+
+def test_bad_messages_pass_through() -> None:
+    odd = [ToolMessage("orphan result", tool_call_id="")]  # no id: tokenlean refuses, chain survives
+    assert compact_messages(odd, ratio=0.5)[0].content == "orphan result"
+
+
+@pytest.mark.integration
+def test_real_agent_sees_compacted_history_and_state_keeps_everything(local_llm) -> None:
+    from langchain.agents import create_agent
+    from langchain.agents.middleware.types import AgentMiddleware
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+
+    seen: list[list] = []
+
+    class Recorder(AgentMiddleware):
+        def wrap_model_call(self, request, handler):
+            seen.append(list(request.messages))
+            return handler(request)
+
+    @tool
+    def read_log(name: str) -> str:
+        """Read a log file by name."""
+        return LOG
+
+    model = ChatOpenAI(
+        base_url=local_llm.base_url,
+        api_key="not-needed",
+        model=local_llm.model,
+        temperature=0,
+        extra_body={"max_tokens": 16},
+        max_retries=0,
+        timeout=120,
+    )
+    compaction = TokenleanCompaction(ratio=0.7, keep_last_turns=1, mode="lexical", expose_expand_tool=True)
+    agent = create_agent(
+        model,
+        tools=[read_log],
+        system_prompt="You answer questions about logs briefly.",
+        middleware=[compaction, Recorder()],
+    )
+    history = _history()
+    state = agent.invoke({"messages": history})
+    assert seen, "the model was never called"
+    sent = seen[0]
+    sent_tool = next(m for m in sent if isinstance(m, ToolMessage))
+    assert len(sent_tool.content) < len(LOG) * 0.6  # the model saw a compacted observation
+    assert "worker-13" in sent_tool.content  # ...that still answers the question
+    assert compaction.last_result is not None and compaction.last_result.tokens_after < compaction.last_result.tokens_before
+    # the graph state keeps the full, original history
+    stored = state["messages"]
+    assert [m.content for m in stored[: len(history)]] == [m.content for m in history]
+    assert isinstance(stored[-1], AIMessage)
+    assert "expand_omitted" in {t.name for t in compaction.tools}
+
+
+@pytest.mark.integration
+async def test_real_agent_async_and_rewrite_history(local_llm) -> None:
+    from langchain.agents import create_agent
+    from langchain_openai import ChatOpenAI
+
+    model = ChatOpenAI(
+        base_url=local_llm.base_url,
+        api_key="not-needed",
+        model=local_llm.model,
+        temperature=0,
+        extra_body={"max_tokens": 16},
+        max_retries=0,
+        timeout=120,
+    )
+    compaction = TokenleanCompaction(ratio=0.7, keep_last_turns=1, mode="lexical", rewrite_history=True)
+    agent = create_agent(model, tools=[], middleware=[compaction])
+    history = [SystemMessage("Be brief."), *_history()]
+    state = await agent.ainvoke({"messages": history})
+    stored = state["messages"]
+    tool_msg = next(m for m in stored if isinstance(m, ToolMessage))
+    assert len(tool_msg.content) < len(LOG)  # stored history was rewritten in before_model
+    assert tool_msg.response_metadata.get("tokenlean_compacted") is True
+    assert stored[-2].content == history[-1].content

@@ -1,0 +1,66 @@
+"""LlamaIndex ``CachedLLM`` around a real OpenAILike LLM on the local llama.cpp server."""
+
+from __future__ import annotations
+
+import pytest
+from llama_index.core.llms import ChatMessage
+
+from llama_index.llms.tokenlean.cache import CachedLLM
+from tokenlean.cache import SemanticCache
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def llm(local_llm: object, embedder: object) -> CachedLLM:
+    from llama_index.llms.openai_like import OpenAILike
+
+    inner = OpenAILike(
+        model=local_llm.model,  # type: ignore[attr-defined]
+        api_base=local_llm.base_url,  # type: ignore[attr-defined]
+        api_key="local",
+        is_chat_model=True,
+        max_tokens=16,
+        temperature=0,
+        timeout=120,
+        max_retries=0,
+    )
+    return CachedLLM(inner, SemanticCache(embedder=embedder))
+
+
+def test_chat_and_stream_chat_served_from_cache(llm: CachedLLM) -> None:
+    msgs = [ChatMessage(role="system", content="Answer briefly."), ChatMessage(role="user", content="Name a fruit.")]
+    first = llm.chat(msgs)
+    assert first.additional_kwargs["tokenlean_cache"]["hit"] is False
+    second = llm.chat([msgs[0], ChatMessage(role="user", content="name a fruit")])
+    assert second.additional_kwargs["tokenlean_cache"]["hit"] is True
+    assert second.message.content == first.message.content
+    other_system = llm.chat([ChatMessage(role="system", content="Be verbose."), msgs[1]])
+    assert other_system.additional_kwargs["tokenlean_cache"]["hit"] is False
+    # streaming: a miss streams from the model and is stored with its chunks; a hit replays them
+    q = [ChatMessage(role="user", content="Name a color.")]
+    live = list(llm.stream_chat(q))
+    replay = list(llm.stream_chat(q))
+    assert llm.last_result is not None and llm.last_result.hit
+    assert [r.delta for r in replay] == [r.delta for r in live]
+    assert replay[-1].message.content == "".join(r.delta or "" for r in live)
+
+
+def test_complete_and_stream_complete(llm: CachedLLM) -> None:
+    first = llm.complete("The capital of France is")
+    second = llm.complete("The capital of France is")
+    assert second.additional_kwargs["tokenlean_cache"]["tier"] == "exact" and second.text == first.text
+    streamed = "".join(r.delta or "" for r in llm.stream_complete("The capital of France is"))
+    assert streamed == first.text
+
+
+async def test_async_chat_and_stream(llm: CachedLLM) -> None:
+    q = [ChatMessage(role="user", content="Name an animal.")]
+    first = await llm.achat(q)
+    second = await llm.achat(q)
+    assert second.additional_kwargs["tokenlean_cache"]["hit"] and second.message.content == first.message.content
+    chunks = [r.delta async for r in await llm.astream_chat(q)]
+    assert "".join(c or "" for c in chunks) == first.message.content
+    done = await llm.acomplete("One plus one is")
+    again = [r async for r in await llm.astream_complete("One plus one is")]
+    assert again[-1].text == done.text
