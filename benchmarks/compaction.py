@@ -214,7 +214,9 @@ def evaluate(method: Method, rows: list[dict[str, Any]], ratio: float) -> dict[s
     }
 
 
-def fit_weights(rows: list[dict[str, Any]], embedder: Any, iters: int = 2000) -> dict[str, float]:
+def fit_weights(
+    rows: list[dict[str, Any]], embedder: Any, iters: int = 1500, lexical: bool = False
+) -> dict[str, float]:
     """Logistic regression of 'this unit contains the answer' on the scorer's features (dev only)."""
     import numpy as np
 
@@ -234,7 +236,7 @@ def fit_weights(rows: list[dict[str, Any]], embedder: Any, iters: int = 2000) ->
             [u.kind for u in units],
             row["question"],
             token_counts=[counter.count(t) for t in texts],
-            embedder=embedder,
+            embedder=None if lexical else embedder,
             sentences=[u.sentence for u in units],
         )
         names = f.names
@@ -391,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     from tokenlean.embeddings import SentenceTransformerEmbedder
 
     if args.fit:
-        weights = fit_weights(rows, SentenceTransformerEmbedder(cache_size=200_000))
+        emb = SentenceTransformerEmbedder(cache_size=200_000)
+        weights = {"embedding": fit_weights(rows, emb), "lexical": fit_weights(rows, emb, lexical=True)}
         print(json.dumps(weights, indent=2))
         if args.json:
             args.json.write_text(json.dumps({"weights": weights, "n": len(rows)}, indent=2))

@@ -40,19 +40,32 @@ class ShowWhatTheModelSees(AgentMiddleware):
 
 
 def run(base_url: str, model_name: str) -> None:
-    model = ChatOpenAI(base_url=base_url, api_key="local", model=model_name, temperature=0,
-                       extra_body={"max_tokens": 32}, max_retries=0, timeout=120)
+    model = ChatOpenAI(
+        base_url=base_url,
+        api_key="local",
+        model=model_name,
+        temperature=0,
+        extra_body={"max_tokens": 32},
+        max_retries=0,
+        timeout=120,
+    )
     compaction = TokenleanCompaction(
         ratio=0.8,  # remove 80% of the compactable history
         keep_last_turns=1,  # the current turn is never touched
         mode="lexical",  # "auto" uses sentence-transformers when installed
         expose_expand_tool=True,  # the agent can fetch omitted text back by handle
     )
-    agent = create_agent(model, tools=[read_log], system_prompt="You are an SRE assistant. Answer briefly.",
-                         middleware=[compaction, ShowWhatTheModelSees()])
+    agent = create_agent(
+        model,
+        tools=[read_log],
+        system_prompt="You are an SRE assistant. Answer briefly.",
+        middleware=[compaction, ShowWhatTheModelSees()],
+    )
     history = [
         HumanMessage("Check the jobs log for failures."),
-        AIMessage("Reading the log.", tool_calls=[{"id": "c1", "name": "read_log", "args": {"name": "jobs"}}]),
+        AIMessage(
+            "Reading the log.", tool_calls=[{"id": "c1", "name": "read_log", "args": {"name": "jobs"}}]
+        ),
         ToolMessage(LOG, tool_call_id="c1", name="read_log"),
         AIMessage("One job failed; the rest are fine."),
         HumanMessage("Which job failed, with which error code, and where is the disk full?"),

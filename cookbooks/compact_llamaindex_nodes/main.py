@@ -12,7 +12,10 @@ from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.node_parser import SentenceSplitter
 from llama_index.llms.openai_like import OpenAILike
 
-from llama_index.postprocessor.tokenlean.compaction import TokenleanCompactionPostprocessor, TokenleanEmbedding
+from llama_index.postprocessor.tokenlean.compaction import (
+    TokenleanCompactionPostprocessor,
+    TokenleanEmbedding,
+)
 
 DOCS = [
     "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named "
@@ -31,10 +34,18 @@ DOCS = [
 def run(base_url: str, model: str) -> None:
     embed_model = TokenleanEmbedding()  # all-MiniLM-L6-v2, shared with every tokenlean lever
     splitter = SentenceSplitter(chunk_size=64, chunk_overlap=16)  # overlapping chunks, as usual
-    index = VectorStoreIndex.from_documents([Document(text=d) for d in DOCS], embed_model=embed_model,
-                                            transformations=[splitter])
-    llm = OpenAILike(model=model, api_base=base_url, api_key="local", is_chat_model=True, max_tokens=32,
-                     timeout=120, max_retries=0)
+    index = VectorStoreIndex.from_documents(
+        [Document(text=d) for d in DOCS], embed_model=embed_model, transformations=[splitter]
+    )
+    llm = OpenAILike(
+        model=model,
+        api_base=base_url,
+        api_key="local",
+        is_chat_model=True,
+        max_tokens=32,
+        timeout=120,
+        max_retries=0,
+    )
     compaction = TokenleanCompactionPostprocessor(ratio=0.6)  # drop 60% of the retrieved tokens
     engine = index.as_query_engine(llm=llm, similarity_top_k=4, node_postprocessors=[compaction])
     question = "How tall is the Eiffel Tower and when was it built?"

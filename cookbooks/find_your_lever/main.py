@@ -57,7 +57,6 @@ def record_week(endpoint: OpenAICompatibleEndpoint, path: Path) -> Path:
 
     Each day's calls are stamped as if they happened on that day, so the trace spans a week.
     """
-    now = time.time()
     with path.open("w", encoding="utf-8") as fh:
         for day, questions in enumerate(WEEK):
             shift = (len(WEEK) - 1 - day) * DAY
@@ -88,7 +87,9 @@ def record_week(endpoint: OpenAICompatibleEndpoint, path: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("traces", nargs="*", type=Path, help="more traces to profile (default: SWE-agent)")
-    parser.add_argument("--out", type=Path, default=Path("find-your-lever"), help="reports go here")
+    parser.add_argument(
+        "--out", type=Path, default=Path("tokenlean-report") / "find-your-lever", help="reports go here"
+    )
     parser.add_argument("--json", type=Path, help="write both reports as JSON")
     parser.add_argument("--price-as", default="gpt-4o", help="price the local model as this model")
     args = parser.parse_args(argv)

@@ -403,7 +403,7 @@ def _html_section(rows: list[dict[str, Any]], totals: dict[str, Any], notes: lis
 
 # -- the demo ------------------------------------------------------------------------------------------
 def run_demo(
-    out_dir: str | Path = "tokenlean-demo",
+    out_dir: str | Path = "tokenlean-report",
     *,
     quick: bool = False,
     strong_price_as: str = "gpt-4o",
@@ -477,8 +477,9 @@ def run_demo(
         # Layout is learned per stream (one system prompt per kind of traffic).
         layouts = {k: PromptLayout.fit([s.request for s in steps if s.kind == k]) for k in kinds}
         compactors = {
-            # agent: mask stale tool output, drop re-read files; frozen decisions keep the prefix stable
-            "agent": Compactor(ratio=None, mask_observations_after=2, incremental=True, mode="lexical"),
+            # agent: trim observations once they are two turns old (query-aware); each decision is
+            # frozen (incremental), so the compacted history stays a stable prefix for the KV cache
+            "agent": Compactor(ratio=0.5, keep_last_turns=2, incremental=True, mode="lexical"),
             # RAG: keep what answers the question (query-aware selection over the documents)
             "rag": Compactor(ratio=0.5, keep_last_turns=0, mode="lexical"),
         }
@@ -494,7 +495,7 @@ def run_demo(
         cache = SemanticCache()
         lean_ledger = Ledger(JsonlSink(out / "levers_ledger.jsonl", fsync=False))
         lean_meter = Meter(lean_ledger, prices)
-        policies = [
+        policies: list[Any] = [
             _ForKind("support", Cascade(WEAK, STRONG, [MeanLogprob(-1.5)])),
             RulesPolicy(
                 [Rule(target=WEAK, task_type="rag", output=OutputControl(max_tokens=24), name="doc lookup")]
@@ -552,8 +553,8 @@ def run_demo(
     notes = [
         f"Both endpoints run SmolLM2-135M locally; the strong one is priced as {strong_price_as}, the weak one as "
         f"{weak_price_as} (list prices), so costs show what this traffic would cost on hosted models.",
-        "Levers on: cache-aware layout (fitted per traffic kind), compaction (agent: stale-observation "
-        "masking + de-duplication, incremental; RAG: query-aware selection at ratio 0.5), semantic cache "
+        "Levers on: cache-aware layout (fitted per traffic kind), compaction (agent: observations older than "
+        "two turns cut by half, decisions frozen; RAG: query-aware selection at ratio 0.5), semantic cache "
         "(exact + guarded semantic tier), routing (support: cascade weak→strong on mean logprob; RAG → weak).",
         "'same answers' compares each answer with the baseline answer to the same step (whitespace and case "
         "ignored); a cache hit returns the answer cached for an earlier, equivalent question. A 135M model "
@@ -585,8 +586,8 @@ def run_demo(
     result_json.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
     for table in _rich_tables(rows, totals):
         console.print(table)
-    for n in notes[:1]:
-        console.print(f"[dim]{n}[/dim]")
+    for note in notes[:1]:
+        console.print(f"[dim]{note}[/dim]")
     best = report.best
     if best is not None:
         console.print(
@@ -696,8 +697,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument(
         "--out",
         type=Path,
-        default=Path("tokenlean-demo"),
-        help="output directory (default: ./tokenlean-demo)",
+        default=Path("tokenlean-report"),
+        help="output directory (default: ./tokenlean-report)",
     )
     p.add_argument("--quick", action="store_true", help="a shorter workload (same kinds of traffic)")
     p.add_argument("--strong-price-as", default="gpt-4o", help="price the strong endpoint as this model")

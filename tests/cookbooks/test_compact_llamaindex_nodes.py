@@ -19,10 +19,15 @@ SCRIPT = ROOT / "cookbooks" / "compact_llamaindex_nodes" / "main.py"
 def test_compact_llamaindex_nodes(local_llm: Any, tmp_path: Path) -> None:
     pytest.importorskip("llama_index.core")
     pytest.importorskip("sentence_transformers")
-    env = {**os.environ, "TOKENLEAN_BASE_URL": local_llm.base_url, "TOKENLEAN_MODEL": local_llm.model,
-           "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(SCRIPT)], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=240)
+    env = {
+        **os.environ,
+        "TOKENLEAN_BASE_URL": local_llm.base_url,
+        "TOKENLEAN_MODEL": local_llm.model,
+        "OMP_NUM_THREADS": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = re.search(r"retrieved context tokens: (\d+) -> (\d+)", proc.stdout)
     assert m and int(m.group(2)) < int(m.group(1))

@@ -18,7 +18,11 @@ LOG = "\n".join(
 def _history() -> list:
     return [
         HumanMessage("Read the worker log and tell me which worker finished job 91.", id="h1"),
-        AIMessage("Reading the log.", tool_calls=[{"id": "call_1", "name": "read_log", "args": {"name": "workers"}}], id="a1"),
+        AIMessage(
+            "Reading the log.",
+            tool_calls=[{"id": "call_1", "name": "read_log", "args": {"name": "workers"}}],
+            id="a1",
+        ),
         ToolMessage(LOG, tool_call_id="call_1", name="read_log", id="t1"),
         AIMessage("The log lists forty workers; job 91 was finished by worker-13.", id="a2"),
         HumanMessage("Thanks. Which worker finished job 91, and how long did it take?", id="h2"),
@@ -96,7 +100,10 @@ def test_real_agent_sees_compacted_history_and_state_keeps_everything(local_llm)
     sent_tool = next(m for m in sent if isinstance(m, ToolMessage))
     assert len(sent_tool.content) < len(LOG) * 0.6  # the model saw a compacted observation
     assert "worker-13" in sent_tool.content  # ...that still answers the question
-    assert compaction.last_result is not None and compaction.last_result.tokens_after < compaction.last_result.tokens_before
+    assert (
+        compaction.last_result is not None
+        and compaction.last_result.tokens_after < compaction.last_result.tokens_before
+    )
     # the graph state keeps the full, original history
     stored = state["messages"]
     assert [m.content for m in stored[: len(history)]] == [m.content for m in history]

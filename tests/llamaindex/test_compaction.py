@@ -26,10 +26,14 @@ PASSAGES = [
 
 
 def _nodes() -> list[NodeWithScore]:
-    nodes = [NodeWithScore(node=TextNode(text=t, id_=f"n{i}", metadata={"src": i}), score=1.0 - i / 10)
-             for i, t in enumerate(PASSAGES)]
+    nodes = [
+        NodeWithScore(node=TextNode(text=t, id_=f"n{i}", metadata={"src": i}), score=1.0 - i / 10)
+        for i, t in enumerate(PASSAGES)
+    ]
     # an overlapping chunk: the tail of passage 0 again (sliding-window chunking)
-    overlap = "Construction was completed in 1889 as the entrance arch to the World's Fair. It is 330 metres tall."
+    overlap = (
+        "Construction was completed in 1889 as the entrance arch to the World's Fair. It is 330 metres tall."
+    )
     nodes.append(NodeWithScore(node=TextNode(text=overlap, id_="n0b", metadata={"src": 0}), score=0.5))
     return nodes
 
@@ -54,7 +58,9 @@ def test_postprocessor_compacts_copies_and_keeps_ids() -> None:
 
 
 def test_expand_tool() -> None:
-    pp = TokenleanCompactionPostprocessor(ratio=0.7, mode="lexical", marker="[… {tokens} tokens omitted · {handle} …]")
+    pp = TokenleanCompactionPostprocessor(
+        ratio=0.7, mode="lexical", marker="[… {tokens} tokens omitted · {handle} …]"
+    )
     out = pp.postprocess_nodes(_nodes(), query_bundle=QueryBundle("Eiffel Tower height"))
     text = " ".join(n.node.get_content() for n in out)
     handle = text[text.index("om-") : text.index("om-") + 13]
@@ -68,13 +74,17 @@ async def test_memory_block_returns_compacted_history() -> None:
     history = [ChatMessage(role=MessageRole.USER, content=p) for p in PASSAGES]
     history.append(ChatMessage(role=MessageRole.ASSISTANT, content="Noted all three passages."))
     await block.aput(history)
-    got = await block.aget(messages=[ChatMessage(role=MessageRole.USER, content="How tall is the Eiffel Tower?")])
+    got = await block.aget(
+        messages=[ChatMessage(role=MessageRole.USER, content="How tall is the Eiffel Tower?")]
+    )
     assert len(got) == len(history)
     joined = " ".join(str(m.content) for m in got)
     assert "330 metres" in joined
     assert sum(len(str(m.content)) for m in got) < sum(len(p) for p in PASSAGES)
     # frozen decisions: the same call gives byte-identical output (prompt-cache friendly)
-    again = await block.aget(messages=[ChatMessage(role=MessageRole.USER, content="How tall is the Eiffel Tower?")])
+    again = await block.aget(
+        messages=[ChatMessage(role=MessageRole.USER, content="How tall is the Eiffel Tower?")]
+    )
     assert [m.content for m in again] == [m.content for m in got]
 
 

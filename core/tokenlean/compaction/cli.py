@@ -26,7 +26,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("file", help="path to a text / markdown / code file or OpenAI messages JSON ('-' = stdin)")
     p.add_argument("-q", "--query", default=None, help="what the compacted context must still answer")
     p.add_argument("-r", "--ratio", type=float, default=0.5, help="share of tokens to remove (default 0.5)")
-    p.add_argument("-t", "--target-tokens", type=int, default=None, help="absolute token budget (wins over --ratio)")
+    p.add_argument(
+        "-t", "--target-tokens", type=int, default=None, help="absolute token budget (wins over --ratio)"
+    )
     p.add_argument("--mode", choices=("auto", "lexical", "embedding"), default="lexical")
     p.add_argument(
         "--kind",
@@ -34,7 +36,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         default="auto",
         help="how to segment a text file (default: detect)",
     )
-    p.add_argument("--no-marker", action="store_true", help="omit silently instead of '[… N tokens omitted …]'")
+    p.add_argument(
+        "--no-marker", action="store_true", help="omit silently instead of '[… N tokens omitted …]'"
+    )
     p.add_argument("--keep-last-turns", type=int, default=2)
     p.add_argument("--mask-after", type=int, default=None, help="mask tool results older than N turns")
     p.add_argument("--json", action="store_true", help="print one JSON object (result + stats)")
@@ -42,10 +46,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
 
 
 def _load(path: str) -> str:
-    if path == "-":
-        data = sys.stdin.buffer.read()
-    else:
-        data = Path(path).read_bytes()
+    data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     return data.decode("utf-8")
 
 
@@ -107,8 +108,10 @@ def run_compact(args: argparse.Namespace) -> int:
             body["messages"] = result.to_openai()
         else:
             body["text"] = result.messages[0].text
-        body["omissions"] = [{"handle": o.handle, "message": o.message, "tokens": o.tokens, "policy": o.policy}
-                             for o in result.omissions]
+        body["omissions"] = [
+            {"handle": o.handle, "message": o.message, "tokens": o.tokens, "policy": o.policy}
+            for o in result.omissions
+        ]
         print(json.dumps(body, ensure_ascii=False, indent=2))
         return 0
     if msgs is not None:

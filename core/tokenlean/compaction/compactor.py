@@ -46,6 +46,7 @@ import numpy as np
 
 from tokenlean.compaction.protect import ProtectedPatterns
 from tokenlean.compaction.scoring import (
+    AGENT_WEIGHTS,
     BM25,
     DEFAULT_WEIGHTS,
     LEXICAL_WEIGHTS,
@@ -299,7 +300,8 @@ class Compactor:
         protect_defaults: bool = True,
         novelty: float | None = 0.95,
         length_exponent: float = 0.0,
-        sibling_bonus: float = 1.0,
+        sibling_bonus: float = 4.0,
+        relevance_reserve: float = 0.25,
         marker: str | None = DEFAULT_MARKER,
         mask_marker: str | None = DEFAULT_MASK_MARKER,
         kind: Kind = "auto",
@@ -342,6 +344,7 @@ class Compactor:
         self.novelty = novelty
         self.length_exponent = length_exponent
         self.sibling_bonus = sibling_bonus
+        self.relevance_reserve = relevance_reserve
         self.marker = marker
         self.mask_marker = mask_marker if marker is not None else None
         self.kind: Kind = kind
@@ -432,7 +435,9 @@ class Compactor:
             except (TypeError, ValueError) as exc:
                 raise MessageFormatError(f"malformed message: {exc}") from exc
         else:
-            raise InputError(f"compact() takes a Request, a list of messages or a str, not {type(data).__name__}")
+            raise InputError(
+                f"compact() takes a Request, a list of messages or a str, not {type(data).__name__}"
+            )
         if query is not None and not isinstance(query, str):
             raise InputError("query must be a string")
         with self._lock:
@@ -473,7 +478,9 @@ class Compactor:
                 self._seg_cache.popitem(last=False)
         return units
 
-    def _marker_text(self, template: str | None, tokens: int, handle: str, trailing: str, what: str = "") -> str:
+    def _marker_text(
+        self, template: str | None, tokens: int, handle: str, trailing: str, what: str = ""
+    ) -> str:
         if template is None:
             return ""
         body = template.format(tokens=tokens, handle=handle, what=what)
@@ -519,8 +526,10 @@ class Compactor:
             )
         q = query if query else _keywords("\n".join(docs))
         with self._lock:
-            pieces, omissions, dropped_tokens, met = self._select(items, q, budget, None)
-        new_msgs = tuple(Message(role="user", content=_render(t, pc)) for t, pc in zip(docs, pieces, strict=True))
+            pieces, omissions, _dropped_tokens, met = self._select(items, q, budget, None)
+        new_msgs = tuple(
+            Message(role="user", content=_render(t, pc)) for t, pc in zip(docs, pieces, strict=True)
+        )
         after = sum(self._counter.count(m.text) for m in new_msgs)
         return Compacted(
             messages=new_msgs,
@@ -544,9 +553,9 @@ class Compactor:
         t = 0
         prev: str | None = None
         for m in msgs:
-            if m.role == "user" and prev is not None and prev != "user":
-                t += 1
-            elif m.role == "assistant" and prev in ("tool", "function", "assistant"):
+            if (m.role == "user" and prev is not None and prev != "user") or (
+                m.role == "assistant" and prev in ("tool", "function", "assistant")
+            ):
                 t += 1
             turns.append(t)
             prev = m.role if m.role not in ("system", "developer") else prev
@@ -657,7 +666,9 @@ class Compactor:
 
         # 2. de-duplication: an earlier copy of a later message goes.
         if self.dedupe and active:
-            norm = {i: _WS.sub(" ", msgs[i].text).strip() for i in range(n) if isinstance(msgs[i].content, str)}
+            norm = {
+                i: _WS.sub(" ", msgs[i].text).strip() for i in range(n) if isinstance(msgs[i].content, str)
+            }
             exact: dict[str, int] = {}
             for i in range(n - 1, -1, -1):
                 if i in norm and len(norm[i]) > 0:
@@ -712,6 +723,12 @@ class Compactor:
                 unit_budget = math.floor(sum(counts[i] for i in active) * (1.0 - self.ratio))
             else:
                 unit_budget = budget - fixed
+                if self.target_tokens is None and self.ratio is not None:
+                    # When what must stay whole (system prompt, live turns) already fills the
+                    # budget, the old content still gets the ratio applied to itself, so the
+                    # units that answer the request survive; budget_met then reports the miss.
+                    own = math.floor(sum(counts[i] for i in active) * (1.0 - self.ratio))
+                    unit_budget = max(unit_budget, own)
             overhead = {i: counts[i] - self._counter.count(msgs[i].text) for i in active}
             total_active = sum(counts[i] for i in active)
             if total_active > unit_budget:
@@ -720,7 +737,7 @@ class Compactor:
                     units = self._segment(msgs[i].text)
                     items.append(_Item(i, msgs[i].text, units, [self._unit_info(u.text)[0] for u in units]))
                 content_budget = max(0, unit_budget - sum(overhead.values()))
-                sel_pieces, sel_om, _dt, met = self._select(items, q, content_budget, sess)
+                sel_pieces, sel_om, _dt, met = self._select(items, q, content_budget, sess, chat=True)
                 omissions.extend(sel_om)
                 for item, pc in zip(items, sel_pieces, strict=True):
                     i = item.index
@@ -751,8 +768,9 @@ class Compactor:
             self._count_msg(new_msgs[i]) if pieces[i] is not None else counts[i] for i in range(n)
         )
         kept = tuple(
-            ((0, len(msgs[i].text)),) if pieces[i] is None and msgs[i].text else
-            tuple(p for p in (pieces[i] or ()) if not isinstance(p, str))
+            ((0, len(msgs[i].text)),)
+            if pieces[i] is None and msgs[i].text
+            else tuple(p for p in (pieces[i] or ()) if not isinstance(p, str))
             for i in range(n)
         )
         return Compacted(
@@ -777,7 +795,7 @@ class Compactor:
 
     # -- selection -------------------------------------------------------------------------------
     def _select(
-        self, items: list[_Item], query: str, budget: int, sess: _Session | None
+        self, items: list[_Item], query: str, budget: int, sess: _Session | None, chat: bool = False
     ) -> tuple[list[list[Piece]], list[Omission], int, bool]:
         """Choose units across ``items`` to fit ``budget`` tokens; build pieces and markers."""
         flat: list[tuple[int, int]] = []  # (item index, unit index)
@@ -809,10 +827,22 @@ class Compactor:
             bm25 = None
         emb = self.embedder
         feats = features(
-            texts, groups, kinds, query, token_counts=costs, embedder=emb, bm25=bm25, unit_tokens=toks,
+            texts,
+            groups,
+            kinds,
+            query,
+            token_counts=costs,
+            embedder=emb,
+            bm25=bm25,
+            unit_tokens=toks,
             sentences=sents,
         )
-        weights = self.weights or (DEFAULT_WEIGHTS if emb is not None else LEXICAL_WEIGHTS)
+        if self.weights is not None:
+            weights = self.weights
+        elif chat:
+            weights = AGENT_WEIGHTS
+        else:
+            weights = DEFAULT_WEIGHTS if emb is not None else LEXICAL_WEIGHTS
         score = feats.score(weights)
         cost_arr = np.asarray(costs, dtype=np.float64)
         priority = score - self.length_exponent * np.log(np.maximum(cost_arr, 1.0))
@@ -831,7 +861,9 @@ class Compactor:
 
         marker_cost = 0
         if self.marker is not None:
-            marker_cost = self._counter.count(self.marker.format(tokens=999, handle="om-0000000000", what="")) + 1
+            marker_cost = (
+                self._counter.count(self.marker.format(tokens=999, handle="om-0000000000", what="")) + 1
+            )
         keep = np.zeros(nu, dtype=bool)
         # unit position within its item, for run accounting
         first_of = [0] * nu
@@ -860,6 +892,11 @@ class Compactor:
         for i in range(nu):
             by_sentence.setdefault(sents[i], []).append(i)
         boosted = priority.astype(np.float64).copy()
+        # Protected units are kept whatever they cost, but they must not crowd out the units
+        # that answer the request: a share of the budget stays reserved for the best-scored ones.
+        # (set when the first unprotected unit comes up, i.e. after protected units and the
+        # markers they split off have been paid for)
+        limit: int | None = None
         while heap:
             _p, negp, i = heapq.heappop(heap)
             if done[i] or -negp != boosted[i]:
@@ -874,7 +911,9 @@ class Compactor:
                 if used > budget:
                     met = False
                 continue
-            if used + delta > budget:
+            if limit is None:
+                limit = max(budget, used + int(self.relevance_reserve * budget))
+            if used + delta > limit:
                 continue
             if costs[i] >= 8 and kinds[i] in ("sentence", "list_item", "line"):
                 key = _WS.sub(" ", texts[i]).strip()
@@ -902,44 +941,47 @@ class Compactor:
         dropped_tokens = 0
         for k, it in enumerate(items):
             pcs: list[Piece] = []
-            run: list[Unit] = []
+            run: list[int] = []
+            base = starts[k]
 
-            def flush(run: list[Unit], pcs: list[Piece], k: int = k) -> bool:
-                """Replace a dropped run by its marker; False when the run is kept instead."""
+            def flush(run: list[int], pcs: list[Piece], k: int = k, base: int = base) -> int:
+                """Replace a dropped run by its marker; return the tokens it removed (0: kept)."""
                 if not run:
-                    return True
-                a, b = run[0].start, run[-1].end
-                omitted = items[k].text[a:b]
-                ntok = sum(self._unit_info(u.text)[0] for u in run)
+                    return 0
+                units = items[k].units
+                a, b = units[run[0]].start, units[run[-1]].end
+                ntok = sum(costs[base + j] for j in run)
                 if marker_cost and ntok <= marker_cost:
                     # a marker that costs more than the text it replaces saves nothing
                     if pcs and not isinstance(pcs[-1], str) and pcs[-1][1] == a:
                         pcs[-1] = (pcs[-1][0], b)
                     else:
                         pcs.append((a, b))
-                    return False
+                    return 0
+                omitted = items[k].text[a:b]
                 handle = self.store.put(omitted)
-                trailing = omitted[len(omitted.rstrip()) :]
-                trailing = "\n" if "\n" in trailing else (" " if trailing else "")
-                marker = self._marker_text(self.marker, ntok, handle, trailing)
-                if marker:
+                if self.marker is not None:
+                    lead = " " if omitted[:1] in (" ", "\t") else ""
+                    tail = omitted[len(omitted.rstrip()) :]
+                    tail = "\n" if "\n" in tail else ""
+                    marker = lead + self.marker.format(tokens=ntok, handle=handle, what="") + tail
                     pcs.append(marker)
+                else:
+                    marker = ""
                 out_om.append(Omission(handle, items[k].index, ((a, b),), ntok, "select", marker))
-                return True
+                return ntok
 
             for j, u in enumerate(it.units):
-                if keep[starts[k] + j]:
-                    if flush(run, pcs) and run:
-                        dropped_tokens += sum(self._unit_info(x.text)[0] for x in run)
+                if keep[base + j]:
+                    dropped_tokens += flush(run, pcs)
                     run = []
                     if pcs and not isinstance(pcs[-1], str) and pcs[-1][1] == u.start:
                         pcs[-1] = (pcs[-1][0], u.end)
                     else:
                         pcs.append((u.start, u.end))
                 else:
-                    run.append(u)
-            if flush(run, pcs) and run:
-                dropped_tokens += sum(self._unit_info(x.text)[0] for x in run)
+                    run.append(j)
+            dropped_tokens += flush(run, pcs)
             out_pieces.append(pcs)
         return out_pieces, out_om, dropped_tokens, met
 

@@ -64,17 +64,19 @@ class ProtectedPatterns:
         pats: list[Pattern[str]] = []
         gates: list[tuple[str, ...]] = []
         if defaults:
-            for p, g in _DEFAULTS:
-                pats.append(re.compile(p, re.M))
+            for src, g in _DEFAULTS:
+                pats.append(re.compile(src, re.M))
                 gates.append(g)
-        for p in extra:
-            pats.append(p if isinstance(p, Pattern) else re.compile(p, re.M))
+        for user in extra:
+            pats.append(user if isinstance(user, Pattern) else re.compile(user, re.M))
             gates.append(())
         self.patterns: tuple[Pattern[str], ...] = tuple(pats)
         self.gates: tuple[tuple[str, ...], ...] = tuple(gates)
         # one alternation is much faster than N searches per unit
         self._combined: Pattern[str] | None = (
-            re.compile("|".join(f"(?:{p.pattern})" for p in pats), re.M) if pats and self._same_flags(pats) else None
+            re.compile("|".join(f"(?:{p.pattern})" for p in pats), re.M)
+            if pats and self._same_flags(pats)
+            else None
         )
 
     @staticmethod
@@ -99,7 +101,9 @@ class _Matcher:
     def __init__(self, owner: ProtectedPatterns, literals: Sequence[str]) -> None:
         self._owner = owner
         self._lit: Pattern[str] | None = (
-            re.compile("|".join(re.escape(x) for x in sorted(literals, key=len, reverse=True))) if literals else None
+            re.compile("|".join(re.escape(x) for x in sorted(literals, key=len, reverse=True)))
+            if literals
+            else None
         )
 
     def spans(self, text: str) -> list[tuple[int, int]]:
@@ -111,7 +115,9 @@ class _Matcher:
             for m in p.finditer(text):
                 a, b = m.span()
                 # "name.py": a file extension only counts right after a word character
-                if b > a and not (text[a] == "." and (a == 0 or not (text[a - 1].isalnum() or text[a - 1] in "_-"))):
+                if b > a and not (
+                    text[a] == "." and (a == 0 or not (text[a - 1].isalnum() or text[a - 1] in "_-"))
+                ):
                     out.append((a, b))
         if self._lit is not None:
             out.extend(m.span() for m in self._lit.finditer(text))

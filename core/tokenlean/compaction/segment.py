@@ -52,8 +52,55 @@ class Unit:
 
 _SENT_END = re.compile(r"[.!?…]+[\"'”’)\]]*\s+")
 _ABBREV = frozenset(
-    "mr mrs ms dr prof st jr sr vs etc e.g i.e u.s u.k no inc ltd co mt jan feb mar apr jun jul aug "
-    "sep sept oct nov dec fig al approx dept est gen gov lt col sgt rev ft op vol pp cf".split()
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "st",
+        "jr",
+        "sr",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "u.s",
+        "u.k",
+        "no",
+        "inc",
+        "ltd",
+        "co",
+        "mt",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+        "fig",
+        "al",
+        "approx",
+        "dept",
+        "est",
+        "gen",
+        "gov",
+        "lt",
+        "col",
+        "sgt",
+        "rev",
+        "ft",
+        "op",
+        "vol",
+        "pp",
+        "cf",
+    ]
 )
 _WORD_BEFORE = re.compile(r"([\w.]+)[.!?…]*[\"'”’)\]]*\s*$")
 
@@ -366,7 +413,10 @@ def _tile(text: str, cuts: list[tuple[int, str, bool]]) -> list[Unit]:
             off -= 1
         if 0 <= off < n:
             old = pts.get(off)
-            pts[off] = (kind if old is None or old[0] == "sentence" else old[0], new_group or bool(old and old[1]))
+            pts[off] = (
+                kind if old is None or old[0] == "sentence" else old[0],
+                new_group or bool(old and old[1]),
+            )
     if 0 not in pts:
         first_kind = pts[min(pts)][0] if pts else "sentence"
         pts[0] = (first_kind, True)

@@ -197,7 +197,7 @@ def build_workload(*, quick: bool = False, start: datetime | None = None) -> lis
     steps: list[DemoStep] = []
 
     # SWE-agent style: commands in the assistant's text, command output back as a user turn.
-    turns = _agent_turns()[: 3 if quick else 5]
+    turns = _agent_turns()[: 3 if quick else 4]
     task = "agent: fix failing test"
     history: list[Message] = [
         Message("user", "tests/test_durations.py::test_weeks fails. Find the cause and fix it.")

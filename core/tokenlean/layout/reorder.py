@@ -7,9 +7,12 @@ things routinely break that order, and each fix is one a model reads the same wa
 
 * tool definitions serialised with a different key order or list order per request: we send
   them with sorted keys, in name order (JSON object key order carries no meaning);
-* per-request values (clock, date, request id, per-user fields) inside the system prompt: we
-  move the *lines* that carry them out of the system prompt to the front of the new turn
-  (``volatile_placement="new_turn"``) or to the end of the system prompt (``"system_tail"``);
+* per-request values (clock, request id, nonce) inside the system prompt: we move the *lines*
+  that carry them, verbatim, out of the system prompt to the front of the new turn
+  (``volatile_placement="new_turn"``) or to the end of the system prompt (``"system_tail"``).
+  Per-conversation values (per-user fields learned by ``fit``, "today" dates) go to the start
+  of the conversation instead, when the layout was fitted on a stream: every later turn then
+  re-sends the same bytes and the history stays cacheable;
 * few-shot examples shuffled per request: we put the example groups, each kept whole, in one
   canonical order learned from the stream.
 
@@ -319,7 +322,10 @@ class PromptLayout:
             first = sec.history[0]
             can_place = turn < len(msgs) and msgs[turn].role == "user"
             if self.volatile_placement == "new_turn" and can_place:
-                if per_conv and first < turn and msgs[first].role == "user":
+                # Only a layout fitted on a stream knows where examples end and the conversation
+                # starts; unfitted, per-conversation lines go with the new turn too.
+                fitted = self.stable_lines is not None
+                if per_conv and fitted and first < turn and msgs[first].role == "user":
                     # Constant for the conversation: at its start, so every later turn re-sends
                     # the same bytes and the history stays cacheable.
                     msgs[first] = _prepend(msgs[first], per_conv)

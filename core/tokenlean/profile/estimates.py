@@ -337,7 +337,7 @@ def estimate_prompt_cache(
     est = LeverEstimate(
         lever="prompt-cache",
         title="Prompt caching (stable prefix, cache-aware layout)",
-        action="tokenlean layout: stable-first ordering, no volatile bytes early; enable provider caching",
+        action="tokenlean.layout.PromptLayout: stable prefix first, volatile values last; turn on provider caching",
     )
     order = [
         i
@@ -354,9 +354,14 @@ def estimate_prompt_cache(
     kwargs: dict[str, Any] = {"model": ctx.default_model, "window": window}
     if layout not in (True, None, False):
         kwargs["layout"] = layout
-    report = analyze([calls[i].request for i in order], **kwargs)
+    report = analyze([r for i in order if (r := calls[i].request) is not None], **kwargs)
     ctx.tick("prompt-cache", 1, 1)
     use_layout = layout not in (None, False)
+    # A layout fitted on a mixed stream can do worse than the requests as sent; then the
+    # advice is "cache what you send" and the estimate says so.
+    if use_layout and report.reused_prefix_tokens_after < report.reused_prefix_tokens:
+        use_layout = False
+        est.metrics["layout_not_helpful"] = True
     cached_by_call: dict[int, int] = {}
     as_sent = 0
     for pos, i in enumerate(order):
@@ -379,6 +384,7 @@ def estimate_prompt_cache(
         est.calls_affected += 1
         usages.append(Usage(u.input_tokens, u.output_tokens, cached, 0, u.reasoning_tokens))
     est.metrics = {
+        **est.metrics,
         "prompt_tokens": prompt_tokens,
         "already_cached_tokens": sum(c.usage.cached_input_tokens for c in calls),
         "cacheable_tokens_as_sent": as_sent,

@@ -401,9 +401,11 @@ def _lc_call(run: Mapping[str, Any], where: str) -> tuple[str, float, Call] | No
     if not isinstance(raw_msgs, list):
         raise TraceFormatError(f"{where}: llm run without 'inputs.messages' or 'inputs.prompts'")
     messages = [_lc_message(m, where) for m in raw_msgs]
-    extra = run.get("extra") if isinstance(run.get("extra"), Mapping) else {}
-    inv = extra.get("invocation_params") if isinstance(extra.get("invocation_params"), Mapping) else {}
-    meta = extra.get("metadata") if isinstance(extra.get("metadata"), Mapping) else {}
+    extra: Mapping[str, Any] = run["extra"] if isinstance(run.get("extra"), Mapping) else {}
+    inv: Mapping[str, Any] = (
+        extra["invocation_params"] if isinstance(extra.get("invocation_params"), Mapping) else {}
+    )
+    meta: Mapping[str, Any] = extra["metadata"] if isinstance(extra.get("metadata"), Mapping) else {}
     model = inv.get("model") or inv.get("model_name") or meta.get("ls_model_name")
     gens = outputs.get("generations")
     gen: Mapping[str, Any] | None = None

@@ -5,8 +5,9 @@ calls; prices, aggregation and export live in the core. Design points:
 
 * ``run_inline = True``: LangChain then calls it directly (also from async runs) instead of in
   a thread pool, so it sees ``on_llm_new_token`` at the moment the token arrives (TTFT) and
-  adds no executor hop. Its critical sections are a few dict operations under one lock, so it
-  is safe when a graph runs tool and model calls in parallel threads.
+  adds no executor hop. Its shared state is two dicts keyed by run id, touched only with single
+  (atomic) get / set / pop operations, so it is safe without a lock on the hot path when a
+  graph runs tool and model calls in parallel threads (the ledger has its own lock).
 * Tokens come from ``AIMessage.usage_metadata`` (whose ``input_tokens`` already includes cache
   reads and writes), falling back to ``llm_output["token_usage"]``; both go through the core's
   ``normalize_usage``, so every provider shape ends up in one ``Usage``.

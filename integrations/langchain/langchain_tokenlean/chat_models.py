@@ -223,8 +223,7 @@ class ChatTokenleanRouter(BaseChatModel):
         decision = self._decide(request)
         if decision.target in self.models and decision.cascade is None:
             model, call = self._lc_kwargs(decision.target, request, kwargs)
-            for chunk in model._stream(messages, stop=stop or self.stop, run_manager=run_manager, **call):
-                yield chunk
+            yield from model._stream(messages, stop=stop or self.stop, run_manager=run_manager, **call)
             return
         r: Router = self.router
         for sc in r.stream(request, decision):

@@ -54,7 +54,11 @@ def _apply(messages: Sequence[BaseMessage], result: Compacted) -> list[BaseMessa
         if new.content == old.content or not isinstance(lc.content, str):
             out.append(lc)
         else:
-            meta = {**lc.response_metadata, "tokenlean_compacted": True} if hasattr(lc, "response_metadata") else {}
+            meta = (
+                {**lc.response_metadata, "tokenlean_compacted": True}
+                if hasattr(lc, "response_metadata")
+                else {}
+            )
             out.append(lc.model_copy(update={"content": new.text, "response_metadata": meta}))
     return out
 
@@ -187,4 +191,3 @@ class TokenleanCompaction(AgentMiddleware):
         import asyncio
 
         return await asyncio.to_thread(self.before_model, state, runtime)
-

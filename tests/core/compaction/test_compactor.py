@@ -19,7 +19,9 @@ from tokenlean.errors import (
 )
 from tokenlean.types import Message, Request, ToolCall
 
-LOG = "\n".join(f"2024-05-01 12:00:{i:02d} INFO worker {i} processed batch {i * 7} without errors" for i in range(40))
+LOG = "\n".join(
+    f"2024-05-01 12:00:{i:02d} INFO worker {i} processed batch {i * 7} without errors" for i in range(40)
+)
 DOC = (
     "The Eiffel Tower is a wrought-iron lattice tower in Paris. It was designed by the company of "
     "Gustave Eiffel. Construction finished in 1889 for the World's Fair. Bananas are rich in potassium. "
@@ -29,10 +31,15 @@ DOC = (
 
 def _step(i: int, name: str, body: str) -> list[Message]:
     call = ToolCall(id=f"c{i}", name=name, arguments=json.dumps({"i": i}))
-    return [Message(role="assistant", content=None, tool_calls=(call,)), Message(role="tool", tool_call_id=f"c{i}", content=body)]
+    return [
+        Message(role="assistant", content=None, tool_calls=(call,)),
+        Message(role="tool", tool_call_id=f"c{i}", content=body),
+    ]
 
 
-def _session(bodies: list[tuple[str, str]], question: str = "Which worker processed batch 21?") -> list[Message]:
+def _session(
+    bodies: list[tuple[str, str]], question: str = "Which worker processed batch 21?"
+) -> list[Message]:
     msgs = [Message(role="system", content="You are an agent."), Message(role="user", content=question)]
     for i, (name, body) in enumerate(bodies):
         msgs += _step(i, name, body)
@@ -41,7 +48,9 @@ def _session(bodies: list[tuple[str, str]], question: str = "Which worker proces
 
 
 def test_text_compaction_keeps_relevant_sentence() -> None:
-    res = Compactor(ratio=0.8, mode="lexical", marker=None).compact(DOC, query="When was the Eiffel Tower finished?")
+    res = Compactor(ratio=0.8, mode="lexical", marker=None).compact(
+        DOC, query="When was the Eiffel Tower finished?"
+    )
     res.verify()
     assert "1889" in res.text
     assert res.tokens_after < res.tokens_before * 0.35
@@ -76,7 +85,7 @@ def test_bad_input_is_a_clear_error_or_pass_through() -> None:
     assert comp.compact([]).messages == ()
     with pytest.raises(TextEncodingError):
         comp.compact(b"\xff\xfe broken")
-    assert comp.compact("plain".encode()).text == "plain"
+    assert comp.compact(b"plain").text == "plain"
     with pytest.raises(MessageFormatError):
         comp.compact([{"role": "wizard", "content": "x"}])
     with pytest.raises(MessageFormatError):
@@ -101,7 +110,9 @@ def test_system_and_latest_user_turn_stay_whole() -> None:
     res = Compactor(ratio=0.9, mode="lexical").compact(msgs)
     res.verify()
     assert res.messages[0] == msgs[0] and res.messages[-1] == msgs[-1]
-    assert res.messages[1] == msgs[1]  # the first user turn equals the latest text... still a user turn, but old
+    assert (
+        res.messages[1] == msgs[1]
+    )  # the first user turn equals the latest text... still a user turn, but old
     assert res.tokens_after < res.tokens_before
 
 
@@ -125,7 +136,9 @@ def test_near_duplicate_is_detected() -> None:
 def test_observation_masking_names_the_tool_and_respects_exclusions() -> None:
     other = LOG.replace("INFO", "WARN")
     msgs = _session([("read_log", LOG), ("grep", other), ("ls", "short"), ("cat", "a\nb"), ("cat", "c\nd")])
-    res = Compactor(ratio=None, mask_observations_after=2, exclude_tools={"grep"}, mode="lexical").compact(msgs)
+    res = Compactor(ratio=None, mask_observations_after=2, exclude_tools={"grep"}, mode="lexical").compact(
+        msgs
+    )
     res.verify()
     assert "output of read_log" in res.messages[3].text
     assert res.messages[5].text == other  # excluded tool
@@ -151,14 +164,16 @@ def test_incremental_prefix_is_byte_stable_and_reuses_decisions() -> None:
     again = comp.compact(_session(bodies))
     assert again.messages == previous.messages
     # a rewritten history (compacted copies sent back) still lines up with the frozen prefix
-    rewritten = list(previous.messages[:-1]) + [Message(role="user", content="and now?")]
+    rewritten = [*list(previous.messages[:-1]), Message(role="user", content="and now?")]
     res = comp.compact(rewritten)
     res.verify()
     assert res.messages[:5] == previous.messages[:5]
 
 
 def test_request_in_request_out() -> None:
-    req = Request(messages=tuple(_session([("read_log", LOG)] * 3)), model="gpt-4o", params={"temperature": 0})
+    req = Request(
+        messages=tuple(_session([("read_log", LOG)] * 3)), model="gpt-4o", params={"temperature": 0}
+    )
     res = Compactor(ratio=0.5, mode="lexical").compact(req)
     assert res.request is not None and res.request.params == {"temperature": 0}
     assert res.request.messages == res.messages

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import string
 
 from hypothesis import HealthCheck, given, settings
@@ -35,7 +36,7 @@ def _pieces_are_subsequence(original: str, result) -> None:
 def test_segments_tile_the_text(text: str) -> None:
     units = segment(text)
     assert "".join(u.text for u in units) == text
-    for prev, nxt in zip(units, units[1:], strict=False):
+    for prev, nxt in itertools.pairwise(units):
         assert prev.end == nxt.start
     for u in units:
         assert text[u.start : u.end] == u.text
@@ -44,7 +45,9 @@ def test_segments_tile_the_text(text: str) -> None:
 @SETTINGS
 @given(TEXT, st.floats(min_value=0.0, max_value=0.95), st.booleans())
 def test_output_is_verbatim_ordered_subsequence(text: str, ratio: float, marker: bool) -> None:
-    comp = Compactor(ratio=ratio, mode="lexical", marker="[… {tokens} tokens omitted · {handle} …]" if marker else None)
+    comp = Compactor(
+        ratio=ratio, mode="lexical", marker="[… {tokens} tokens omitted · {handle} …]" if marker else None
+    )
     res = comp.compact(text, query="alpha beta")
     _pieces_are_subsequence(text, res)
     # with markers off, the output is literally the kept ranges concatenated
@@ -67,8 +70,11 @@ def test_budget_respected_without_protected_units(text: str, ratio: float) -> No
 
 
 @SETTINGS
-@given(TEXT, st.sampled_from(["/srv/app/main.py", "https://example.com/x?y=1", "ERR_CONN_RESET", "E1234"]),
-       st.integers(min_value=0, max_value=40))
+@given(
+    TEXT,
+    st.sampled_from(["/srv/app/main.py", "https://example.com/x?y=1", "ERR_CONN_RESET", "E1234"]),
+    st.integers(min_value=0, max_value=40),
+)
 def test_protected_patterns_survive(text: str, needle: str, where: int) -> None:
     sentences = text.split(". ")
     pos = where % (len(sentences) + 1)
@@ -80,7 +86,10 @@ def test_protected_patterns_survive(text: str, needle: str, where: int) -> None:
 
 
 def _agent_history(n_steps: int, body: str) -> list[Message]:
-    msgs = [Message(role="system", content="You are a coding agent."), Message(role="user", content="Fix the bug.")]
+    msgs = [
+        Message(role="system", content="You are a coding agent."),
+        Message(role="user", content="Fix the bug."),
+    ]
     for i in range(n_steps):
         call = ToolCall(id=f"call_{i}", name="read_file", arguments=f'{{"path": "f{i}.txt"}}')
         msgs.append(Message(role="assistant", content=None, tool_calls=(call,)))
@@ -91,8 +100,12 @@ def _agent_history(n_steps: int, body: str) -> list[Message]:
 
 
 @SETTINGS
-@given(st.integers(min_value=1, max_value=8), TEXT, st.floats(min_value=0.1, max_value=0.95),
-       st.one_of(st.none(), st.integers(min_value=0, max_value=4)))
+@given(
+    st.integers(min_value=1, max_value=8),
+    TEXT,
+    st.floats(min_value=0.1, max_value=0.95),
+    st.one_of(st.none(), st.integers(min_value=0, max_value=4)),
+)
 def test_tool_pairing_never_broken(n_steps: int, body: str, ratio: float, mask: int | None) -> None:
     msgs = _agent_history(n_steps, body)
     res = Compactor(ratio=ratio, mode="lexical", mask_observations_after=mask, min_tokens=0).compact(msgs)

@@ -177,8 +177,10 @@ def test_non_utf8_and_missing_files(tmp_path: Path) -> None:
         read_trace(bad)
     with pytest.raises(TraceFormatError, match="no such trace file"):
         read_trace(tmp_path / "missing.jsonl")
+    empty = tmp_path / "empty_dir"
+    empty.mkdir()
     with pytest.raises(TraceFormatError, match="no trace files"):
-        read_traces([tmp_path / "empty_dir"] if (tmp_path / "empty_dir").mkdir() is None else [])
+        read_traces([empty])
 
 
 def test_a_bad_row_names_its_line(tmp_path: Path) -> None:
