@@ -26,9 +26,9 @@ embedded vs Redis.
 from __future__ import annotations
 
 import argparse
-import csv
 import gc
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -85,9 +85,21 @@ def adversarial(pairs: list[tuple[str, str, bool]], rng: random.Random) -> list[
     """Near-misses made from true duplicates: ``(cached, query, kind)`` where a hit is wrong."""
     out: list[tuple[str, str, str]] = []
     cities = ["Paris", "Rome", "Berlin", "Madrid", "Tokyo", "Delhi", "Boston", "Sydney"]
-    for a, b in zip(cities, cities[1:], strict=False):
-        out.append((f"How long is the flight from {a} to {b}?", f"How long is the flight from {b} to {a}?", "from_to"))
-        out.append((f"What is the cheapest way to travel from {a} to {b}?", f"Cheapest way to get from {b} to {a}?", "from_to"))
+    for a, b in itertools.pairwise(cities):
+        out.append(
+            (
+                f"How long is the flight from {a} to {b}?",
+                f"How long is the flight from {b} to {a}?",
+                "from_to",
+            )
+        )
+        out.append(
+            (
+                f"What is the cheapest way to travel from {a} to {b}?",
+                f"Cheapest way to get from {b} to {a}?",
+                "from_to",
+            )
+        )
     for cached, query, dup in pairs:
         if not dup:
             continue
@@ -130,7 +142,11 @@ class Ours:
         items = [LabelledPair(q, c, d) for c, q, d in pairs]
         x, _, vetoes = self.cache.pair_scores(items)
         scores = scorer.score_matrix(x)
-        hit = (scores >= scorer.threshold) & np.array([v is None for v in vetoes]) & (x[:, 0] >= self.cache.min_cosine)
+        hit = (
+            (scores >= scorer.threshold)
+            & np.array([v is None for v in vetoes])
+            & (x[:, 0] >= self.cache.min_cosine)
+        )
         exact = np.array([normalize_text(c) == normalize_text(q) for c, q, _ in pairs])
         return hit | exact
 
@@ -139,7 +155,9 @@ class Ours:
         return self.cache.scorer, stats
 
 
-def gptcache_scores(pairs: list[tuple[str, str, bool]], emb: dict[str, np.ndarray], tmp: Path) -> tuple[np.ndarray, float]:
+def gptcache_scores(
+    pairs: list[tuple[str, str, bool]], emb: dict[str, np.ndarray], tmp: Path
+) -> tuple[np.ndarray, float]:
     """GPTCache's decision score per pair and its real lookup latency.
 
     The score is GPTCache's ``SearchDistanceEvaluation`` applied to the squared L2 distance its faiss
@@ -159,7 +177,9 @@ def gptcache_scores(pairs: list[tuple[str, str, bool]], emb: dict[str, np.ndarra
     )
     dm = get_data_manager(
         CacheBase("sqlite", sql_url=f"sqlite:///{tmp}/gptcache.db"),
-        VectorBase("faiss", dimension=len(next(iter(emb.values()))), top_k=1, index_path=str(tmp / "gptcache.index")),
+        VectorBase(
+            "faiss", dimension=len(next(iter(emb.values()))), top_k=1, index_path=str(tmp / "gptcache.index")
+        ),
     )
     cached = sorted({c for c, _, _ in pairs})
     dm.import_data(cached, ["answer"] * len(cached), [emb[c] for c in cached], [None] * len(cached))
@@ -179,6 +199,7 @@ def redisvl_scores(
     """redisvl ``SemanticCache`` similarity per pair (1 - COSINE distance), via ``check`` with a tag filter."""
     from redisvl.extensions.cache.llm import SemanticCache as RvlCache
     from redisvl.query.filter import Tag
+
     try:
         from redisvl.utils.vectorize import CustomVectorizer as Vectorizer
     except ImportError:  # older redisvl
@@ -235,7 +256,13 @@ def scale_embedded(n: int, dim: int, queries: int, rng: np.random.Generator) -> 
         vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
         backend.bulk_load(
             [
-                CacheEntry(namespace="ns", key=f"k{start + j}", query=f"question number {start + j}?", payload={"type": "text", "text": "a"}, embedding=vecs[j])
+                CacheEntry(
+                    namespace="ns",
+                    key=f"k{start + j}",
+                    query=f"question number {start + j}?",
+                    payload={"type": "text", "text": "a"},
+                    embedding=vecs[j],
+                )
                 for j in range(m)
             ]
         )
@@ -254,7 +281,12 @@ def scale_embedded(n: int, dim: int, queries: int, rng: np.random.Generator) -> 
         lat.append((time.perf_counter() - t) * 1000)
     extract.cache_clear()
     backend.close()
-    return {"search_ms_p50": _p(lat, 50), "search_ms_p99": _p(lat, 99), "bytes_per_entry": mem, "build_s": build_s}
+    return {
+        "search_ms_p50": _p(lat, 50),
+        "search_ms_p99": _p(lat, 99),
+        "bytes_per_entry": mem,
+        "build_s": build_s,
+    }
 
 
 def scale_redis(url: str, n: int, dim: int, queries: int, rng: np.random.Generator) -> dict[str, float]:
@@ -272,7 +304,20 @@ def scale_redis(url: str, n: int, dim: int, queries: int, rng: np.random.Generat
     for i in range(n):
         v = rng.standard_normal(dim).astype(np.float32)
         v /= np.linalg.norm(v)
-        pipe.hset(f"bench:e:{i}", mapping={"ns": "ns", "key": f"k{i}", "query": f"question number {i}?", "payload": '{"type":"text","text":"a"}', "vec": v.tobytes(), "created_at": 0, "last_access": 0, "hits": 0, "min_score": 0})
+        pipe.hset(
+            f"bench:e:{i}",
+            mapping={
+                "ns": "ns",
+                "key": f"k{i}",
+                "query": f"question number {i}?",
+                "payload": '{"type":"text","text":"a"}',
+                "vec": v.tobytes(),
+                "created_at": 0,
+                "last_access": 0,
+                "hits": 0,
+                "min_score": 0,
+            },
+        )
         if i % 2000 == 1999:
             pipe.execute()
     pipe.execute()
@@ -288,7 +333,12 @@ def scale_redis(url: str, n: int, dim: int, queries: int, rng: np.random.Generat
         backend.search("ns", q, 4)
         lat.append((time.perf_counter() - t) * 1000)
     backend.clear()
-    return {"search_ms_p50": _p(lat, 50), "search_ms_p99": _p(lat, 99), "bytes_per_entry": mem, "build_s": build_s}
+    return {
+        "search_ms_p50": _p(lat, 50),
+        "search_ms_p99": _p(lat, 99),
+        "bytes_per_entry": mem,
+        "build_s": build_s,
+    }
 
 
 class _NoEmbed:
@@ -327,7 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     pairs_path = args.pairs or args.data / "semantic_cache" / "meancache" / "val.csv"
     if not pairs_path.exists():
-        console.print(f"[red]pairs file {pairs_path} not found[/]: pass --data DIR (the shared datasets folder) or --pairs FILE")
+        console.print(
+            f"[red]pairs file {pairs_path} not found[/]: pass --data DIR (the shared datasets folder) or --pairs FILE"
+        )
         return 2
     rng = random.Random(0)
     pairs = load_pairs(pairs_path)
@@ -363,7 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"embedded {len(texts)} texts in {time.perf_counter() - t0:.1f}s")
 
     ours = Ours(embedder)
-    systems: dict[str, dict[str, Any]] = {"tokenlean": {"true_hit_rate_at_false_hit": {}, "false_hit_rate_achieved": {}}}
+    systems: dict[str, dict[str, Any]] = {
+        "tokenlean": {"true_hit_rate_at_false_hit": {}, "false_hit_rate_achieved": {}}
+    }
     scorers: dict[float, Any] = {}
     from tokenlean.errors import CalibrationError
 
@@ -424,7 +478,11 @@ def main(argv: list[str] | None = None) -> int:
         if name in peer_lat:
             entry["lookup_ms_p50"] = peer_lat[name]
     best_peer = max(
-        (s["true_hit_rate_at_false_hit"]["0.01"] for n, s in systems.items() if n != "tokenlean" and "true_hit_rate_at_false_hit" in s),
+        (
+            s["true_hit_rate_at_false_hit"]["0.01"]
+            for n, s in systems.items()
+            if n != "tokenlean" and "true_hit_rate_at_false_hit" in s
+        ),
         default=float("nan"),
     )
     ours_1 = systems["tokenlean"]["true_hit_rate_at_false_hit"]["0.01"]
@@ -447,7 +505,11 @@ def main(argv: list[str] | None = None) -> int:
     if mock:
         mh = ours.decide(mock, op)
         mc = np.array([float(emb[c] @ emb[q]) for c, q, _ in mock])
-        mock_out = {"pairs": len(mock), "tokenlean_true_hit_rate": float(mh.mean()), "single_threshold_true_hit_rate": float((mc >= peer_t).mean())}
+        mock_out = {
+            "pairs": len(mock),
+            "tokenlean_true_hit_rate": float(mh.mean()),
+            "single_threshold_true_hit_rate": float((mc >= peer_t).mean()),
+        }
 
     # latency at scale
     sizes = args.sizes or ([2_000, 10_000] if args.quick else [10_000, 100_000, 1_000_000])
@@ -480,7 +542,9 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
     }
 
-    table = Table(title="True-hit rate at a false-hit rate (report split; tokenlean calibrated on the other split)")
+    table = Table(
+        title="True-hit rate at a false-hit rate (report split; tokenlean calibrated on the other split)"
+    )
     table.add_column("system")
     for rate in RATES:
         table.add_column(f"@{rate:.1%}", justify="right")
@@ -492,7 +556,10 @@ def main(argv: list[str] | None = None) -> int:
         row = ["n/a" if vals[str(r)] is None else f"{vals[str(r)]:.1%}" for r in RATES]
         if name == "tokenlean":
             got = systems["tokenlean"]["false_hit_rate_achieved"]
-            row = [v if got[str(r)] is None else f"{v} (fh {got[str(r)]:.1%})" for v, r in zip(row, RATES, strict=True)]
+            row = [
+                v if got[str(r)] is None else f"{v} (fh {got[str(r)]:.1%})"
+                for v, r in zip(row, RATES, strict=True)
+            ]
         lat = s.get("lookup_ms_p50")
         table.add_row(name, *row, "" if lat is None else f"{lat:.2f}")
     console.print(table)
@@ -500,16 +567,30 @@ def main(argv: list[str] | None = None) -> int:
     for col in ("kind", "pairs", "tokenlean false hits", "single threshold false hits"):
         adv_t.add_column(col)
     for kind, v in adversarial_out.items():
-        adv_t.add_row(kind, str(v["pairs"]), f"{v['tokenlean_false_hit_rate']:.1%}", f"{v['single_threshold_false_hit_rate']:.1%}")
+        adv_t.add_row(
+            kind,
+            str(v["pairs"]),
+            f"{v['tokenlean_false_hit_rate']:.1%}",
+            f"{v['single_threshold_false_hit_rate']:.1%}",
+        )
     console.print(adv_t)
     if mock_out:
-        console.print(f"GPTCache mock_data easy paraphrases: tokenlean {mock_out['tokenlean_true_hit_rate']:.1%} vs single threshold {mock_out['single_threshold_true_hit_rate']:.1%} true hits")
+        console.print(
+            f"GPTCache mock_data easy paraphrases: tokenlean {mock_out['tokenlean_true_hit_rate']:.1%} vs single threshold {mock_out['single_threshold_true_hit_rate']:.1%} true hits"
+        )
     lt = Table(title=f"Lookup latency (embedding p50 {emb_p50:.1f} ms, one query, one thread)")
     for col in ("backend", "entries", "search p50 ms", "search p99 ms", "bytes/entry", "build s"):
         lt.add_column(col)
     for be, rows in scale.items():
         for n, v in rows.items():
-            lt.add_row(be, n, f"{v['search_ms_p50']:.3f}", f"{v['search_ms_p99']:.3f}", f"{v['bytes_per_entry']:.0f}", f"{v['build_s']:.1f}")
+            lt.add_row(
+                be,
+                n,
+                f"{v['search_ms_p50']:.3f}",
+                f"{v['search_ms_p99']:.3f}",
+                f"{v['bytes_per_entry']:.0f}",
+                f"{v['build_s']:.1f}",
+            )
     console.print(lt)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

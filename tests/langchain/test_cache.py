@@ -92,7 +92,9 @@ async def test_middleware_serves_agent_invoke_and_stream(local_llm: object, embe
     assert second["messages"][-1].response_metadata["tokenlean_cache"]["tier"] == "exact"
     streamed = [
         chunk
-        async for chunk, _meta in agent.astream({"messages": [HumanMessage("Name a primary color.")]}, stream_mode="messages")
+        async for chunk, _meta in agent.astream(
+            {"messages": [HumanMessage("Name a primary color.")]}, stream_mode="messages"
+        )
     ]
     assert mw.last_result.hit
     assert "".join(str(c.content) for c in streamed if isinstance(c, AIMessage)) == answer

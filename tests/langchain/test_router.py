@@ -18,7 +18,10 @@ from tokenlean.routing import ROUTING_KEY, OpenAICompatibleEndpoint, Router, Rul
 
 def _router(url_a: str, url_b: str, model: str = "smollm2-135m") -> Router:
     return Router(
-        {"weak": OpenAICompatibleEndpoint(url_a, model, name="weak"), "strong": OpenAICompatibleEndpoint(url_b, model, name="strong")},
+        {
+            "weak": OpenAICompatibleEndpoint(url_a, model, name="weak"),
+            "strong": OpenAICompatibleEndpoint(url_b, model, name="strong"),
+        },
         policies=[RulesPolicy([Rule("strong", has_tools=True, name="tools need the strong model")])],
         default="weak",
         meter=Meter(Ledger()),
@@ -73,8 +76,12 @@ class TestChatTokenleanRouterIntegration(ChatModelIntegrationTests):
         return False
 
     # -- what SmolLM2-135M on llama.cpp cannot do (the adapter passes these calls through unchanged) --
-    _WRONG_ARGS = "SmolLM2-135M calls the forced tool but fills wrong argument values (e.g. input=123456 for 3)"
-    _FLAKY_SCHEMA = "SmolLM2-135M fills structured-output schemas inconsistently between runs; not a routing property"
+    _WRONG_ARGS = (
+        "SmolLM2-135M calls the forced tool but fills wrong argument values (e.g. input=123456 for 3)"
+    )
+    _FLAKY_SCHEMA = (
+        "SmolLM2-135M fills structured-output schemas inconsistently between runs; not a routing property"
+    )
 
     @pytest.mark.xfail(reason=_WRONG_ARGS, run=False)
     def test_tool_calling(self, model) -> None:
@@ -84,7 +91,10 @@ class TestChatTokenleanRouterIntegration(ChatModelIntegrationTests):
     async def test_tool_calling_async(self, model) -> None:
         await super().test_tool_calling_async(model)
 
-    @pytest.mark.xfail(run=False, reason="llama.cpp's server ignores tool_choice='required' with several tools (only a named tool is forced)")
+    @pytest.mark.xfail(
+        run=False,
+        reason="llama.cpp's server ignores tool_choice='required' with several tools (only a named tool is forced)",
+    )
     def test_tool_choice(self, model) -> None:
         super().test_tool_choice(model)
 
@@ -104,7 +114,9 @@ class TestChatTokenleanRouterIntegration(ChatModelIntegrationTests):
     def test_structured_output_optional_param(self, model) -> None:
         super().test_structured_output_optional_param(model)
 
-    @pytest.mark.xfail(run=False, reason="the agent loop needs correct tool arguments, which SmolLM2-135M does not produce")
+    @pytest.mark.xfail(
+        run=False, reason="the agent loop needs correct tool arguments, which SmolLM2-135M does not produce"
+    )
     def test_agent_loop(self, model) -> None:
         super().test_agent_loop(model)
 
@@ -152,7 +164,9 @@ def test_bind_tools_keeps_tools_and_formats_them_for_a_langchain_target(local_ll
     router = _router(a.base_url, b.base_url)
     llm = ChatTokenleanRouter(router=router, models={"strong": strong_lc})
     runs = _Runs()
-    msg = llm.bind_tools([get_weather], tool_choice="get_weather").invoke("Weather in Paris?", config={"callbacks": [runs]})
+    msg = llm.bind_tools([get_weather], tool_choice="get_weather").invoke(
+        "Weather in Paris?", config={"callbacks": [runs]}
+    )
     assert (runs.starts, runs.ends) == (1, 1)  # the LangChain target ran inside our run, not as a second one
     assert msg.response_metadata[ROUTING_KEY]["target"] == "strong"
     assert msg.response_metadata[ROUTING_KEY]["reason"].startswith("tools need the strong model")
@@ -183,12 +197,17 @@ def test_agent_middleware_picks_the_model_per_call(local_llm_pair) -> None:
 
     meter = Meter(Ledger())
     router = Router(
-        {"weak": OpenAICompatibleEndpoint(a.base_url, a.model), "strong": OpenAICompatibleEndpoint(b.base_url, b.model)},
+        {
+            "weak": OpenAICompatibleEndpoint(a.base_url, a.model),
+            "strong": OpenAICompatibleEndpoint(b.base_url, b.model),
+        },
         policies=[RulesPolicy([Rule("strong", when=urgent)])],
         default="weak",
         meter=meter,
     )
-    agent = create_agent(weak, tools=[], middleware=[TokenleanRouting(router, {"weak": weak, "strong": strong})])
+    agent = create_agent(
+        weak, tools=[], middleware=[TokenleanRouting(router, {"weak": weak, "strong": strong})]
+    )
     out = agent.invoke({"messages": [HumanMessage("urgent: say hi")]})
     assert out["messages"][-1].response_metadata[ROUTING_KEY]["target"] == "strong"
     out = agent.invoke({"messages": [HumanMessage("say hi")]})

@@ -29,7 +29,10 @@ def llm(local_llm: object, embedder: object) -> CachedLLM:
 
 
 def test_chat_and_stream_chat_served_from_cache(llm: CachedLLM) -> None:
-    msgs = [ChatMessage(role="system", content="Answer briefly."), ChatMessage(role="user", content="Name a fruit.")]
+    msgs = [
+        ChatMessage(role="system", content="Answer briefly."),
+        ChatMessage(role="user", content="Name a fruit."),
+    ]
     first = llm.chat(msgs)
     assert first.additional_kwargs["tokenlean_cache"]["hit"] is False
     second = llm.chat([msgs[0], ChatMessage(role="user", content="name a fruit")])
@@ -58,7 +61,9 @@ async def test_async_chat_and_stream(llm: CachedLLM) -> None:
     q = [ChatMessage(role="user", content="Name an animal.")]
     first = await llm.achat(q)
     second = await llm.achat(q)
-    assert second.additional_kwargs["tokenlean_cache"]["hit"] and second.message.content == first.message.content
+    assert (
+        second.additional_kwargs["tokenlean_cache"]["hit"] and second.message.content == first.message.content
+    )
     chunks = [r.delta async for r in await llm.astream_chat(q)]
     assert "".join(c or "" for c in chunks) == first.message.content
     done = await llm.acomplete("One plus one is")

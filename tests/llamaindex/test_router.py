@@ -6,19 +6,19 @@ import pytest
 
 pytest.importorskip("llama_index.llms.openai_like")
 
-from llama_index.core.base.llms.types import ChatMessage  # noqa: E402
-from llama_index.core.instrumentation import get_dispatcher  # noqa: E402
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler  # noqa: E402
-from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMChatStartEvent  # noqa: E402
-from llama_index.core.tools import FunctionTool  # noqa: E402
-from llama_index.llms.openai_like import OpenAILike  # noqa: E402
+from llama_index.core.base.llms.types import ChatMessage
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMChatStartEvent
+from llama_index.core.tools import FunctionTool
+from llama_index.llms.openai_like import OpenAILike
 
-from llama_index.llms.tokenlean.router import TokenleanRouterLLM, TokenleanRoutingEvent  # noqa: E402
-from tokenlean.routing import ROUTING_KEY, OpenAICompatibleEndpoint, Router, Rule, RulesPolicy  # noqa: E402
+from llama_index.llms.tokenlean.router import TokenleanRouterLLM, TokenleanRoutingEvent
+from tokenlean.routing import ROUTING_KEY, OpenAICompatibleEndpoint, Router, Rule, RulesPolicy
 
 
 class Collect(BaseEventHandler):
-    events: list = []
+    events: list = []  # noqa: RUF012 - a pydantic field; every fixture passes its own list
 
     @classmethod
     def class_name(cls) -> str:
@@ -34,13 +34,29 @@ def routed(local_llm_pair):
 
     def llm(server):
         return OpenAILike(
-            api_base=server.base_url, api_key="none", model=server.model, is_chat_model=True,
-            is_function_calling_model=True, max_tokens=8, temperature=0, context_window=4096,
+            api_base=server.base_url,
+            api_key="none",
+            model=server.model,
+            is_chat_model=True,
+            is_function_calling_model=True,
+            max_tokens=8,
+            temperature=0,
+            context_window=4096,
         )
 
     router = Router(
-        {"weak": OpenAICompatibleEndpoint(a.base_url, a.model), "strong": OpenAICompatibleEndpoint(b.base_url, b.model)},
-        policies=[RulesPolicy([Rule("strong", has_tools=True, name="tools"), Rule("strong", when=lambda r: "hard" in r.last_user.text)])],
+        {
+            "weak": OpenAICompatibleEndpoint(a.base_url, a.model),
+            "strong": OpenAICompatibleEndpoint(b.base_url, b.model),
+        },
+        policies=[
+            RulesPolicy(
+                [
+                    Rule("strong", has_tools=True, name="tools"),
+                    Rule("strong", when=lambda r: "hard" in r.last_user.text),
+                ]
+            )
+        ],
         default="weak",
         meter=False,
     )
@@ -68,11 +84,10 @@ def test_chat_routes_and_emits_one_set_of_llm_events(routed) -> None:
 
 @pytest.mark.integration
 async def test_async_stream_and_tools_go_to_the_chosen_llm(routed) -> None:
-    llm, handler = routed
+    llm, _ = routed
     gen = await llm.astream_chat([ChatMessage(role="user", content="say hi")])
-    last = None
-    async for last in gen:
-        pass
+    chunks = [c async for c in gen]
+    last = chunks[-1] if chunks else None
     assert last is not None and last.additional_kwargs[ROUTING_KEY]["target"] == "weak"
 
     def add(a: int, b: int) -> int:

@@ -28,7 +28,25 @@ _LAZY: dict[str, str] = {
     "normalize_text": "tokenlean.cache.guards",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "CacheBackend",
+    "CacheEntry",
+    "CacheResult",
+    "CacheStore",
+    "EmbeddedBackend",
+    "FaissIndex",
+    "LabelledPair",
+    "PairScorer",
+    "RedisBackend",
+    "RedisStackServer",
+    "SQLiteStore",
+    "ScopeConfig",
+    "SemanticCache",
+    "StoreResult",
+    "VectorIndex",
+    "normalize_text",
+    "scope_of",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -110,7 +110,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     ca.add_argument("--out", default="scorer.json", help="where to save the fitted scorer")
     ca.add_argument("--limit", type=int, default=0, help="use only the first N pairs")
     ca.set_defaults(func=_calibrate)
-    sr = subparsers.add_parser("serve-redis", help="run a local Redis Stack server (vector search) for a shared cache")
+    sr = subparsers.add_parser(
+        "serve-redis", help="run a local Redis Stack server (vector search) for a shared cache"
+    )
     sr.add_argument("--port", type=int, default=None)
     sr.add_argument("--data-dir", default=None, help="persist data here (append-only file)")
     sr.set_defaults(func=_serve_redis)

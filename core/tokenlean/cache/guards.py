@@ -46,25 +46,211 @@ _TOKEN = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?|[^\sa-z0-9]", re.IGNORECASE)
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?")
 
 STOPWORDS = frozenset(
-    """a an the is are was were be been being am do does did doing have has had having i me my we our
-    you your he she it its they them their this that these those what which who whom whose when where
-    why how of in on at by for with about as into through to from up down out over under again then
-    once there here all any both each few more most other some such only own same so too very can will
-    just should would could may might must shall s t d ll m o re ve y and or but if because until while
-    get got one ones thing things way ways someone something anyone anything also much many best good
-    better really ever make makes making use using used like want need know tell please""".split()
+    [
+        "a",
+        "an",
+        "the",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "am",
+        "do",
+        "does",
+        "did",
+        "doing",
+        "have",
+        "has",
+        "had",
+        "having",
+        "i",
+        "me",
+        "my",
+        "we",
+        "our",
+        "you",
+        "your",
+        "he",
+        "she",
+        "it",
+        "its",
+        "they",
+        "them",
+        "their",
+        "this",
+        "that",
+        "these",
+        "those",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "of",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "with",
+        "about",
+        "as",
+        "into",
+        "through",
+        "to",
+        "from",
+        "up",
+        "down",
+        "out",
+        "over",
+        "under",
+        "again",
+        "then",
+        "once",
+        "there",
+        "here",
+        "all",
+        "any",
+        "both",
+        "each",
+        "few",
+        "more",
+        "most",
+        "other",
+        "some",
+        "such",
+        "only",
+        "own",
+        "same",
+        "so",
+        "too",
+        "very",
+        "can",
+        "will",
+        "just",
+        "should",
+        "would",
+        "could",
+        "may",
+        "might",
+        "must",
+        "shall",
+        "s",
+        "t",
+        "d",
+        "ll",
+        "m",
+        "o",
+        "re",
+        "ve",
+        "y",
+        "and",
+        "or",
+        "but",
+        "if",
+        "because",
+        "until",
+        "while",
+        "get",
+        "got",
+        "one",
+        "ones",
+        "thing",
+        "things",
+        "way",
+        "ways",
+        "someone",
+        "something",
+        "anyone",
+        "anything",
+        "also",
+        "much",
+        "many",
+        "best",
+        "good",
+        "better",
+        "really",
+        "ever",
+        "make",
+        "makes",
+        "making",
+        "use",
+        "using",
+        "used",
+        "like",
+        "want",
+        "need",
+        "know",
+        "tell",
+        "please",
+    ]
 )
 
 NEGATIONS = frozenset(
-    "not no never none nobody nothing neither nor nowhere without cannot cant dont doesnt didnt isnt "
-    "arent wasnt werent wont wouldnt shouldnt couldnt havent hasnt hadnt aint".split()
+    [
+        "not",
+        "no",
+        "never",
+        "none",
+        "nobody",
+        "nothing",
+        "neither",
+        "nor",
+        "nowhere",
+        "without",
+        "cannot",
+        "cant",
+        "dont",
+        "doesnt",
+        "didnt",
+        "isnt",
+        "arent",
+        "wasnt",
+        "werent",
+        "wont",
+        "wouldnt",
+        "shouldnt",
+        "couldnt",
+        "havent",
+        "hasnt",
+        "hadnt",
+        "aint",
+    ]
 )
 
 _NUMBER_WORDS: dict[str, str] = {
     w: str(i)
     for i, w in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-        "sixteen seventeen eighteen nineteen twenty".split()
+        [
+            "zero",
+            "one",
+            "two",
+            "three",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+            "ten",
+            "eleven",
+            "twelve",
+            "thirteen",
+            "fourteen",
+            "fifteen",
+            "sixteen",
+            "seventeen",
+            "eighteen",
+            "nineteen",
+            "twenty",
+        ]
     )
 }
 _NUMBER_WORDS.update(
@@ -78,16 +264,53 @@ _NUM = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?(?:st|nd|rd|th|k|m|bn)?(?![
 
 _MONTHS = {
     m[:3]: m
-    for m in "january february march april may june july august september october november december".split()
+    for m in [
+        "january",
+        "february",
+        "march",
+        "april",
+        "may",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+    ]
 }
 _DATE_WORDS = frozenset(
-    "monday tuesday wednesday thursday friday saturday sunday today tomorrow yesterday tonight weekend "
-    "morning evening night noon midnight spring summer autumn fall winter".split()
+    [
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+        "today",
+        "tomorrow",
+        "yesterday",
+        "tonight",
+        "weekend",
+        "morning",
+        "evening",
+        "night",
+        "noon",
+        "midnight",
+        "spring",
+        "summer",
+        "autumn",
+        "fall",
+        "winter",
+    ]
 )
 _RELATIVE = re.compile(r"\b(last|next|this|previous|coming)\s+(week|month|year|day|decade|century|quarter)\b")
 _CENTURY = re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)\s+century\b")
 
-_QUOTED = re.compile(r"\"([^\"]{1,200})\"|“([^”]{1,200})”|‘([^’]{1,200})’|`([^`]{1,200})`|(?<!\w)'([^']{2,200})'(?!\w)")
+_QUOTED = re.compile(
+    r"\"([^\"]{1,200})\"|“([^”]{1,200})”|‘([^’]{1,200})’|`([^`]{1,200})`|(?<!\w)'([^']{2,200})'(?!\w)"
+)
 _CODE = re.compile(
     r"(?<![\w.])(?:[A-Za-z_][\w]*\.)+[A-Za-z_]\w*(?:\(\))?"  # dotted.names / calls
     r"|\b[a-z]+(?:[A-Z][a-z0-9]*)+\w*\b"  # camelCase
@@ -160,7 +383,9 @@ def extract(text: str) -> TextFacts:
     words = tuple(w.replace("'", "") for w in _WORD.findall(simple))
     numbers = {_norm_number(m.group(0)) for m in _NUM.finditer(simple)}
     numbers.update(_NUMBER_WORDS[w] for w in words if w in _NUMBER_WORDS)
-    dates = {f"m:{_MONTHS[w[:3]]}" for w in words if w[:3] in _MONTHS and (len(w) == 3 or w in _MONTHS.values())}
+    dates = {
+        f"m:{_MONTHS[w[:3]]}" for w in words if w[:3] in _MONTHS and (len(w) == 3 or w in _MONTHS.values())
+    }
     if "m:may" in dates and "May" not in raw:  # "may" is far more often the verb than the month
         dates.discard("m:may")
     dates.update(f"d:{w}" for w in words if w in _DATE_WORDS)
@@ -172,7 +397,9 @@ def extract(text: str) -> TextFacts:
     for sent in re.split(r"(?<=[.?!])\s+", raw):
         toks = _WORD.findall(sent)
         for i, tok in enumerate(toks):
-            if tok.isupper() and len(tok) >= 2 or i > 0 and tok[:1].isupper() and tok.lower() not in STOPWORDS:
+            if (tok.isupper() and len(tok) >= 2) or (
+                i > 0 and tok[:1].isupper() and tok.lower() not in STOPWORDS
+            ):
                 entities.add(_stem(tok.lower()))
     quoted = frozenset(next(g for g in m.groups() if g is not None).strip() for m in _QUOTED.finditer(raw))
     code = frozenset(m.group(0) for m in _CODE.finditer(raw) if not m.group(0).replace(".", "").isdigit())

@@ -30,14 +30,26 @@ __all__ = ["RedisBackend"]
 
 logger = logging.getLogger("tokenlean.cache.redis")
 
-_FIELDS = ("ns", "key", "query", "payload", "chunks", "vec", "created_at", "expires_at", "hits", "last_access", "min_score")
+_FIELDS = (
+    "ns",
+    "key",
+    "query",
+    "payload",
+    "chunks",
+    "vec",
+    "created_at",
+    "expires_at",
+    "hits",
+    "last_access",
+    "min_score",
+)
 
 
 def _search_rows(raw: Any) -> list[tuple[str, dict[bytes, bytes]]]:
     """``(key, fields)`` rows of an ``FT.SEARCH`` reply, in RESP2 (flat list) or RESP3 (map) shape."""
     rows: list[tuple[str, dict[bytes, bytes]]] = []
     if isinstance(raw, dict):
-        for item in raw.get(b"results", raw.get("results", [])):
+        for item in raw.get(b"results", raw.get("results")) or []:
             attrs = item.get(b"extra_attributes") or item.get("extra_attributes") or {}
             key = item.get(b"id") or item.get("id")
             rows.append((key.decode() if isinstance(key, bytes) else str(key), dict(attrs)))
@@ -222,7 +234,7 @@ class RedisBackend:
         def write() -> None:
             pipe = self.client.pipeline(transaction=True)
             old = self._xkey(entry.namespace, entry.key)
-            pipe.hset(self._ekey(entry_id), mapping=mapping)
+            pipe.hset(self._ekey(entry_id), mapping=mapping)  # type: ignore[arg-type]
             if ms is not None:
                 pipe.pexpire(self._ekey(entry_id), ms)
             pipe.set(old, entry_id, px=ms)
@@ -286,7 +298,11 @@ class RedisBackend:
         return len(victims)
 
     def stats(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"backend": "redis", "url": self.url, "entries": int(self._call(self.client.zcard, self._lru))}
+        out: dict[str, Any] = {
+            "backend": "redis",
+            "url": self.url,
+            "entries": int(self._call(self.client.zcard, self._lru)),
+        }
         try:
             info = self._call(self.client.execute_command, "FT.INFO", self.index_name)
             pairs = info if isinstance(info, dict) else dict(zip(info[0::2], info[1::2], strict=False))

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from tokenlean.cache.backends import CacheBackend, EmbeddedBackend
-from tokenlean.cache.guards import DEFAULT_GUARDS, ALL_GUARDS, extract, failed_guard, normalize_text
+from tokenlean.cache.guards import ALL_GUARDS, DEFAULT_GUARDS, extract, failed_guard, normalize_text
 from tokenlean.cache.scoring import LabelledPair, PairScorer
 from tokenlean.cache.store import CacheEntry
 from tokenlean.errors import CacheBackendError, ConfigError, EmptyInputError, InputError, TextEncodingError
@@ -383,7 +383,9 @@ class SemanticCache:
                 return result
             if not self.semantic or len(scope.query) > self.max_query_chars:
                 result.rejected_by = "no_candidate"
-                result.reason = "semantic tier off" if not self.semantic else "query too long for the semantic tier"
+                result.reason = (
+                    "semantic tier off" if not self.semantic else "query too long for the semantic tier"
+                )
                 return self._miss(result, t0)
             t1 = time.perf_counter()
             vec = self._embed(scope.query)
@@ -439,7 +441,11 @@ class SemanticCache:
                 first_reject = (name, entry, sim)
         if not passing:
             assert first_reject is not None
-            result.rejected_by, result.cached_query, result.similarity = first_reject[0], first_reject[1].query, first_reject[2]
+            result.rejected_by, result.cached_query, result.similarity = (
+                first_reject[0],
+                first_reject[1].query,
+                first_reject[2],
+            )
             return
         scorer = self.scorer
         u = np.repeat(vec.reshape(1, -1), len(passing), axis=0)
@@ -614,10 +620,14 @@ class SemanticCache:
         met on out-of-fold scores (each pair judged by a model fitted without it). Raises
         ``CalibrationError`` when there are too few pairs to measure that rate.
         """
-        items = [p if isinstance(p, LabelledPair) else LabelledPair(p[0], p[1], bool(int(p[2]))) for p in pairs]
+        items = [
+            p if isinstance(p, LabelledPair) else LabelledPair(p[0], p[1], bool(int(p[2]))) for p in pairs
+        ]
         x, y, vetoes = self.pair_scores(items)
         scorer = self.scorer_template()
-        stats = scorer.calibrate(x, y, np.array([v is not None for v in vetoes]), max_false_hit_rate, folds=folds)
+        stats = scorer.calibrate(
+            x, y, np.array([v is not None for v in vetoes]), max_false_hit_rate, folds=folds
+        )
         self._scorer = scorer
         logger.info("calibrated semantic cache: %s", stats)
         return stats
@@ -655,4 +665,3 @@ class SemanticCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

@@ -57,22 +57,6 @@ class CacheStore(Protocol):
 
     def put(self, entry: CacheEntry) -> int: ...
 
-    def bulk_put(self, entries: Sequence[CacheEntry]) -> None:
-        """Insert many new entries in one transaction (imports, benchmarks); sets their ids."""
-        try:
-            with self._tx() as db:
-                for e in entries:
-                    emb = None if e.embedding is None else np.asarray(e.embedding, np.float32).tobytes()
-                    cur = db.execute(
-                        f"INSERT INTO entries({_COLS}) VALUES (NULL,?,?,?,?,?,?,?,?,?,?,?)",
-                        (e.namespace, e.key, e.query, json.dumps(e.payload, ensure_ascii=False),
-                         None if e.chunks is None else json.dumps(e.chunks), emb, e.created_at, e.expires_at,
-                         e.hits, e.last_access, e.min_score),
-                    )  # fmt: skip
-                    e.id = int(cur.lastrowid or 0)
-        except sqlite3.Error as exc:
-            raise CacheBackendError(f"cache database write failed: {exc}") from exc
-
     def get(self, entry_id: int) -> CacheEntry | None: ...
 
     def get_by_key(self, namespace: str, key: str) -> CacheEntry | None: ...
@@ -155,7 +139,9 @@ class SQLiteStore:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         try:
-            self._db = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False, isolation_level=None)
+            self._db = sqlite3.connect(
+                self.path, timeout=timeout, check_same_thread=False, isolation_level=None
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
@@ -217,7 +203,9 @@ class SQLiteStore:
                 ).fetchall()
                 for (old_id,) in old:
                     db.execute("DELETE FROM entries WHERE id=?", (old_id,))
-                    db.execute("INSERT INTO deletions(entry_id, namespace) VALUES (?, ?)", (old_id, entry.namespace))
+                    db.execute(
+                        "INSERT INTO deletions(entry_id, namespace) VALUES (?, ?)", (old_id, entry.namespace)
+                    )
                 cur = db.execute(
                     f"INSERT INTO entries({_COLS}) VALUES (NULL,?,?,?,?,?,?,?,?,?,?,?)",
                     (
@@ -239,6 +227,22 @@ class SQLiteStore:
             raise CacheBackendError(f"cache database write failed: {exc}") from exc
         return entry.id
 
+    def bulk_put(self, entries: Sequence[CacheEntry]) -> None:
+        """Insert many new entries in one transaction (imports, benchmarks); sets their ids."""
+        try:
+            with self._tx() as db:
+                for e in entries:
+                    emb = None if e.embedding is None else np.asarray(e.embedding, np.float32).tobytes()
+                    cur = db.execute(
+                        f"INSERT INTO entries({_COLS}) VALUES (NULL,?,?,?,?,?,?,?,?,?,?,?)",
+                        (e.namespace, e.key, e.query, json.dumps(e.payload, ensure_ascii=False),
+                         None if e.chunks is None else json.dumps(e.chunks), emb, e.created_at, e.expires_at,
+                         e.hits, e.last_access, e.min_score),
+                    )  # fmt: skip
+                    e.id = int(cur.lastrowid or 0)
+        except sqlite3.Error as exc:
+            raise CacheBackendError(f"cache database write failed: {exc}") from exc
+
     def get(self, entry_id: int) -> CacheEntry | None:
         rows = self._read(f"SELECT {_COLS} FROM entries WHERE id=?", (entry_id,))
         return _row(rows[0]) if rows else None
@@ -247,11 +251,14 @@ class SQLiteStore:
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
-        return {int(r[0]): _row(r) for r in self._read(f"SELECT {_COLS} FROM entries WHERE id IN ({marks})", ids)}
+        return {
+            int(r[0]): _row(r) for r in self._read(f"SELECT {_COLS} FROM entries WHERE id IN ({marks})", ids)
+        }
 
     def get_by_key(self, namespace: str, key: str) -> CacheEntry | None:
         rows = self._read(
-            f"SELECT {_COLS} FROM entries WHERE namespace=? AND key=? ORDER BY id DESC LIMIT 1", (namespace, key)
+            f"SELECT {_COLS} FROM entries WHERE namespace=? AND key=? ORDER BY id DESC LIMIT 1",
+            (namespace, key),
         )
         return _row(rows[0]) if rows else None
 
@@ -267,7 +274,10 @@ class SQLiteStore:
     def _delete_where(self, where: str, args: Sequence[Any]) -> list[tuple[int, str]]:
         try:
             with self._tx() as db:
-                gone = [(int(i), ns) for i, ns in db.execute(f"SELECT id, namespace FROM entries WHERE {where}", args)]
+                gone = [
+                    (int(i), ns)
+                    for i, ns in db.execute(f"SELECT id, namespace FROM entries WHERE {where}", args)
+                ]
                 for i, ns in gone:
                     db.execute("DELETE FROM entries WHERE id=?", (i,))
                     db.execute("INSERT INTO deletions(entry_id, namespace) VALUES (?, ?)", (i, ns))
@@ -297,7 +307,9 @@ class SQLiteStore:
         return int(self._read("SELECT count(*) FROM entries")[0][0])
 
     def all_vectors(self) -> Iterator[tuple[int, str, np.ndarray]]:
-        for i, ns, emb in self._read("SELECT id, namespace, embedding FROM entries WHERE embedding IS NOT NULL"):
+        for i, ns, emb in self._read(
+            "SELECT id, namespace, embedding FROM entries WHERE embedding IS NOT NULL"
+        ):
             yield int(i), ns, np.frombuffer(emb, dtype=np.float32)
 
     # -- multi-process sync --------------------------------------------------------------------
@@ -307,7 +319,9 @@ class SQLiteStore:
 
     def marks(self) -> tuple[int, int]:
         """``(last entry id, last deletion seq)``: where a process's index is up to date."""
-        row = self._read("SELECT (SELECT coalesce(max(id),0) FROM entries), (SELECT coalesce(max(seq),0) FROM deletions)")
+        row = self._read(
+            "SELECT (SELECT coalesce(max(id),0) FROM entries), (SELECT coalesce(max(seq),0) FROM deletions)"
+        )
         return int(row[0][0]), int(row[0][1])
 
     def changes_since(
@@ -317,7 +331,8 @@ class SQLiteStore:
         added = [
             (int(i), ns, np.frombuffer(emb, dtype=np.float32))
             for i, ns, emb in self._read(
-                "SELECT id, namespace, embedding FROM entries WHERE id > ? AND embedding IS NOT NULL", (last_id,)
+                "SELECT id, namespace, embedding FROM entries WHERE id > ? AND embedding IS NOT NULL",
+                (last_id,),
             )
         ]
         dels = self._read("SELECT seq, entry_id, namespace FROM deletions WHERE seq > ?", (last_seq,))

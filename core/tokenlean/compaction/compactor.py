@@ -12,8 +12,13 @@ Pipeline for one call (``Compactor.compact``):
    by a marker naming the tool and the size.
 4. **Unit selection**: the remaining old messages are segmented into units (``segment.py``),
    scored against the query (``scoring.py``), and chosen by a greedy that fills the token budget in
-   order of score per token, keeps protected units first, skips near-duplicates (MMR-style) and
-   keeps the original order. Runs of dropped units become one marker each.
+   order of priority (score, optionally per token): protected units first (with a quarter of the
+   budget still reserved for the best-scored units, so paths in every observation cannot crowd
+   out the line the user asks about), near-duplicates skipped (MMR-style), and the rest of a
+   sentence promoted once one of its clauses is kept. Output keeps the original order; runs of
+   dropped units become one marker each (or vanish with ``marker=None``). When the parts that
+   must stay whole already exceed a ``ratio`` budget, the old content is still cut by the ratio
+   and ``budget_met`` says the budget was missed.
 
 Messages are never removed, only shortened, so an assistant tool call and its tool results can
 never be separated. Every omission marker carries a handle; ``expand_omitted(handle)`` returns the
@@ -864,7 +869,8 @@ class Compactor:
             marker_cost = (
                 self._counter.count(self.marker.format(tokens=999, handle="om-0000000000", what="")) + 1
             )
-        keep = np.zeros(nu, dtype=bool)
+        keep = [False] * nu
+        prot = protected.tolist()
         # unit position within its item, for run accounting
         first_of = [0] * nu
         last_of = [0] * nu
@@ -885,13 +891,13 @@ class Compactor:
         # Max-heap on priority (protected first). Keeping a clause raises its sibling clauses by
         # ``sibling_bonus``: the rest of a sentence that was worth quoting is the likeliest next
         # unit to matter ("It was published ..." -> "... in 1997").
-        heap = [(not protected[i], -float(priority[i]), i) for i in range(nu)]
+        boosted = [float(x) for x in priority]
+        heap = [(not prot[i], -boosted[i], i) for i in range(nu)]
         heapq.heapify(heap)
-        done = np.zeros(nu, dtype=bool)
+        done = [False] * nu
         by_sentence: dict[int, list[int]] = {}
         for i in range(nu):
             by_sentence.setdefault(sents[i], []).append(i)
-        boosted = priority.astype(np.float64).copy()
         # Protected units are kept whatever they cost, but they must not crowd out the units
         # that answer the request: a share of the budget stays reserved for the best-scored ones.
         # (set when the first unprotected unit comes up, i.e. after protected units and the
@@ -905,7 +911,7 @@ class Compactor:
             left_dropped = i > first_of[i] and not keep[i - 1]
             right_dropped = i < last_of[i] and not keep[i + 1]
             delta = costs[i] + marker_cost * (int(left_dropped) + int(right_dropped) - 1)
-            if protected[i]:
+            if prot[i]:
                 keep[i] = True
                 used += delta
                 if used > budget:
@@ -934,7 +940,7 @@ class Compactor:
                 for j in by_sentence[sents[i]]:
                     if not done[j]:
                         boosted[j] += self.sibling_bonus
-                        heapq.heappush(heap, (not protected[j], -float(boosted[j]), j))
+                        heapq.heappush(heap, (not prot[j], -boosted[j], j))
 
         out_pieces: list[list[Piece]] = []
         out_om: list[Omission] = []

@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from tokenlean.embeddings import Embedder
 
 __all__ = [
-    "BM25",
     "AGENT_WEIGHTS",
+    "BM25",
     "DEFAULT_WEIGHTS",
     "FEATURES",
     "LEXICAL_WEIGHTS",

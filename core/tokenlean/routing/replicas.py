@@ -225,7 +225,10 @@ class ReplicaGroup:
             # work"); an unmeasured replica is assumed as fast as the fastest, so it gets tried
             known = [r.ewma_latency_s for r in healthy if r.ewma_latency_s]
             typical = min(known) if known else 1.0
-            by_load = sorted(healthy, key=lambda r: ((self.load(r, now) + 1.0) * (r.ewma_latency_s or typical), self.load(r, now)))
+            by_load = sorted(
+                healthy,
+                key=lambda r: ((self.load(r, now) + 1.0) * (r.ewma_latency_s or typical), self.load(r, now)),
+            )
             if self.strategy == "round_robin":
                 i = self._rr % len(healthy)
                 self._rr += 1

@@ -16,6 +16,7 @@ serves hits for agents and streaming calls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -62,10 +63,8 @@ def request_from_prompt(prompt: str, llm_string: str) -> Request:
     params: dict[str, Any] = {}
     temp = _TEMPERATURE.search(llm_string)
     if temp is not None:
-        try:
+        with contextlib.suppress(ValueError):
             params["temperature"] = float(temp.group(1))
-        except ValueError:
-            pass
     if messages is None:
         return Request(messages=(Message(role="user", content=prompt),), model=llm_string, params=params)
     req = request_from_langchain(messages)
@@ -99,7 +98,9 @@ class TokenleanCache(BaseCache):
     ``last_result`` holds the latest ``CacheResult`` (hit or miss, similarity, rejecting guard).
     """
 
-    def __init__(self, cache: SemanticCache | None = None, *, tenant: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, cache: SemanticCache | None = None, *, tenant: str | None = None, **kwargs: Any
+    ) -> None:
         self.cache = cache if cache is not None else SemanticCache(**kwargs)
         self.tenant = tenant
         self.last_result: CacheResult | None = None

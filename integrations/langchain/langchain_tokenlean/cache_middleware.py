@@ -53,7 +53,9 @@ class TokenleanCacheMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     ``tenant`` isolates users; ``last_result`` is the latest ``CacheResult``.
     """
 
-    def __init__(self, cache: SemanticCache | None = None, *, tenant: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, cache: SemanticCache | None = None, *, tenant: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__()
         self.cache = cache if cache is not None else SemanticCache(**kwargs)
         self.tenant = tenant
@@ -89,8 +91,15 @@ class TokenleanCacheMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         except Exception as exc:
             log.warning("cached message could not be loaded (%s); calling the model", exc)
             return core, None
-        info = {"hit": True, "tier": result.tier, "similarity": result.similarity, "cached_query": result.cached_query}
-        message = message.model_copy(update={"response_metadata": {**message.response_metadata, CACHE_KEY: info}})
+        info = {
+            "hit": True,
+            "tier": result.tier,
+            "similarity": result.similarity,
+            "cached_query": result.cached_query,
+        }
+        message = message.model_copy(
+            update={"response_metadata": {**message.response_metadata, CACHE_KEY: info}}
+        )
         return core, ModelResponse(result=[message])
 
     def _store(self, core: Request | None, response: ModelResponse) -> None:
@@ -99,7 +108,9 @@ class TokenleanCacheMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         ai = next((m for m in reversed(response.result) if isinstance(m, AIMessage)), None)
         if ai is None or response.structured_response is not None:
             return
-        calls = tuple(ToolCall(id=str(tc.get("id") or i), name=tc["name"]) for i, tc in enumerate(ai.tool_calls))
+        calls = tuple(
+            ToolCall(id=str(tc.get("id") or i), name=tc["name"]) for i, tc in enumerate(ai.tool_calls)
+        )
         text = ai.text if isinstance(ai.text, str) else str(ai.content)
         probe = Response(
             message=Message(role="assistant", content=text or (None if calls else ""), tool_calls=calls),
@@ -107,7 +118,9 @@ class TokenleanCacheMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         )
         if self.cache.cacheable(core, probe) is not None:
             return
-        clean = ai.model_copy(update={"response_metadata": {k: v for k, v in ai.response_metadata.items() if k != CACHE_KEY}})
+        clean = ai.model_copy(
+            update={"response_metadata": {k: v for k, v in ai.response_metadata.items() if k != CACHE_KEY}}
+        )
         try:
             self.cache.store(core, {"message": dumpd(clean)}, tenant=self.tenant, force=True)
         except TokenleanError as exc:

@@ -41,10 +41,20 @@ __all__ = ["ChatTokenleanRouter", "request_from_langchain", "response_to_ai_mess
 
 log = logging.getLogger("tokenlean.langchain.router")
 
-_CALL_KEYS = ("temperature", "max_tokens", "top_p", "seed", "response_format", "tool_choice", "parallel_tool_calls")
+_CALL_KEYS = (
+    "temperature",
+    "max_tokens",
+    "top_p",
+    "seed",
+    "response_format",
+    "tool_choice",
+    "parallel_tool_calls",
+)
 
 
-def request_from_langchain(messages: Sequence[BaseMessage], tools: Sequence[dict[str, Any]] = (), **params: Any) -> Request:
+def request_from_langchain(
+    messages: Sequence[BaseMessage], tools: Sequence[dict[str, Any]] = (), **params: Any
+) -> Request:
     """LangChain messages → tokenlean ``Request`` (through the OpenAI shape, tool calls kept)."""
     out: list[Message] = []
     for d in convert_to_openai_messages(list(messages)):
@@ -52,14 +62,21 @@ def request_from_langchain(messages: Sequence[BaseMessage], tools: Sequence[dict
             d = {**d, "tool_call_id": "unknown"}
         out.append(Message.from_openai(d))
     metadata = params.pop("metadata", None) or {}
-    return Request(tuple(out), params={k: v for k, v in params.items() if v is not None}, tools=tuple(tools), metadata=metadata)
+    return Request(
+        tuple(out),
+        params={k: v for k, v in params.items() if v is not None},
+        tools=tuple(tools),
+        metadata=metadata,
+    )
 
 
 def _usage_metadata(resp: Response | None, usage: Any = None) -> UsageMetadata | None:
     u = usage if usage is not None else (resp.usage if resp is not None else None)
     if u is None:
         return None
-    meta = UsageMetadata(input_tokens=u.input_tokens, output_tokens=u.output_tokens, total_tokens=u.total_tokens)
+    meta = UsageMetadata(
+        input_tokens=u.input_tokens, output_tokens=u.output_tokens, total_tokens=u.total_tokens
+    )
     if u.cached_input_tokens:
         meta["input_token_details"] = {"cache_read": u.cached_input_tokens}
     return meta
@@ -75,8 +92,20 @@ def response_to_ai_message(resp: Response) -> AIMessage:
                 raise ValueError("arguments are not an object")
             tool_calls.append({"name": tc.name, "args": args, "id": tc.id, "type": "tool_call"})
         except ValueError as exc:
-            invalid.append({"name": tc.name, "args": tc.arguments, "id": tc.id, "error": str(exc), "type": "invalid_tool_call"})
-    meta: dict[str, Any] = {"model_name": resp.model, "finish_reason": resp.finish_reason, "model_provider": "tokenlean"}
+            invalid.append(
+                {
+                    "name": tc.name,
+                    "args": tc.arguments,
+                    "id": tc.id,
+                    "error": str(exc),
+                    "type": "invalid_tool_call",
+                }
+            )
+    meta: dict[str, Any] = {
+        "model_name": resp.model,
+        "finish_reason": resp.finish_reason,
+        "model_provider": "tokenlean",
+    }
     if ROUTING_KEY in resp.extra:
         meta[ROUTING_KEY] = resp.extra[ROUTING_KEY]
     return AIMessage(
@@ -108,7 +137,9 @@ class ChatTokenleanRouter(BaseChatModel):
     timeout: float | None = None
     max_retries: int | None = None
     streaming: bool = False
-    metadata_for_routing: dict[str, Any] = Field(default_factory=dict, description="tags / task_type for rules")
+    metadata_for_routing: dict[str, Any] = Field(
+        default_factory=dict, description="tags / task_type for rules"
+    )
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -167,7 +198,9 @@ class ChatTokenleanRouter(BaseChatModel):
         return self.bind(tools=formatted, **kwargs)
 
     # -- request building -----------------------------------------------------------------------
-    def _request(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> Request:
+    def _request(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> Request:
         params: dict[str, Any] = {"temperature": self.temperature, "max_tokens": self.max_tokens}
         params.update({k: kwargs[k] for k in _CALL_KEYS if k in kwargs})
         stop = stop or self.stop
@@ -181,7 +214,10 @@ class ChatTokenleanRouter(BaseChatModel):
         model = self.models[target]
         call = {k: v for k, v in kwargs.items() if k not in ("tools", "tool_choice", "routing_metadata")}
         if request.tools:
-            bound = model.bind_tools(list(request.tools), **({"tool_choice": kwargs["tool_choice"]} if kwargs.get("tool_choice") else {}))
+            bound = model.bind_tools(
+                list(request.tools),
+                **({"tool_choice": kwargs["tool_choice"]} if kwargs.get("tool_choice") else {}),
+            )
             call.update(getattr(bound, "kwargs", {}))
         return model, call
 
@@ -207,7 +243,9 @@ class ChatTokenleanRouter(BaseChatModel):
         decision = self._decide(request)
         if decision.target in self.models and decision.cascade is None:
             model, call = self._lc_kwargs(decision.target, request, kwargs)
-            return self._annotate(model._generate(messages, stop=stop or self.stop, run_manager=run_manager, **call), decision)
+            return self._annotate(
+                model._generate(messages, stop=stop or self.stop, run_manager=run_manager, **call), decision
+            )
         r: Router = self.router
         resp, _ = r.execute(request, decision)
         return ChatResult(generations=[ChatGeneration(message=response_to_ai_message(resp))])
@@ -263,7 +301,9 @@ class ChatTokenleanRouter(BaseChatModel):
         decision = self._decide(request)
         if decision.target in self.models and decision.cascade is None:
             model, call = self._lc_kwargs(decision.target, request, kwargs)
-            async for chunk in model._astream(messages, stop=stop or self.stop, run_manager=run_manager, **call):
+            async for chunk in model._astream(
+                messages, stop=stop or self.stop, run_manager=run_manager, **call
+            ):
                 yield chunk
             return
         r: Router = self.router
@@ -289,10 +329,16 @@ def _openai_tool_choice(choice: str | dict[str, Any] | bool) -> str | dict[str, 
 def _to_generation_chunk(sc: StreamChunk) -> ChatGenerationChunk | None:
     if sc.response is not None:
         resp = sc.response
-        meta: dict[str, Any] = {"model_name": resp.model, "finish_reason": resp.finish_reason, "model_provider": "tokenlean"}
+        meta: dict[str, Any] = {
+            "model_name": resp.model,
+            "finish_reason": resp.finish_reason,
+            "model_provider": "tokenlean",
+        }
         if ROUTING_KEY in resp.extra:
             meta[ROUTING_KEY] = resp.extra[ROUTING_KEY]
-        msg = AIMessageChunk(content="", usage_metadata=_usage_metadata(resp), response_metadata=meta, chunk_position="last")
+        msg = AIMessageChunk(
+            content="", usage_metadata=_usage_metadata(resp), response_metadata=meta, chunk_position="last"
+        )
         return ChatGenerationChunk(message=msg)
     if not sc.text and not sc.tool_call_deltas:
         return None

@@ -41,7 +41,9 @@ class TokenleanRouting(AgentMiddleware):  # type: ignore[type-arg]
     the agent's model: routing must never break an agent.
     """
 
-    def __init__(self, router: Router, models: Mapping[str, BaseChatModel], *, record_usage: bool = True) -> None:
+    def __init__(
+        self, router: Router, models: Mapping[str, BaseChatModel], *, record_usage: bool = True
+    ) -> None:
         super().__init__()
         self.router = router
         self.models = dict(models)
@@ -67,7 +69,9 @@ class TokenleanRouting(AgentMiddleware):  # type: ignore[type-arg]
             return request, decision, core
         return request.override(model=model), decision, core
 
-    def _after(self, response: ModelResponse, decision: Decision | None, core: Request | None, started: float) -> ModelResponse:
+    def _after(
+        self, response: ModelResponse, decision: Decision | None, core: Request | None, started: float
+    ) -> ModelResponse:
         if decision is None:
             return response
         for msg in response.result:
@@ -80,7 +84,8 @@ class TokenleanRouting(AgentMiddleware):  # type: ignore[type-arg]
                 cached = (u.get("input_token_details") or {}).get("cache_read", 0) or 0
                 try:
                     meter.record(
-                        model=msg.response_metadata.get("model_name") or self.router.model_of(decision.target),
+                        model=msg.response_metadata.get("model_name")
+                        or self.router.model_of(decision.target),
                         usage=Usage(u["input_tokens"], u["output_tokens"], cached_input_tokens=cached),
                         task_id=core.task_id if core is not None else None,
                         tags={"route": decision.target, "policy": decision.policy, "role": "agent-step"},
@@ -92,7 +97,9 @@ class TokenleanRouting(AgentMiddleware):  # type: ignore[type-arg]
                     log.warning("could not meter a routed agent step: %s", exc)
         return response
 
-    def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> ModelResponse:
+    def wrap_model_call(
+        self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]
+    ) -> ModelResponse:
         routed, decision, core = self._decide(request)
         started = time.time()
         return self._after(handler(routed), decision, core, started)

@@ -33,7 +33,9 @@ def test_semantic_cache_benchmark_quick(tmp_path: Path) -> None:
     assert result["latency"]["scale"]["embedded"]
 
 
-def test_cli_calibrate_stats_and_bad_input(tmp_path: Path, embedder: object, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_calibrate_stats_and_bad_input(
+    tmp_path: Path, embedder: object, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tokenlean.cache import PairScorer, SemanticCache
     from tokenlean.cli import main
 
@@ -41,7 +43,20 @@ def test_cli_calibrate_stats_and_bad_input(tmp_path: Path, embedder: object, cap
     with pairs.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["question1", "question2", "is_duplicate"])
-        for t in ["password", "invoice", "account", "order", "refund", "email", "plan", "card", "team", "device", "login", "report"]:
+        for t in [
+            "password",
+            "invoice",
+            "account",
+            "order",
+            "refund",
+            "email",
+            "plan",
+            "card",
+            "team",
+            "device",
+            "login",
+            "report",
+        ]:
             w.writerow([f"How do I change my {t}?", f"How can I change my {t}?", 1])
             w.writerow([f"How do I change my {t}?", f"How do I delete my {t}?", 0])
             w.writerow([f"How do I change my {t}?", f"Why can't I change my {t}?", 0])

@@ -72,7 +72,9 @@ def test_eight_threads_and_two_processes_lose_nothing(tmp_path: Path) -> None:
     backend = EmbeddedBackend(path)
     script = _writer(tmp_path)
     procs = [
-        subprocess.Popen([sys.executable, str(script), str(path), f"proc{k}", "60"], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, str(script), str(path), f"proc{k}", "60"], stdout=subprocess.PIPE, text=True
+        )
         for k in range(2)
     ]
     errors: list[BaseException] = []

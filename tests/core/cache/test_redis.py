@@ -21,7 +21,9 @@ def cache(redis_stack: str, embedder: object, request: pytest.FixtureRequest) ->
     backend.clear()
 
 
-def test_hit_miss_guard_and_two_clients_share(cache: SemanticCache, redis_stack: str, embedder: object) -> None:
+def test_hit_miss_guard_and_two_clients_share(
+    cache: SemanticCache, redis_stack: str, embedder: object
+) -> None:
     assert cache.store("How do I reset my password?", "Use the link.").stored
     assert cache.lookup("how do i reset my password").tier == "exact"
     hit = cache.lookup("How can I reset my password?")
@@ -62,7 +64,9 @@ def test_max_entries(redis_stack: str, embedder: object) -> None:
     backend.clear()
 
 
-def test_down_then_back_passes_through_fast_and_recovers(tmp_path: Path, embedder: object, caplog: pytest.LogCaptureFixture) -> None:
+def test_down_then_back_passes_through_fast_and_recovers(
+    tmp_path: Path, embedder: object, caplog: pytest.LogCaptureFixture
+) -> None:
     server = RedisStackServer(data_dir=tmp_path / "r", persist=True)
     url = server.start()
     backend = RedisBackend(url, retry_interval=0.2)

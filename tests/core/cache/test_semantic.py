@@ -39,9 +39,14 @@ def test_tenants_never_share(cache: SemanticCache) -> None:
     cache.store("What is our refund policy?", "30 days.", tenant="acme")
     assert cache.lookup("What is our refund policy?", tenant="acme").hit
     other = cache.lookup("What is our refund policy?", tenant="globex")
-    assert not other.hit and other.namespace != cache.lookup("What is our refund policy?", tenant="acme").namespace
+    assert (
+        not other.hit
+        and other.namespace != cache.lookup("What is our refund policy?", tenant="acme").namespace
+    )
     # tenant from request metadata works the same way
-    req = Request(messages=(Message(role="user", content="What is our refund policy?"),), metadata={"tenant": "globex"})
+    req = Request(
+        messages=(Message(role="user", content="What is our refund policy?"),), metadata={"tenant": "globex"}
+    )
     assert not cache.lookup(req).hit
 
 
@@ -49,10 +54,21 @@ def test_scope_model_params_system_and_tools(cache: SemanticCache) -> None:
     base = _req(("system", "You are terse."), ("user", "Define entropy."), temperature=0)
     cache.store(base, "A measure of disorder.")
     assert cache.lookup(base).hit
-    assert not cache.lookup(_req(("system", "You are terse."), ("user", "Define entropy."), model="other", temperature=0)).hit
-    assert not cache.lookup(_req(("system", "You are verbose."), ("user", "Define entropy."), temperature=0)).hit
-    assert not cache.lookup(_req(("system", "You are terse."), ("user", "Define entropy."), temperature=0, max_tokens=5)).hit
-    with_tools = Request(messages=base.messages, model="m", params={"temperature": 0}, tools=({"type": "function", "function": {"name": "f"}},))
+    assert not cache.lookup(
+        _req(("system", "You are terse."), ("user", "Define entropy."), model="other", temperature=0)
+    ).hit
+    assert not cache.lookup(
+        _req(("system", "You are verbose."), ("user", "Define entropy."), temperature=0)
+    ).hit
+    assert not cache.lookup(
+        _req(("system", "You are terse."), ("user", "Define entropy."), temperature=0, max_tokens=5)
+    ).hit
+    with_tools = Request(
+        messages=base.messages,
+        model="m",
+        params={"temperature": 0},
+        tools=({"type": "function", "function": {"name": "f"}},),
+    )
     assert not cache.lookup(with_tools).hit
     streamed = Request(messages=base.messages, model="m", params={"temperature": 0, "stream": True})
     assert cache.lookup(streamed).hit  # streaming does not change the answer
@@ -60,8 +76,15 @@ def test_scope_model_params_system_and_tools(cache: SemanticCache) -> None:
 
 def test_follow_up_needs_its_conversation(embedder: object) -> None:
     cache = SemanticCache(embedder=embedder)  # default scope: whole prefix
-    conv = [("user", "What is diabetes?"), ("assistant", "A disease of blood sugar."), ("user", "What are its types?")]
-    cache.store(_req(("user", "What is a cloud?"), ("assistant", "Water droplets."), ("user", "What are its types?")), "Cumulus, stratus.")
+    conv = [
+        ("user", "What is diabetes?"),
+        ("assistant", "A disease of blood sugar."),
+        ("user", "What are its types?"),
+    ]
+    cache.store(
+        _req(("user", "What is a cloud?"), ("assistant", "Water droplets."), ("user", "What are its types?")),
+        "Cumulus, stratus.",
+    )
     assert not cache.lookup(_req(*conv)).hit
     assert not cache.lookup("What are its types?", model="m").hit
     cache.store(_req(*conv), "Type 1 and type 2.")
@@ -70,8 +93,13 @@ def test_follow_up_needs_its_conversation(embedder: object) -> None:
     loose.store(_req(("user", "hi"), ("assistant", "hello"), ("user", "Define entropy.")), "Disorder.")
     assert loose.lookup(_req(("user", "Define entropy."))).hit
     last2 = SemanticCache(embedder=embedder, scope=ScopeConfig(context="last_n", last_n=2))
-    last2.store(_req(("user", "old"), ("assistant", "x"), ("user", "q1"), ("assistant", "a1"), ("user", "Why?")), "Because.")
-    assert last2.lookup(_req(("user", "other old"), ("assistant", "y"), ("user", "q1"), ("assistant", "a1"), ("user", "Why?"))).hit
+    last2.store(
+        _req(("user", "old"), ("assistant", "x"), ("user", "q1"), ("assistant", "a1"), ("user", "Why?")),
+        "Because.",
+    )
+    assert last2.lookup(
+        _req(("user", "other old"), ("assistant", "y"), ("user", "q1"), ("assistant", "a1"), ("user", "Why?"))
+    ).hit
     assert not last2.lookup(_req(("user", "q2"), ("assistant", "a1"), ("user", "Why?"))).hit
 
 
@@ -82,7 +110,9 @@ def test_policies_skip_errors_refusals_tools_and_temperature(cache: SemanticCach
     assert cache.store("Hack the bank", "I'm sorry, but I can't help with that.").reason == "refusal"
     call = Response(message=Message(role="assistant", content=None, tool_calls=(ToolCall(id="1", name="f"),)))
     assert cache.store("Call f", call).reason == "tool-call response"
-    assert cache.store("Broken", Response(message=Message(role="assistant", content="x"), finish_reason="error")).reason
+    assert cache.store(
+        "Broken", Response(message=Message(role="assistant", content="x"), finish_reason="error")
+    ).reason
     assert cache.store("Empty", "   ").reason == "empty answer"
     assert cache.store("Broken", None).reason == "error"
     assert cache.stats()["stores"] == 0
@@ -97,7 +127,13 @@ def test_streaming_is_stored_whole_and_replayed(cache: SemanticCache) -> None:
 
 def test_response_round_trip(cache: SemanticCache) -> None:
     resp = Response.from_openai(
-        {"id": "c1", "model": "m", "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}]}
+        {
+            "id": "c1",
+            "model": "m",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}
+            ],
+        }
     )
     cache.store("Say hi", resp)
     got = cache.lookup("Say hi").response
@@ -179,8 +215,28 @@ async def test_async_lookup_and_store(cache: SemanticCache) -> None:
 
 def test_calibrate_reaches_target_on_held_out_pairs(embedder: object) -> None:
     # Labelled pairs made from templates: duplicates are rewordings, non-duplicates change one fact.
-    topics = ["password", "invoice", "account", "subscription", "order", "refund", "address", "email", "plan",
-              "card", "delivery", "profile", "team", "report", "backup", "license", "device", "invite", "payment", "login"]
+    topics = [
+        "password",
+        "invoice",
+        "account",
+        "subscription",
+        "order",
+        "refund",
+        "address",
+        "email",
+        "plan",
+        "card",
+        "delivery",
+        "profile",
+        "team",
+        "report",
+        "backup",
+        "license",
+        "device",
+        "invite",
+        "payment",
+        "login",
+    ]
     pairs: list[tuple[str, str, int]] = []
     for t in topics:
         pairs += [

@@ -76,7 +76,9 @@ def test_calibration_helpers() -> None:
         share_for_budget(1, 2, 1)
 
 
-@pytest.mark.parametrize("scorer", [LogisticScorer(), KNNScorer(k=5), MatrixFactorizationScorer(dim=4, epochs=200)])
+@pytest.mark.parametrize(
+    "scorer", [LogisticScorer(), KNNScorer(k=5), MatrixFactorizationScorer(dim=4, epochs=200)]
+)
 def test_scorers_learn_a_separable_signal(scorer) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 8))
@@ -91,8 +93,19 @@ def test_scorers_learn_a_separable_signal(scorer) -> None:
 def test_semantic_routes_with_fitted_thresholds(embedder) -> None:
     router = SemanticRouter(
         [
-            SemanticRoute("code", "strong", ("write a python function", "fix this bug in my code", "refactor this class", "why does my program crash")),
-            SemanticRoute("chitchat", "weak", ("hello there", "how are you today", "thanks a lot", "good morning")),
+            SemanticRoute(
+                "code",
+                "strong",
+                (
+                    "write a python function",
+                    "fix this bug in my code",
+                    "refactor this class",
+                    "why does my program crash",
+                ),
+            ),
+            SemanticRoute(
+                "chitchat", "weak", ("hello there", "how are you today", "thanks a lot", "good morning")
+            ),
         ],
         embedder=embedder,
     ).fit()
@@ -107,15 +120,25 @@ def test_semantic_routes_with_fitted_thresholds(embedder) -> None:
 @pytest.mark.integration
 @pytest.mark.parametrize("kind", ["logistic", "knn", "mf"])
 def test_learned_router_from_outcomes(embedder, kind) -> None:
-    hard = [f"Prove that the sum of the first {n} odd numbers is a perfect square, step by step." for n in range(3, 23)]
+    hard = [
+        f"Prove that the sum of the first {n} odd numbers is a perfect square, step by step."
+        for n in range(3, 23)
+    ]
     hard += [f"Solve the differential equation y'' + {n}y = 0 and explain each step." for n in range(2, 22)]
-    easy = [f"What colour is a {w}?" for w in ("banana", "tomato", "lemon", "cherry", "grass", "sky", "snow", "coal", "orange", "lime")]
-    easy += [f"Say hello to {n}." for n in ("Ann", "Bob", "Cem", "Dora", "Eve", "Fay", "Gus", "Hal", "Ida", "Jo")]
+    easy = [
+        f"What colour is a {w}?"
+        for w in ("banana", "tomato", "lemon", "cherry", "grass", "sky", "snow", "coal", "orange", "lime")
+    ]
+    easy += [
+        f"Say hello to {n}." for n in ("Ann", "Bob", "Cem", "Dora", "Eve", "Fay", "Gus", "Hal", "Ida", "Jo")
+    ]
     prompts = hard + easy
     strong = [1.0] * len(prompts)
     weak = [0.0] * len(hard) + [1.0] * len(easy)
     r = LearnedRouter("gpt-big", "local-small", scorer=kind, embedder=embedder).fit(prompts, strong, weak)
-    scores = r.score(["Prove that the square root of 2 is irrational, step by step.", "What colour is a strawberry?"])
+    scores = r.score(
+        ["Prove that the square root of 2 is irrational, step by step.", "What colour is a strawberry?"]
+    )
     assert scores[0] > scores[1]
     thr = r.calibrate(prompts, strong_share=0.7)  # two thirds are hard: all of them go strong
     assert thr == r.threshold

@@ -125,7 +125,7 @@ def test_health_check_ejects(stub) -> None:
         [VLLMEndpoint(stub.url("down"), "m", name="down"), VLLMEndpoint(stub.url("up"), "m", name="up")]
     )
     assert g.check_health() == {"down": False, "up": True}
-    assert [r.name for r in g.order()][0] == "up"
+    assert g.order()[0].name == "up"
 
 
 @pytest.mark.integration

@@ -90,7 +90,10 @@ async def test_async_complete_and_stream(pair_router) -> None:
 def test_model_fallback_when_every_replica_fails(local_llm, dead_url, stub) -> None:
     router = Router(
         {
-            "strong": [OpenAICompatibleEndpoint(dead_url, "big", max_retries=0), OpenAICompatibleEndpoint(stub.url("fail503"), "big", max_retries=0)],
+            "strong": [
+                OpenAICompatibleEndpoint(dead_url, "big", max_retries=0),
+                OpenAICompatibleEndpoint(stub.url("fail503"), "big", max_retries=0),
+            ],
             "local": OpenAICompatibleEndpoint(local_llm.base_url, local_llm.model),
         },
         default="strong",
@@ -100,7 +103,9 @@ def test_model_fallback_when_every_replica_fails(local_llm, dead_url, stub) -> N
     resp, dec = router.complete_with_decision(_req())
     assert dec.target == "local" and dec.fallback_from == ("strong",) and resp.text.strip()
     chunks = list(router.stream(_req()))
-    assert chunks[-1].response is not None and chunks[-1].response.extra[ROUTING_KEY]["fallback_from"] == ["strong"]
+    assert chunks[-1].response is not None and chunks[-1].response.extra[ROUTING_KEY]["fallback_from"] == [
+        "strong"
+    ]
     no_fallback = Router({"strong": OpenAICompatibleEndpoint(dead_url, "big", max_retries=0)}, meter=False)
     with pytest.raises(NoRouteError):
         no_fallback.complete(_req())
@@ -119,13 +124,22 @@ def test_unknown_targets_are_rejected(stub) -> None:
 def test_cascade_validator_escalates_or_keeps(local_llm_pair) -> None:
     a, b = local_llm_pair
     meter = Meter(Ledger())
-    targets = {"cheap": OpenAICompatibleEndpoint(a.base_url, a.model, name="cheap"), "strong": OpenAICompatibleEndpoint(b.base_url, b.model, name="strong")}
-    never = Router(targets, policies=[Cascade("cheap", "strong", [Validate(regex_validator(r"^ZZZ-NEVER$"))])], meter=meter)
-    resp, dec = never.complete_with_decision(_req(task_id="c1"))
+    targets = {
+        "cheap": OpenAICompatibleEndpoint(a.base_url, a.model, name="cheap"),
+        "strong": OpenAICompatibleEndpoint(b.base_url, b.model, name="strong"),
+    }
+    never = Router(
+        targets,
+        policies=[Cascade("cheap", "strong", [Validate(regex_validator(r"^ZZZ-NEVER$"))])],
+        meter=meter,
+    )
+    _, dec = never.complete_with_decision(_req(task_id="c1"))
     assert dec.escalated and dec.target == "strong" and "regex" in dec.reason and "failed" in dec.reason
     assert [r.tags["role"] for r in meter.ledger.records("c1")] == ["cascade-cheap", "cascade-strong"]
-    always = Router(targets, policies=[Cascade("cheap", "strong", [Validate(lambda t: True, name="accept")])], meter=meter)
-    resp, dec = always.complete_with_decision(_req(task_id="c2"))
+    always = Router(
+        targets, policies=[Cascade("cheap", "strong", [Validate(lambda t: True, name="accept")])], meter=meter
+    )
+    _, dec = always.complete_with_decision(_req(task_id="c2"))
     assert not dec.escalated and dec.target == "cheap" and "kept cheap answer" in dec.reason
     assert len(meter.ledger.records("c2")) == 1
 
@@ -134,11 +148,18 @@ def test_cascade_validator_escalates_or_keeps(local_llm_pair) -> None:
 def test_cascade_consistency_and_self_check_use_extra_cheap_calls(local_llm_pair) -> None:
     a, b = local_llm_pair
     meter = Meter(Ledger())
-    targets = {"cheap": OpenAICompatibleEndpoint(a.base_url, a.model), "strong": OpenAICompatibleEndpoint(b.base_url, b.model)}
-    router = Router(targets, policies=[Cascade("cheap", "strong", [Consistency(min_agreement=0.3), SelfCheck()])], meter=meter)
-    resp, dec = router.complete_with_decision(_req("What is 3 + 4?", task_id="k"))
+    targets = {
+        "cheap": OpenAICompatibleEndpoint(a.base_url, a.model),
+        "strong": OpenAICompatibleEndpoint(b.base_url, b.model),
+    }
+    router = Router(
+        targets,
+        policies=[Cascade("cheap", "strong", [Consistency(min_agreement=0.3), SelfCheck()])],
+        meter=meter,
+    )
+    _, dec = router.complete_with_decision(_req("What is 3 + 4?", task_id="k"))
     signals = dec.extra["signals"]
-    assert [s["reason"][:4] for s in signals][0] == "two "
+    assert signals[0]["reason"].startswith("two samples agree")
     assert "self-check said" in signals[1]["reason"]
     roles = [r.tags["role"] for r in meter.ledger.records("k")]
     assert roles[:3] == ["cascade-cheap", "cascade-check", "cascade-check"]
@@ -148,7 +169,11 @@ def test_cascade_consistency_and_self_check_use_extra_cheap_calls(local_llm_pair
 def test_mean_logprob_signal_with_server_logprobs(stub) -> None:
     cheap = OpenAICompatibleEndpoint(stub.url("ok"), "m", name="cheap")
     strong = OpenAICompatibleEndpoint(stub.url("ok"), "m", name="strong")
-    router = Router({"cheap": cheap, "strong": strong}, policies=[Cascade("cheap", "strong", [MeanLogprob(-0.1)])], meter=False)
+    router = Router(
+        {"cheap": cheap, "strong": strong},
+        policies=[Cascade("cheap", "strong", [MeanLogprob(-0.1)])],
+        meter=False,
+    )
     _, dec = router.complete_with_decision(_req())
     assert stub.state.bodies[0]["logprobs"] is True
     assert dec.escalated and "mean logprob -0.15 < -0.10" in dec.reason
@@ -162,7 +187,9 @@ def test_failed_check_call_skips_the_signal(stub) -> None:
     # skipped and the user still gets the cheap answer rather than an error
     cheap = OpenAICompatibleEndpoint(stub.url("secondfails"), "m", name="cheap", max_retries=0)
     strong = OpenAICompatibleEndpoint(stub.url("ok"), "m", name="strong")
-    router = Router({"cheap": cheap, "strong": strong}, policies=[Cascade("cheap", "strong", [SelfCheck()])], meter=False)
+    router = Router(
+        {"cheap": cheap, "strong": strong}, policies=[Cascade("cheap", "strong", [SelfCheck()])], meter=False
+    )
     resp, dec = router.complete_with_decision(_req())
     assert resp.text == "stub answer 42" and not dec.escalated
     assert "signal skipped" in dec.extra["signals"][0]["reason"]
@@ -170,7 +197,9 @@ def test_failed_check_call_skips_the_signal(stub) -> None:
 
 
 def test_validators_and_helpers() -> None:
-    js = json_schema_validator({"type": "object", "required": ["a"], "properties": {"a": {"type": "integer"}}})
+    js = json_schema_validator(
+        {"type": "object", "required": ["a"], "properties": {"a": {"type": "integer"}}}
+    )
     assert js('{"a": 1}') and js('```json\n{"a": 2}\n```')
     assert not js('{"a": "x"}') and not js("not json") and not js("{}")
     assert regex_validator(r"\d+")("answer: 42") and not regex_validator(r"\d+")("none")
@@ -188,7 +217,9 @@ def test_validators_and_helpers() -> None:
 
 @pytest.mark.integration
 def test_learned_verifier_signal(embedder) -> None:
-    qs = ["Tom has 3 apples and buys 4 more. How many?"] * 20 + ["A train goes 60 km/h for 2 hours. How far?"] * 20
+    qs = ["Tom has 3 apples and buys 4 more. How many?"] * 20 + [
+        "A train goes 60 km/h for 2 hours. How far?"
+    ] * 20
     good = ["3 + 4 = 7. #### 7", "60 * 2 = 120. #### 120"]
     bad = ["3 + 4 = 8. However, maybe approximately 8. #### 8", "60 * 2 = 100, wait, actually #### 100.5"]
     answers = [good[i // 20] if i % 2 else bad[i // 20] for i in range(40)]

@@ -57,7 +57,9 @@ class CachedLLM(LLM):
     _cache: SemanticCache = PrivateAttr()
     _last: CacheResult | None = PrivateAttr(default=None)
 
-    def __init__(self, llm: LLM, cache: SemanticCache | None = None, tenant: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, llm: LLM, cache: SemanticCache | None = None, tenant: str | None = None, **kwargs: Any
+    ) -> None:
         options = {k: kwargs.pop(k) for k in list(kwargs) if k not in LLM.model_fields}
         super().__init__(llm=llm, tenant=tenant, **kwargs)
         self._cache = cache if cache is not None else SemanticCache(**options)
@@ -88,7 +90,11 @@ class CachedLLM(LLM):
 
     def _chat_request(self, messages: Sequence[ChatMessage]) -> Request:
         msgs = tuple(
-            Message(role=_role(m.role), content=m.content or "", tool_call_id="unknown" if _role(m.role) == "tool" else None)
+            Message(
+                role=_role(m.role),
+                content=m.content or "",
+                tool_call_id="unknown" if _role(m.role) == "tool" else None,
+            )
             for m in messages
         )
         return Request(messages=msgs, model=self.metadata.model_name, params=self._params())
@@ -144,7 +150,9 @@ class CachedLLM(LLM):
             for piece in hit.stream():
                 text += piece
                 yield ChatResponse(
-                    message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=piece, additional_kwargs=self._info(hit)
+                    message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
+                    delta=piece,
+                    additional_kwargs=self._info(hit),
                 )
 
         def passthrough() -> Generator[ChatResponse, None, None]:
@@ -234,7 +242,9 @@ class CachedLLM(LLM):
         resp.additional_kwargs = {**resp.additional_kwargs, **self._info(None)}
         return resp
 
-    async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
         req = self._complete_request(prompt, formatted)
         hit = await asyncio.to_thread(self._lookup, req)
 

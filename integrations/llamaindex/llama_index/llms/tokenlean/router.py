@@ -66,7 +66,9 @@ def _core(messages: Sequence[ChatMessage], tools: Sequence[Any] = ()) -> Request
         role = _ROLES.get(role, role)
         tool_call_id = m.additional_kwargs.get("tool_call_id") or ("unknown" if role == "tool" else None)
         out.append(Message(role, m.content or "", tool_call_id=tool_call_id))
-    specs = tuple({"type": "function", "function": {"name": t.metadata.name}} for t in tools if hasattr(t, "metadata"))
+    specs = tuple(
+        {"type": "function", "function": {"name": t.metadata.name}} for t in tools if hasattr(t, "metadata")
+    )
     return Request(tuple(out), tools=specs)
 
 
@@ -91,7 +93,9 @@ class TokenleanRouterLLM(FunctionCallingLLM):
             context_window=min(llm.metadata.context_window for llm in self.llms.values()),
             num_output=meta.num_output,
             is_chat_model=True,
-            is_function_calling_model=all(getattr(llm.metadata, "is_function_calling_model", False) for llm in self.llms.values()),
+            is_function_calling_model=all(
+                getattr(llm.metadata, "is_function_calling_model", False) for llm in self.llms.values()
+            ),
             model_name=f"tokenlean-router({','.join(sorted(self.llms))})",
         )
 
@@ -123,7 +127,9 @@ class TokenleanRouterLLM(FunctionCallingLLM):
         return resp
 
     @staticmethod
-    def _history(user_msg: str | ChatMessage | None, chat_history: list[ChatMessage] | None) -> list[ChatMessage]:
+    def _history(
+        user_msg: str | ChatMessage | None, chat_history: list[ChatMessage] | None
+    ) -> list[ChatMessage]:
         msgs = list(chat_history or [])
         if user_msg is not None:
             msgs.append(ChatMessage(role="user", content=user_msg) if isinstance(user_msg, str) else user_msg)
@@ -166,7 +172,9 @@ class TokenleanRouterLLM(FunctionCallingLLM):
         llm, _ = self._route([ChatMessage(role="user", content=prompt)])
         yield from llm.stream_complete(prompt, formatted=formatted, **kwargs)
 
-    async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
         llm, _ = self._route([ChatMessage(role="user", content=prompt)])
         return await llm.astream_complete(prompt, formatted=formatted, **kwargs)
 
@@ -183,8 +191,13 @@ class TokenleanRouterLLM(FunctionCallingLLM):
     ) -> ChatResponse:
         llm, d = self._route(self._history(user_msg, chat_history), tools)
         resp = llm.chat_with_tools(  # type: ignore[attr-defined]
-            tools, user_msg=user_msg, chat_history=chat_history, verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls, tool_required=tool_required, **kwargs,
+            tools,
+            user_msg=user_msg,
+            chat_history=chat_history,
+            verbose=verbose,
+            allow_parallel_tool_calls=allow_parallel_tool_calls,
+            tool_required=tool_required,
+            **kwargs,
         )
         return self._tag(resp, d)
 
@@ -200,8 +213,13 @@ class TokenleanRouterLLM(FunctionCallingLLM):
     ) -> ChatResponse:
         llm, d = self._route(self._history(user_msg, chat_history), tools)
         resp = await llm.achat_with_tools(  # type: ignore[attr-defined]
-            tools, user_msg=user_msg, chat_history=chat_history, verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls, tool_required=tool_required, **kwargs,
+            tools,
+            user_msg=user_msg,
+            chat_history=chat_history,
+            verbose=verbose,
+            allow_parallel_tool_calls=allow_parallel_tool_calls,
+            tool_required=tool_required,
+            **kwargs,
         )
         return self._tag(resp, d)
 
@@ -217,17 +235,28 @@ class TokenleanRouterLLM(FunctionCallingLLM):
     ) -> ChatResponseGen:
         llm, d = self._route(self._history(user_msg, chat_history), tools)
         for r in llm.stream_chat_with_tools(  # type: ignore[attr-defined]
-            tools, user_msg=user_msg, chat_history=chat_history, verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls, tool_required=tool_required, **kwargs,
+            tools,
+            user_msg=user_msg,
+            chat_history=chat_history,
+            verbose=verbose,
+            allow_parallel_tool_calls=allow_parallel_tool_calls,
+            tool_required=tool_required,
+            **kwargs,
         ):
             yield self._tag(r, d)
 
-    def _prepare_chat_with_tools(self, tools: Sequence[Any], user_msg: Any = None, chat_history: Any = None, **kwargs: Any) -> dict[str, Any]:
+    def _prepare_chat_with_tools(
+        self, tools: Sequence[Any], user_msg: Any = None, chat_history: Any = None, **kwargs: Any
+    ) -> dict[str, Any]:
         llm, _ = self._route(self._history(user_msg, chat_history), tools)
         return llm._prepare_chat_with_tools(tools, user_msg=user_msg, chat_history=chat_history, **kwargs)  # type: ignore[attr-defined]
 
-    def get_tool_calls_from_response(self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any) -> list[ToolSelection]:
+    def get_tool_calls_from_response(
+        self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
+    ) -> list[ToolSelection]:
         """Parsed by the LLM that produced ``response`` (tool-call formats differ per provider)."""
         routed = response.additional_kwargs.get(ROUTING_KEY) or {}
         llm = self._llm(routed.get("target") or self.router.default)
-        return llm.get_tool_calls_from_response(response, error_on_no_tool_call=error_on_no_tool_call, **kwargs)  # type: ignore[attr-defined]
+        return llm.get_tool_calls_from_response(
+            response, error_on_no_tool_call=error_on_no_tool_call, **kwargs
+        )  # type: ignore[attr-defined]

@@ -1,0 +1,346 @@
+"""Routing benchmark: offline quality routing (RouteLLM metrics) and replica choice on real servers.
+
+Offline (default): on RouteLLM's outcome data (GSM8K, MMLU, MT-Bench; decontaminated) or any
+``--csv FILE --strong M --weak M``, every policy's APGR, CPT(50%) and CPT(80%): the learned
+routers (logistic / kNN / matrix factorisation on all-MiniLM-L6-v2 embeddings), the cascade
+with a learned verifier (where the weak model's answers are in the data), the nested-selected
+``tokenlean-best``, and the ``random``, ``length`` and ``oracle`` baselines. Learned policies
+are cross-fitted: every row is scored by a model fitted on other rows only. Also the routing
+decision latency (p50, with the embedding: cold = model forward, warm = embedder LRU hit).
+
+Replicas (``--replicas``): two real llama.cpp servers, one slowed by a throttling proxy,
+least-outstanding-work vs round-robin p95 latency, then a run where one replica is killed
+mid-way (failed user calls must be zero).
+
+    python benchmarks/routing.py [--data DIR] [--json OUT] [--quick] [--replicas]
+    python benchmarks/routing.py --csv outcomes.csv --strong gpt-4o --weak llama-3-8b
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+# -- offline --------------------------------------------------------------------------------------------
+
+
+def _subsample(data: Any, n: int, seed: int = 0) -> Any:
+    if len(data) <= n:
+        return data
+    rng = np.random.default_rng(seed)
+    return data.subset(np.sort(rng.choice(len(data), n, replace=False)))
+
+
+def _decision_latency(data: Any, vectors: np.ndarray, embedder: Any, n: int) -> dict[str, float]:
+    """p50 of ``LearnedRouter.decide`` on real requests, embedding included (cold and warm LRU)."""
+    from tokenlean.routing import LearnedRouter
+    from tokenlean.types import Message, Request
+
+    router = LearnedRouter("strong", "weak", scorer="logistic", embedder=embedder)
+    router.fit(data.prompts, data.strong, data.weak, vectors=vectors)
+    rng = np.random.default_rng(1)
+    idx = rng.choice(len(data), min(n, len(data)), replace=False)
+    reqs = [Request([Message("user", data.prompts[i])]) for i in idx]
+    cold = []
+    for i, r in enumerate(reqs[: max(5, n // 8)]):
+        fresh = Request([Message("user", f"{r.messages[0].text}\n(variant {i} {time.time_ns()})")])
+        t0 = time.perf_counter()
+        router.decide(fresh)
+        cold.append((time.perf_counter() - t0) * 1000)
+    embedder.embed([r.messages[0].text[:2000] for r in reqs])  # warm the LRU as a cache lookup would
+    warm = []
+    for r in reqs:
+        t0 = time.perf_counter()
+        router.decide(r)
+        warm.append((time.perf_counter() - t0) * 1000)
+    return {
+        "p50_ms_warm": float(np.median(warm)),
+        "p50_ms_cold": float(np.median(cold)),
+        "n_warm": len(warm),
+        "n_cold": len(cold),
+    }
+
+
+def run_offline(args: argparse.Namespace) -> dict[str, Any]:
+    from tokenlean.embeddings import get_default_embedder
+    from tokenlean.routing.eval import cached_embeddings, load_outcome_csv, load_routellm, offline_report
+
+    if args.csv:
+        if not (args.strong and args.weak):
+            raise SystemExit("--csv needs --strong MODEL and --weak MODEL (the outcome column names)")
+        datasets = {
+            Path(c).stem: load_outcome_csv(c, args.strong, args.weak, name=Path(c).stem) for c in args.csv
+        }
+    else:
+        root = Path(args.data) / "routing" / "routellm"
+        if not root.exists():
+            raise SystemExit(
+                f"routing data not found under {root}; pass --data DIR (laid out as ../shared/datasets)"
+            )
+        datasets = load_routellm(root)
+    if args.quick:
+        datasets = {k: _subsample(v, 120) for k, v in datasets.items()}
+    elif args.max_rows:
+        datasets = {k: _subsample(v, args.max_rows) for k, v in datasets.items()}
+    embedder = get_default_embedder()
+    t0 = time.perf_counter()
+    vectors = {}
+    for k, v in datasets.items():
+        # the prompt as the router will see it (policies read the last user turn, capped)
+        vectors[k] = cached_embeddings(v.prompts, embedder, args.cache_dir)
+    embed_s = time.perf_counter() - t0
+    kinds = ("logistic", "knn") if args.quick else ("logistic", "knn", "mf")
+    folds = 3 if args.quick else args.folds
+    t0 = time.perf_counter()
+    report = offline_report(datasets, vectors, kinds=kinds, folds=folds)
+    report["meta"]["_run"] = {"embed_s": embed_s, "fit_eval_s": time.perf_counter() - t0, "quick": args.quick}
+    first = next(iter(datasets))
+    report["decision_latency"] = _decision_latency(
+        datasets[first], vectors[first], embedder, 40 if args.quick else 200
+    )
+    return report
+
+
+def print_offline(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for name, pols in report["datasets"].items():
+        meta = report["meta"][name]
+        t = Table(
+            title=f"{name}: {meta['rows']} rows ({meta['skipped']} skipped), strong {meta['strong_quality']:.3f} / weak {meta['weak_quality']:.3f}"
+        )
+        for col in ("policy", "APGR", "CPT(50%)", "CPT(80%)"):
+            t.add_column(col, justify="right" if col != "policy" else "left")
+        for pol, m in sorted(pols.items(), key=lambda kv: -kv[1]["apgr"]):
+            t.add_row(pol, f"{m['apgr']:.3f}", f"{m['cpt50'] * 100:.1f}%", f"{m['cpt80'] * 100:.1f}%")
+        console.print(t)
+        if meta.get("best_choice_per_fold"):
+            console.print(f"  tokenlean-best chose per fold: {meta['best_choice_per_fold']}")
+    lat = report.get("decision_latency")
+    if lat:
+        console.print(
+            f"decision p50 incl. embedding: warm (LRU) {lat['p50_ms_warm']:.2f} ms, cold {lat['p50_ms_cold']:.2f} ms"
+        )
+
+
+# -- replicas -------------------------------------------------------------------------------------------
+
+
+class ThrottlingProxy:
+    """TCP proxy on loopback that delays the first response bytes of every request by ``delay_s``.
+
+    Stands in for a replica on a slower GPU or a busier node: the server itself is unchanged.
+    """
+
+    def __init__(self, upstream_port: int, delay_s: float) -> None:
+        self.upstream_port, self.delay_s = upstream_port, delay_s
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> ThrottlingProxy:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._loop.run_until_complete(self._serve())
+
+    async def _serve(self) -> None:
+        server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        async with server:
+            await server.serve_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.close()
+            return
+        pending = asyncio.Event()
+
+        async def client_to_up() -> None:
+            while data := await reader.read(65536):
+                pending.set()
+                up_w.write(data)
+                await up_w.drain()
+            up_w.close()
+
+        async def up_to_client() -> None:
+            while data := await up_r.read(65536):
+                if pending.is_set():
+                    pending.clear()
+                    await asyncio.sleep(self.delay_s)
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        await asyncio.gather(client_to_up(), up_to_client(), return_exceptions=True)
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def _load_run(group: Any, n: int, concurrency: int, kill: Any = None, kill_after: int = 0) -> dict[str, Any]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tokenlean.errors import TokenleanError
+    from tokenlean.types import Message, Request
+
+    lat: list[float] = []
+    failures: list[str] = []
+    done = [0]
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        req = Request(
+            [Message("user", f"Give one word for the number {i}.")],
+            params={"max_tokens": 6, "temperature": 0},
+        )
+        t0 = time.perf_counter()
+        try:
+            group.complete(req)
+        except TokenleanError as exc:
+            with lock:
+                failures.append(str(exc)[:200])
+            return
+        with lock:
+            lat.append(time.perf_counter() - t0)
+            done[0] += 1
+            if kill is not None and done[0] == kill_after:
+                threading.Thread(target=kill, daemon=True).start()
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, range(n)))
+    arr = np.array(lat) if lat else np.array([np.nan])
+    return {
+        "calls": n,
+        "failed": len(failures),
+        "p50_s": float(np.percentile(arr, 50)),
+        "p95_s": float(np.percentile(arr, 95)),
+        "served": {s["name"]: s["served"] for s in group.stats()},
+        "errors_seen": failures[:3],
+    }
+
+
+def run_replicas(args: argparse.Namespace) -> dict[str, Any]:
+    from tokenlean.routing import OpenAICompatibleEndpoint, ReplicaGroup
+    from tokenlean.server import LocalModelServer
+
+    n = 24 if args.quick else args.replica_calls
+    conc = args.concurrency
+    a, b = LocalModelServer().start(), LocalModelServer().start()
+    proxy = ThrottlingProxy(b.port, args.slow_delay).start()
+    out: dict[str, Any] = {"calls": n, "concurrency": conc, "slow_delay_s": args.slow_delay}
+    try:
+
+        def endpoints() -> list[Any]:
+            return [
+                OpenAICompatibleEndpoint(a.base_url, a.model, name="fast", timeout=60, max_retries=0),
+                OpenAICompatibleEndpoint(
+                    f"http://127.0.0.1:{proxy.port}/v1", b.model, name="slow", timeout=60, max_retries=0
+                ),
+            ]
+
+        # warm both servers so the first timed call does not pay model loading
+        for ep in endpoints():
+            _load_run(ReplicaGroup([ep]), 2, 1)
+        out["round_robin"] = _load_run(ReplicaGroup(endpoints(), strategy="round_robin"), n, conc)
+        out["least_outstanding"] = _load_run(ReplicaGroup(endpoints(), prefix_affinity=False), n, conc)
+        rr, lo = out["round_robin"]["p95_s"], out["least_outstanding"]["p95_s"]
+        out["p95_reduction"] = float(1 - lo / rr) if rr > 0 else None
+        # kill the fast replica a third of the way through: failover must hide it
+        c = LocalModelServer().start()
+        group = ReplicaGroup(
+            [
+                OpenAICompatibleEndpoint(c.base_url, c.model, name="victim", timeout=60, max_retries=0),
+                OpenAICompatibleEndpoint(a.base_url, a.model, name="survivor", timeout=60, max_retries=0),
+            ],
+            prefix_affinity=False,
+        )
+        out["kill_one_replica"] = _load_run(group, n, conc, kill=c.stop, kill_after=max(1, n // 3))
+        c.stop()
+    finally:
+        proxy.stop()
+        a.stop()
+        b.stop()
+    return out
+
+
+def print_replicas(res: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(
+        title=f"replica choice: {res['calls']} calls, concurrency {res['concurrency']}, one replica +{res['slow_delay_s']}s"
+    )
+    for col in ("strategy", "p50 (s)", "p95 (s)", "failed", "served"):
+        t.add_column(col)
+    for k in ("round_robin", "least_outstanding", "kill_one_replica"):
+        r = res[k]
+        t.add_row(k, f"{r['p50_s']:.2f}", f"{r['p95_s']:.2f}", str(r["failed"]), json.dumps(r["served"]))
+    Console().print(t)
+    if res.get("p95_reduction") is not None:
+        Console().print(f"p95 reduction vs round-robin: {res['p95_reduction'] * 100:.0f}%")
+
+
+# -- main -----------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="datasets folder (default ../shared/datasets)")
+    p.add_argument("--json", help="write results here")
+    p.add_argument("--quick", action="store_true", help="small samples, for the test suite")
+    p.add_argument("--csv", action="append", help="outcome CSV (repeatable): prompt + one column per model")
+    p.add_argument("--strong", help="strong model's column in --csv")
+    p.add_argument("--weak", help="weak model's column in --csv")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--max-rows", type=int, default=0, help="subsample each dataset (0 = all rows)")
+    p.add_argument("--cache-dir", default=None, help="embedding cache (default: temp dir)")
+    p.add_argument(
+        "--replicas", action="store_true", help="also run the replica benchmark (starts 3 llama.cpp servers)"
+    )
+    p.add_argument("--replicas-only", action="store_true")
+    p.add_argument("--replica-calls", type=int, default=60)
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--slow-delay", type=float, default=1.5)
+    args = p.parse_args(argv)
+    result: dict[str, Any] = {}
+    if not args.replicas_only:
+        report = run_offline(args)
+        print_offline(report)
+        result.update(report)
+    if args.replicas or args.replicas_only:
+        result["replicas"] = run_replicas(args)
+        print_replicas(result["replicas"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
