@@ -164,7 +164,10 @@ class ThrottlingProxy:
 
     def _run(self) -> None:
         self._loop = asyncio.new_event_loop()
-        self._loop.run_until_complete(self._serve())
+        try:
+            self._loop.run_until_complete(self._serve())
+        except RuntimeError:  # stop() ends the loop while serve_forever is pending
+            pass
 
     async def _serve(self) -> None:
         server = await asyncio.start_server(self._handle, "127.0.0.1", 0)

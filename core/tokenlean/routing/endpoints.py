@@ -238,16 +238,19 @@ class _StreamAssembler:
                 raise EndpointProtocolError(
                     f"{self.endpoint}: bad usage in stream: {exc}", endpoint=self.endpoint
                 ) from exc
-        text, deltas, finish, lps = "", (), None, ()
+        text: str = ""
+        raw_deltas: tuple[Any, ...] = ()
+        finish: str | None = None
+        lps: tuple[float, ...] = ()
         choices = event.get("choices") or []
         if choices and isinstance(choices[0], Mapping):
             choice = choices[0]
             delta = choice.get("delta") or {}
             text = delta.get("content") or ""
-            deltas = tuple(delta.get("tool_calls") or ())
+            raw_deltas = tuple(delta.get("tool_calls") or ())
             finish = choice.get("finish_reason")
             lps = _logprobs_of(choice)
-        deltas = tuple(self._normalise_delta(d) for d in deltas if isinstance(d, Mapping))
+        deltas = tuple(self._normalise_delta(d) for d in raw_deltas if isinstance(d, Mapping))
         if text:
             self.text.append(text)
         if finish:

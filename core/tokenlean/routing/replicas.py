@@ -200,15 +200,19 @@ class ReplicaGroup:
         if eject:
             self._eject(r, str(err))
 
-    def _mark_success(self, r: ReplicaState, latency_s: float | None) -> None:
+    def _mark_success(self, r: ReplicaState, latency_s: float | None, ahead: int = 0) -> None:
         with self._lock:
             r.failures = 0
             r.ejections = 0
             r.ejected_until = 0.0
             if latency_s is not None:
                 r.served += 1
+                # per-call service time: a call queued behind k others took about k+1 services on
+                # a serial server (llama.cpp); otherwise the queue would count twice, in the
+                # latency and again in the outstanding count it is multiplied by
+                service = latency_s / (ahead + 1)
                 r.ewma_latency_s = (
-                    latency_s if r.ewma_latency_s is None else 0.8 * r.ewma_latency_s + 0.2 * latency_s
+                    service if r.ewma_latency_s is None else 0.8 * r.ewma_latency_s + 0.2 * service
                 )
 
     # -- choice --------------------------------------------------------------------------------
@@ -275,10 +279,12 @@ class ReplicaGroup:
         ]
 
     # -- calls with failover -------------------------------------------------------------------
-    def _begin(self, r: ReplicaState) -> float:
+    def _begin(self, r: ReplicaState) -> tuple[float, int]:
+        """Start time and how many calls were already outstanding on ``r`` (queued ahead)."""
         with self._lock:
+            ahead = r.in_flight
             r.in_flight += 1
-        return time.monotonic()
+        return time.monotonic(), ahead
 
     def _end(self, r: ReplicaState) -> None:
         with self._lock:
@@ -290,7 +296,7 @@ class ReplicaGroup:
     def complete(self, request: Request) -> Response:
         errors: list[str] = []
         for r in self.order(request):
-            t0 = self._begin(r)
+            t0, ahead = self._begin(r)
             try:
                 resp = r.endpoint.complete(request)
             except EndpointError as err:
@@ -301,14 +307,14 @@ class ReplicaGroup:
                 continue
             finally:
                 self._end(r)
-            self._mark_success(r, time.monotonic() - t0)
+            self._mark_success(r, time.monotonic() - t0, ahead)
             return resp
         raise self._give_up(errors)
 
     async def acomplete(self, request: Request) -> Response:
         errors: list[str] = []
         for r in self.order(request):
-            t0 = self._begin(r)
+            t0, ahead = self._begin(r)
             try:
                 resp = await r.endpoint.acomplete(request)
             except EndpointError as err:
@@ -319,14 +325,14 @@ class ReplicaGroup:
                 continue
             finally:
                 self._end(r)
-            self._mark_success(r, time.monotonic() - t0)
+            self._mark_success(r, time.monotonic() - t0, ahead)
             return resp
         raise self._give_up(errors)
 
     def stream(self, request: Request) -> Iterator[StreamChunk]:
         errors: list[str] = []
         for r in self.order(request):
-            t0 = self._begin(r)
+            t0, ahead = self._begin(r)
             started = False
             try:
                 for chunk in r.endpoint.stream(request):
@@ -340,14 +346,14 @@ class ReplicaGroup:
                 continue
             finally:
                 self._end(r)
-            self._mark_success(r, time.monotonic() - t0)
+            self._mark_success(r, time.monotonic() - t0, ahead)
             return
         raise self._give_up(errors)
 
     async def astream(self, request: Request) -> AsyncIterator[StreamChunk]:
         errors: list[str] = []
         for r in self.order(request):
-            t0 = self._begin(r)
+            t0, ahead = self._begin(r)
             started = False
             try:
                 async for chunk in r.endpoint.astream(request):
@@ -361,6 +367,6 @@ class ReplicaGroup:
                 continue
             finally:
                 self._end(r)
-            self._mark_success(r, time.monotonic() - t0)
+            self._mark_success(r, time.monotonic() - t0, ahead)
             return
         raise self._give_up(errors)
