@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -105,7 +106,7 @@ def run_offline(args: argparse.Namespace) -> dict[str, Any]:
         # the prompt as the router will see it (policies read the last user turn, capped)
         vectors[k] = cached_embeddings(v.prompts, embedder, args.cache_dir)
     embed_s = time.perf_counter() - t0
-    kinds = ("logistic", "knn") if args.quick else ("logistic", "knn", "mf")
+    kinds = ("logistic", "knn") if args.quick else tuple(k for k in args.policies.split(",") if k)
     folds = 3 if args.quick else args.folds
     t0 = time.perf_counter()
     report = offline_report(datasets, vectors, kinds=kinds, folds=folds)
@@ -133,7 +134,7 @@ def print_offline(report: dict[str, Any]) -> None:
             t.add_row(pol, f"{m['apgr']:.3f}", f"{m['cpt50'] * 100:.1f}%", f"{m['cpt80'] * 100:.1f}%")
         console.print(t)
         if meta.get("best_choice_per_fold"):
-            console.print(f"  tokenlean-best chose per fold: {meta['best_choice_per_fold']}")
+            console.print(f"  nested-best chose per fold: {meta['best_choice_per_fold']}")
     lat = report.get("decision_latency")
     if lat:
         console.print(
@@ -164,10 +165,8 @@ class ThrottlingProxy:
 
     def _run(self) -> None:
         self._loop = asyncio.new_event_loop()
-        try:
+        with contextlib.suppress(RuntimeError):  # stop() ends the loop while serve_forever is pending
             self._loop.run_until_complete(self._serve())
-        except RuntimeError:  # stop() ends the loop while serve_forever is pending
-            pass
 
     async def _serve(self) -> None:
         server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -322,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strong", help="strong model's column in --csv")
     p.add_argument("--weak", help="weak model's column in --csv")
     p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--policies", default="logistic,knn,mf", help="learned scorers to evaluate")
     p.add_argument("--max-rows", type=int, default=0, help="subsample each dataset (0 = all rows)")
     p.add_argument("--cache-dir", default=None, help="embedding cache (default: temp dir)")
     p.add_argument(

@@ -395,6 +395,9 @@ AGENT_WEIGHTS: dict[str, float] = {
 }
 
 
+MAX_QUERY_EMBED_CHARS = 600
+
+
 def _z(x: np.ndarray) -> np.ndarray:
     if x.size == 0:
         return x
@@ -525,7 +528,9 @@ def features(
             vecs = np.asarray(embedder.embed(joined), dtype=np.float32)[sinv]
         else:
             vecs = np.asarray(embedder.embed(list(texts)), dtype=np.float32)
-        qv = np.asarray(embedder.embed([query]), dtype=np.float32)[0]
+        # the model reads at most 256 word pieces anyway; the head of a long query (an agent's
+        # latest observation) carries the request, and embedding it is paid on every call
+        qv = np.asarray(embedder.embed([query[:MAX_QUERY_EMBED_CHARS]]), dtype=np.float32)[0]
         su = vecs @ qv
         cols["emb_unit"] = _z(su.astype(np.float64))
         gsum = np.zeros((len(uniq), vecs.shape[1]), dtype=np.float32)
