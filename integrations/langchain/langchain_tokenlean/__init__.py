@@ -31,7 +31,21 @@ _LAZY: dict[str, str] = {
     "TokenleanRouting": "langchain_tokenlean.routing_middleware",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "ChatTokenleanRouter",
+    "TokenleanCache",
+    "TokenleanCacheMiddleware",
+    "TokenleanCallbackHandler",
+    "TokenleanCompaction",
+    "TokenleanPromptLayout",
+    "TokenleanRouting",
+    "TrackedTask",
+    "compact_messages",
+    "expand_omitted_tool",
+    "layout_messages",
+    "prompt_layout",
+    "track_task",
+]
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals(), __all__)
 
