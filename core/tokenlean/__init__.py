@@ -40,6 +40,8 @@ _LAZY: dict[str, str] = {
     "Compactor": "tokenlean.compaction",
     "Compacted": "tokenlean.compaction",
     "ProtectedPatterns": "tokenlean.compaction",
+    "Omission": "tokenlean.compaction",
+    "OmissionStore": "tokenlean.compaction",
     "compact_text": "tokenlean.compaction",
     "SemanticCache": "tokenlean.cache",
     "CacheResult": "tokenlean.cache",
@@ -91,6 +93,8 @@ __all__ = [
     "Message",
     "Meter",
     "ModelPrice",
+    "Omission",
+    "OmissionStore",
     "OpenAICompatibleEndpoint",
     "PriceTable",
     "ProfileReport",
@@ -140,7 +144,14 @@ __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals(), __all__)
 
 if TYPE_CHECKING:
     from tokenlean.cache import CacheResult, RedisStackServer, ScopeConfig, SemanticCache
-    from tokenlean.compaction import Compacted, Compactor, ProtectedPatterns, compact_text
+    from tokenlean.compaction import (
+        Compacted,
+        Compactor,
+        Omission,
+        OmissionStore,
+        ProtectedPatterns,
+        compact_text,
+    )
     from tokenlean.embeddings import Embedder, SentenceTransformerEmbedder, get_default_embedder
     from tokenlean.layout import (
         Breaker,
