@@ -92,14 +92,18 @@ def detection(seeds: int, n_requests: int) -> tuple[dict[str, Any], dict[str, An
         "false_positives": false[:20],
         "analyze_requests_per_s": round(requests / t_analyze, 1) if t_analyze else None,
     }
-    prefix = {
+    return det, _prefix_shares(prompt, before, after)
+
+
+def _prefix_shares(prompt: int, before: int, after: int) -> dict[str, Any]:
+    """Prompt tokens a prefix cache can reuse as sent (before) and as laid out (after), with shares."""
+    return {
         "prompt_tokens": prompt,
         "cacheable_before": before,
         "cacheable_after": after,
         "share_before": round(before / prompt, 4) if prompt else 0.0,
         "share_after": round(after / prompt, 4) if prompt else 0.0,
     }
-    return det, prefix
 
 
 def _trace_streams(data: Path, limit: int | None) -> list[list[dict[str, Any]]]:
@@ -157,11 +161,7 @@ def traces(data: Path, limit: int | None) -> dict[str, Any]:
         out[variant] = {
             "trajectories": len(streams),
             "calls": calls,
-            "prompt_tokens": prompt,
-            "cacheable_before": before,
-            "cacheable_after": after,
-            "share_before": round(before / prompt, 4) if prompt else 0.0,
-            "share_after": round(after / prompt, 4) if prompt else 0.0,
+            **_prefix_shares(prompt, before, after),
             "observed_breakers": breakers,
             "seconds": round(time.perf_counter() - t0, 2),
         }

@@ -265,7 +265,6 @@ def _timed_lookups(cache: Any, queries: list[tuple[str, np.ndarray]]) -> tuple[l
 
 def scale_embedded(n: int, dim: int, queries: int, rng: np.random.Generator) -> dict[str, float]:
     from tokenlean.cache.backends import EmbeddedBackend
-    from tokenlean.cache.semantic import SemanticCache
     from tokenlean.cache.store import CacheEntry
 
     gc.collect()
@@ -293,23 +292,15 @@ def scale_embedded(n: int, dim: int, queries: int, rng: np.random.Generator) -> 
         )
     build_s = time.perf_counter() - t0
     mem = (rss_mb() - before) * 2**20 / n
-    cache = SemanticCache(backend, embedder=_VectorTable(dim))
-    lat, hit_rate = _timed_lookups(cache, _queries(vecs, start, queries, rng))
+    row = _scale_row(backend, dim, _queries(vecs, start, queries, rng), build_s, mem)
     backend.close()
-    return {
-        "lookup_ms_p50": _p(lat, 50),
-        "lookup_ms_p99": _p(lat, 99),
-        "hit_rate": hit_rate,
-        "bytes_per_entry": mem,
-        "build_s": build_s,
-    }
+    return row
 
 
 def scale_redis(url: str, n: int, dim: int, queries: int, rng: np.random.Generator) -> dict[str, float]:
     import redis
 
     from tokenlean.cache.redis_backend import RedisBackend
-    from tokenlean.cache.semantic import SemanticCache
 
     backend = RedisBackend(url, prefix="bench:", socket_timeout=5.0)
     backend.clear()
@@ -335,9 +326,18 @@ def scale_redis(url: str, n: int, dim: int, queries: int, rng: np.random.Generat
         time.sleep(0.2)
     build_s = time.perf_counter() - t0
     mem = (int(client.info("memory")["used_memory"]) - before) / n
-    cache = SemanticCache(backend, embedder=_VectorTable(dim))
-    lat, hit_rate = _timed_lookups(cache, _queries(vecs, 0, queries, rng))
+    row = _scale_row(backend, dim, _queries(vecs, 0, queries, rng), build_s, mem)
     backend.clear()
+    return row
+
+
+def _scale_row(
+    backend: Any, dim: int, queries: list[tuple[str, np.ndarray]], build_s: float, mem: float
+) -> dict[str, float]:
+    """Time lookups against a filled ``backend``: one row of the scale table (any backend)."""
+    from tokenlean.cache.semantic import SemanticCache
+
+    lat, hit_rate = _timed_lookups(SemanticCache(backend, embedder=_VectorTable(dim)), queries)
     return {
         "lookup_ms_p50": _p(lat, 50),
         "lookup_ms_p99": _p(lat, 99),

@@ -21,9 +21,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 from tokenlean.errors import MissingDependencyError, ServerError
 
@@ -206,18 +208,39 @@ class LocalModelServer:
 
 
 # -- CLI -------------------------------------------------------------------------------------------
-def _serve(args: argparse.Namespace) -> int:
-    server = LocalModelServer(args.model_path, port=args.port, alias=args.alias, n_ctx=args.n_ctx)
-    server.start()
-    print(f"serving {server.model} at {server.base_url} (pid {server.pid}); Ctrl-C stops it", flush=True)
+class _Served(Protocol):
+    @property
+    def running(self) -> bool: ...
+
+    def stop(self) -> None: ...
+
+
+def serve_until_stopped(server: _Served, name: str) -> int:
+    """Block a ``serve-*`` command until Ctrl-C or SIGTERM, then stop ``server``; shared by CLIs.
+
+    SIGTERM is handled like Ctrl-C so a supervisor's stop still reaches ``server.stop()`` (the
+    child server process would otherwise outlive the CLI). Returns 0 after a stop, 1 when the
+    server process exits on its own (it crashed: the CLI must not look healthy).
+    """
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        while server.running:
-            time.sleep(0.5)
+        while not stop.wait(0.5):
+            if not server.running:
+                print(f"{name} exited", file=sys.stderr)
+                return 1
     except KeyboardInterrupt:
         pass
     finally:
         server.stop()
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    server = LocalModelServer(args.model_path, port=args.port, alias=args.alias, n_ctx=args.n_ctx)
+    server.start()
+    print(f"serving {server.model} at {server.base_url} (pid {server.pid}); Ctrl-C stops it", flush=True)
+    return serve_until_stopped(server, "llama.cpp server")
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

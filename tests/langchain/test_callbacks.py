@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from decimal import Decimal
 from typing import Any
 
@@ -28,36 +27,8 @@ from langchain_core.tools import tool
 
 from langchain_tokenlean.callbacks import TokenleanCallbackHandler, track_task
 from tokenlean.metering import Meter, ModelPrice, PriceTable, task_scope
+from tokenlean.metering.testing import ServerUsage
 from tokenlean.types import Usage
-
-
-class ServerUsage:
-    """Collects the ``usage`` block of every non-streamed response the server sends."""
-
-    def __init__(self) -> None:
-        self.usages: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    def _keep(self, response: httpx.Response) -> None:
-        if response.request.url.path.endswith("/chat/completions") and "json" in response.headers.get(
-            "content-type", ""
-        ):
-            with self._lock:
-                self.usages.append(response.json()["usage"])
-
-    def hook(self, response: httpx.Response) -> None:
-        response.read()
-        self._keep(response)
-
-    async def ahook(self, response: httpx.Response) -> None:
-        await response.aread()
-        self._keep(response)
-
-    def total(self) -> tuple[int, int]:
-        return (
-            sum(u["prompt_tokens"] for u in self.usages),
-            sum(u["completion_tokens"] for u in self.usages),
-        )
 
 
 def _chat(local_llm: Any, wire: ServerUsage, **kwargs: Any) -> Any:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,31 +25,8 @@ from llama_index.core.llms.custom import CustomLLM
 
 from llama_index.callbacks.tokenlean.handler import TokenleanEventHandler, instrument, uninstrument
 from tokenlean.metering import Meter
+from tokenlean.metering.testing import ServerUsage
 from tokenlean.types import Usage
-
-
-class ServerUsage:
-    def __init__(self) -> None:
-        self.usages: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    def _keep(self, response: httpx.Response) -> None:
-        if response.request.url.path.endswith("/chat/completions") and "json" in response.headers.get(
-            "content-type", ""
-        ):
-            with self._lock:
-                self.usages.append(response.json()["usage"])
-
-    def hook(self, response: httpx.Response) -> None:
-        response.read()
-        self._keep(response)
-
-    async def ahook(self, response: httpx.Response) -> None:
-        await response.aread()
-        self._keep(response)
-
-    def total(self) -> tuple[int, int]:
-        return sum(u["prompt_tokens"] for u in self.usages), sum(u["completion_tokens"] for u in self.usages)
 
 
 @pytest.fixture

@@ -12,9 +12,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import signal
-import sys
-import threading
 from pathlib import Path
 
 from tokenlean.errors import InputError
@@ -76,22 +73,12 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _serve_redis(args: argparse.Namespace) -> int:
     from tokenlean.cache.redis_server import RedisStackServer
+    from tokenlean.server import serve_until_stopped
 
     server = RedisStackServer(port=args.port, data_dir=args.data_dir)
     url = server.start()
     print(f"Redis Stack listening at {url} (Ctrl-C to stop)", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        while not stop.wait(0.5):
-            if not server.running:
-                print("redis-stack-server exited", file=sys.stderr)
-                return 1
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    return 0
+    return serve_until_stopped(server, "redis-stack-server")
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

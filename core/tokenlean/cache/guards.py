@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-from tokenlean._text import COMMON_STOPWORDS, WORD_PATTERN
+from tokenlean._text import COMMON_STOPWORDS, WORD_PATTERN, word_set
 
 __all__ = [
     "ALL_GUARDS",
@@ -49,12 +49,12 @@ _WORD = re.compile(WORD_PATTERN)
 
 # The common core plus contraction stubs and request filler ("please tell me the best way to ...");
 # negations are NOT stopwords here: they are facts a guard compares.
-STOPWORDS = COMMON_STOPWORDS | frozenset(
+STOPWORDS = COMMON_STOPWORDS | word_set(
     """
     whose may might must shall d ll m o re ve y because until while ones thing things way
     ways someone something anyone anything much many best good better really ever make makes
     making use using used like want need know tell please
-    """.split()
+    """
 )
 
 NEGATIONS = frozenset(

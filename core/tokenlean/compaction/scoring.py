@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from tokenlean._text import COMMON_STOPWORDS, WORD_PATTERN
+from tokenlean._text import COMMON_STOPWORDS, WORD_PATTERN, word_set
 
 if TYPE_CHECKING:
     from tokenlean.embeddings import Embedder
@@ -50,11 +50,11 @@ __all__ = [
 
 _WORD = re.compile(WORD_PATTERN + r"|[^\W\d]\w*", re.UNICODE)
 # The common core plus words that never carry a question's topic ("name the first ...").
-STOPWORDS = COMMON_STOPWORDS | frozenset(
+STOPWORDS = COMMON_STOPWORDS | word_set(
     """
     against between during before after above below off further no nor not than don now him
     his her us first name
-    """.split()
+    """
 )
 
 

@@ -63,19 +63,9 @@ _HINTS: dict[BreakerKind, str] = {
     BreakerKind.FEW_SHOT_ORDER: "send few-shot examples in one fixed order (reorder learns it)",
     BreakerKind.HISTORY_REWRITE: "send earlier turns byte-identical; append, never re-render",
 }
-_FIXABLE = frozenset(
-    {
-        BreakerKind.TIMESTAMP,
-        BreakerKind.DATE,
-        BreakerKind.UUID,
-        BreakerKind.REQUEST_ID,
-        BreakerKind.PER_USER_DATA,
-        BreakerKind.TOOL_KEY_ORDER,
-        BreakerKind.TOOL_ORDER,
-        BreakerKind.JSON_KEY_ORDER,
-        BreakerKind.FEW_SHOT_ORDER,
-    }
-)
+# What ``reorder`` / a client-side change can fix inside the request; a changed tool set and a
+# rewritten history are deployment or application decisions, so they are only reported.
+_FIXABLE = frozenset(BreakerKind) - {BreakerKind.TOOL_SET, BreakerKind.HISTORY_REWRITE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -691,36 +681,21 @@ class _Analysis:
         for ri, r in enumerate(self.reqs):
             sec = self.secs[ri]
             if r.tools:
-                text = tools_text(r.tools)
-                for v in find_volatile(text):
-                    anchor = _anchor(text, v.start)
-                    key0: tuple[Any, ...] = (v.kind, None, anchor)
-                    if key0 in seen or self.found.has_observed(v.kind, None, anchor):
-                        continue
-                    seen.add(key0)
-                    self._add(
-                        v.kind,
-                        ri,
-                        "tools",
-                        None,
-                        v.start,
-                        text,
-                        observed=False,
-                        anchor=anchor,
-                        excerpt=v.text,
-                    )
+                self._add_latent(seen, ri, "tools", None, tools_text(r.tools))
             for mi in range(sec.system[0], sec.few_shot[1]):
-                text = message_text(r.messages[mi])
-                section = sec.section_of(mi)
-                for v in find_volatile(text):
-                    anchor = _anchor(text, v.start)
-                    key: tuple[Any, ...] = (v.kind, mi, anchor)
-                    if key in seen or self.found.has_observed(v.kind, mi, anchor):
-                        continue
-                    seen.add(key)
-                    self._add(
-                        v.kind, ri, section, mi, v.start, text, observed=False, anchor=anchor, excerpt=v.text
-                    )
+                self._add_latent(seen, ri, sec.section_of(mi), mi, message_text(r.messages[mi]))
+
+    def _add_latent(
+        self, seen: set[tuple[Any, ...]], ri: int, section: str, mi: int | None, text: str
+    ) -> None:
+        """Report each volatile value of ``text`` once, unless it was already seen changing."""
+        for v in find_volatile(text):
+            anchor = _anchor(text, v.start)
+            key: tuple[Any, ...] = (v.kind, mi, anchor)
+            if key in seen or self.found.has_observed(v.kind, mi, anchor):
+                continue
+            seen.add(key)
+            self._add(v.kind, ri, section, mi, v.start, text, observed=False, anchor=anchor, excerpt=v.text)
 
     # -- the ideal prefix cache -----------------------------------------------------------------------
     @staticmethod

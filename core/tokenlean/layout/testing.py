@@ -25,18 +25,8 @@ from tokenlean.types import Request
 
 __all__ = ["PLANTABLE", "Planted", "PlantedStream", "Score", "planted_corpus", "planted_stream", "score"]
 
-PLANTABLE: tuple[BreakerKind, ...] = (
-    BreakerKind.TIMESTAMP,
-    BreakerKind.DATE,
-    BreakerKind.UUID,
-    BreakerKind.REQUEST_ID,
-    BreakerKind.PER_USER_DATA,
-    BreakerKind.TOOL_KEY_ORDER,
-    BreakerKind.TOOL_ORDER,
-    BreakerKind.JSON_KEY_ORDER,
-    BreakerKind.FEW_SHOT_ORDER,
-    BreakerKind.HISTORY_REWRITE,
-)
+# Every kind but a changed tool set, which this corpus of single-deployment streams never plants.
+PLANTABLE: tuple[BreakerKind, ...] = tuple(k for k in BreakerKind if k is not BreakerKind.TOOL_SET)
 
 _POLICY = [
     "Answer in the customer's language and keep answers under 120 words.",

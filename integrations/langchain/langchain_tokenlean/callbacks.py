@@ -37,9 +37,8 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
-from tokenlean.errors import TokenleanError
 from tokenlean.metering import Meter, TaskSummary, UsageRecord, current_task_id, get_default_meter, task_scope
-from tokenlean.types import Usage, normalize_usage
+from tokenlean.metering.calls import record_call
 
 __all__ = ["TokenleanCallbackHandler", "TrackedTask", "track_task"]
 
@@ -151,8 +150,15 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
             return parent
         return _RunInfo(parent_run_id, "run")  # attached below the root: the parent is our root
 
-    def _enter(self, run_id: UUID, parent_run_id: UUID | None, serialized: Any, kwargs: Any) -> None:
-        self._runs[run_id] = self._root_of(run_id, parent_run_id, serialized, kwargs)
+    def _enter(
+        self, event: str, run_id: UUID, parent_run_id: UUID | None, serialized: Any, kwargs: Any
+    ) -> None:
+        # Called from every ``on_*_start`` of a non-model run: a failure here must never break the
+        # user's chain, so it is logged (naming the event) and ignored.
+        try:
+            self._runs[run_id] = self._root_of(run_id, parent_run_id, serialized, kwargs)
+        except Exception:
+            log.exception("tokenlean: %s failed (ignored)", event)
 
     def _exit(self, run_id: UUID) -> None:
         self._runs.pop(run_id, None)
@@ -190,10 +196,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        try:
-            self._enter(run_id, parent_run_id, serialized, kwargs)
-        except Exception:
-            log.exception("tokenlean: on_chain_start failed (ignored)")
+        self._enter("on_chain_start", run_id, parent_run_id, serialized, kwargs)
 
     def on_tool_start(
         self,
@@ -204,10 +207,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        try:
-            self._enter(run_id, parent_run_id, serialized, kwargs)
-        except Exception:
-            log.exception("tokenlean: on_tool_start failed (ignored)")
+        self._enter("on_tool_start", run_id, parent_run_id, serialized, kwargs)
 
     def on_retriever_start(
         self,
@@ -218,10 +218,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        try:
-            self._enter(run_id, parent_run_id, serialized, kwargs)
-        except Exception:
-            log.exception("tokenlean: on_retriever_start failed (ignored)")
+        self._enter("on_retriever_start", run_id, parent_run_id, serialized, kwargs)
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._exit(run_id)
@@ -325,54 +322,24 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         kwargs: Mapping[str, Any],
     ) -> UsageRecord | None:
         raw_usage, model, cache_hit = _read_result(response)
-        extra: dict[str, Any] = {}
-        usage: Usage
-        if raw_usage is None:
-            self._warn_no_usage(model or (pending.model if pending else None))
-            usage, cost_known = Usage(), False
-            extra["usage_missing"] = True
-        else:
-            try:
-                usage, cost_known = normalize_usage(raw_usage), True
-            except TokenleanError as exc:
-                log.warning(
-                    "tokenlean: unreadable usage from model call %s (%s); recorded unpriced", run_id, exc
-                )
-                usage, cost_known = Usage(), False
-                extra["usage_error"] = str(exc)
         if pending is None:  # handler attached mid-run: we missed the start event
             info = _RunInfo(kwargs.get("parent_run_id") or run_id, "run")
             pending = _PendingCall(ended, self._task_for(info, None), None, None)
-        rec_model = model or pending.model
-        if cost_known:
-            return self.meter.record(
-                model=rec_model,
-                usage=usage,
-                endpoint=pending.endpoint,
-                task_id=pending.task_id,
-                tags=self.tags,
-                started_at=pending.started_at,
-                first_token_at=pending.first_token_at,
-                ended_at=ended,
-                cache_hit=cache_hit,
-                extra=extra,
-                record_id=str(run_id),
-            )
-        rec = UsageRecord(
-            model=rec_model or "unknown",
-            usage=usage,
+        return record_call(
+            self.meter,
+            raw_usage=raw_usage,
+            model=model or pending.model,
             endpoint=pending.endpoint,
             task_id=pending.task_id,
-            tags={**self.meter.tags, **self.tags},
-            cost=None,
+            tags=self.tags,
             started_at=pending.started_at,
             first_token_at=pending.first_token_at,
             ended_at=ended,
             cache_hit=cache_hit,
-            extra=extra,
-            id=str(run_id),
+            record_id=str(run_id),
+            warn_missing=self._warn_no_usage,
+            logger=log,
         )
-        return self.meter.ledger.record(rec)
 
 
 def _read_result(response: LLMResult) -> tuple[Any, str | None, bool]:

@@ -30,6 +30,7 @@ from langchain_core.tools import BaseTool, StructuredTool
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
 
 from tokenlean.compaction import Compacted, Compactor
+from tokenlean.compaction.tools import expand_omitted_function
 from tokenlean.errors import TokenleanError
 from tokenlean.types import Message
 
@@ -99,14 +100,7 @@ def compact_messages(
 def expand_omitted_tool(compactor: Compactor, *, name: str = "expand_omitted") -> BaseTool:
     """A tool an agent can call with a marker's handle (``om-…``) to read the omitted text back."""
 
-    def expand_omitted(handle: str) -> str:
-        """Return the exact text an omission marker like '[… 120 tokens omitted · om-1a2b3c4d5e …]' stands for."""
-        try:
-            return compactor.expand_omitted(handle)
-        except TokenleanError as exc:
-            return f"error: {exc}"
-
-    return StructuredTool.from_function(expand_omitted, name=name)
+    return StructuredTool.from_function(expand_omitted_function(compactor), name=name)
 
 
 class TokenleanCompaction(AgentMiddleware):

@@ -36,9 +36,8 @@ from llama_index.core.instrumentation.events.llm import (
 )
 from pydantic import ConfigDict, Field
 
-from tokenlean.errors import TokenleanError
 from tokenlean.metering import Meter, UsageRecord, current_task_id, get_default_meter
-from tokenlean.types import Usage, normalize_usage
+from tokenlean.metering.calls import record_call
 
 __all__ = ["TokenleanEventHandler", "instrument", "uninstrument"]
 
@@ -179,49 +178,24 @@ class TokenleanEventHandler(BaseEventHandler):
         served = _get(raw, "model")
         model = served if isinstance(served, str) and served else pending.model
         cache_hit = bool(extra_kwargs.get(CACHE_HIT_FLAG) or _get(raw, CACHE_HIT_FLAG))
-        extra: dict[str, Any] = {"span_id": event.span_id}
         raw_usage = _get(raw, "usage")
         if raw_usage is None and ("prompt_tokens" in extra_kwargs or "completion_tokens" in extra_kwargs):
             raw_usage = extra_kwargs
-        usage: Usage | None = None
-        if raw_usage is None:
-            self._warn_no_usage(model)
-            extra["usage_missing"] = True
-        else:
-            try:
-                usage = normalize_usage(raw_usage)
-            except TokenleanError as exc:
-                log.warning(
-                    "tokenlean: unreadable usage from LLM call %s (%s); recorded unpriced", event.span_id, exc
-                )
-                extra["usage_error"] = str(exc)
-        if usage is None:
-            rec = UsageRecord(
-                model=model or "unknown",
-                usage=Usage(),
-                endpoint=pending.endpoint,
-                task_id=pending.task_id,
-                tags=dict(self.meter.tags),
-                cost=None,
-                started_at=pending.started_at,
-                first_token_at=pending.first_token_at,
-                ended_at=ended,
-                cache_hit=cache_hit,
-                extra=extra,
-                id=event.id_,
-            )
-            return self.meter.ledger.record(rec)
-        return self.meter.record(
+        return record_call(
+            self.meter,
+            raw_usage=raw_usage,
             model=model,
-            usage=usage,
             endpoint=pending.endpoint,
             task_id=pending.task_id,
             started_at=pending.started_at,
             first_token_at=pending.first_token_at,
             ended_at=ended,
             cache_hit=cache_hit,
-            extra=extra,
             record_id=event.id_,
+            extra={"span_id": event.span_id},
+            warn_missing=self._warn_no_usage,
+            logger=log,
+            call_label=f"LLM call {event.span_id}",
         )
 
 

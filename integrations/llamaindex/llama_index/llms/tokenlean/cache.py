@@ -127,13 +127,34 @@ class CachedLLM(LLM):
             return {CACHE_KEY: {"hit": False}}
         return {CACHE_KEY: {"hit": True, "tier": hit.tier, "similarity": hit.similarity}}
 
+    def _chat_hit(self, hit: CacheResult) -> ChatResponse:
+        msg = ChatMessage(role=MessageRole.ASSISTANT, content=hit.text)
+        return ChatResponse(message=msg, additional_kwargs=self._info(hit))
+
+    def _replay_chat(self, hit: CacheResult) -> Generator[ChatResponse, None, None]:
+        """A cached answer as a chat stream (cumulative text + delta), for sync and async streams."""
+        text = ""
+        for piece in hit.stream():
+            text += piece
+            yield ChatResponse(
+                message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
+                delta=piece,
+                additional_kwargs=self._info(hit),
+            )
+
+    def _replay_complete(self, hit: CacheResult) -> Generator[CompletionResponse, None, None]:
+        """A cached answer as a completion stream (cumulative text + delta)."""
+        text = ""
+        for piece in hit.stream():
+            text += piece
+            yield CompletionResponse(text=text, delta=piece, additional_kwargs=self._info(hit))
+
     # -- chat ----------------------------------------------------------------------------------
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         req = self._chat_request(messages)
         hit = self._lookup(req)
         if hit is not None:
-            msg = ChatMessage(role=MessageRole.ASSISTANT, content=hit.text)
-            return ChatResponse(message=msg, additional_kwargs=self._info(hit))
+            return self._chat_hit(hit)
         resp = self.llm.chat(messages, **kwargs)
         if not resp.message.additional_kwargs.get("tool_calls"):
             self._save(req, resp.message.content or "")
@@ -143,17 +164,6 @@ class CachedLLM(LLM):
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         req = self._chat_request(messages)
         hit = self._lookup(req)
-
-        def replay() -> Generator[ChatResponse, None, None]:
-            assert hit is not None
-            text = ""
-            for piece in hit.stream():
-                text += piece
-                yield ChatResponse(
-                    message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
-                    delta=piece,
-                    additional_kwargs=self._info(hit),
-                )
 
         def passthrough() -> Generator[ChatResponse, None, None]:
             chunks: list[str] = []
@@ -165,14 +175,13 @@ class CachedLLM(LLM):
             if last is not None and not last.message.additional_kwargs.get("tool_calls"):
                 self._save(req, "".join(chunks), chunks)
 
-        return replay() if hit is not None else passthrough()
+        return self._replay_chat(hit) if hit is not None else passthrough()
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         req = self._chat_request(messages)
         hit = await asyncio.to_thread(self._lookup, req)
         if hit is not None:
-            msg = ChatMessage(role=MessageRole.ASSISTANT, content=hit.text)
-            return ChatResponse(message=msg, additional_kwargs=self._info(hit))
+            return self._chat_hit(hit)
         resp = await self.llm.achat(messages, **kwargs)
         if not resp.message.additional_kwargs.get("tool_calls"):
             await asyncio.to_thread(self._save, req, resp.message.content or "")
@@ -185,14 +194,8 @@ class CachedLLM(LLM):
 
         async def gen() -> AsyncGenerator[ChatResponse, None]:
             if hit is not None:
-                text = ""
-                for piece in hit.stream():
-                    text += piece
-                    yield ChatResponse(
-                        message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
-                        delta=piece,
-                        additional_kwargs=self._info(hit),
-                    )
+                for r in self._replay_chat(hit):
+                    yield r
                 return
             chunks: list[str] = []
             async for r in await self.llm.astream_chat(messages, **kwargs):
@@ -219,10 +222,7 @@ class CachedLLM(LLM):
 
         def gen() -> Generator[CompletionResponse, None, None]:
             if hit is not None:
-                text = ""
-                for piece in hit.stream():
-                    text += piece
-                    yield CompletionResponse(text=text, delta=piece, additional_kwargs=self._info(hit))
+                yield from self._replay_complete(hit)
                 return
             chunks: list[str] = []
             for r in self.llm.stream_complete(prompt, formatted=formatted, **kwargs):
@@ -250,10 +250,8 @@ class CachedLLM(LLM):
 
         async def gen() -> AsyncGenerator[CompletionResponse, None]:
             if hit is not None:
-                text = ""
-                for piece in hit.stream():
-                    text += piece
-                    yield CompletionResponse(text=text, delta=piece, additional_kwargs=self._info(hit))
+                for r in self._replay_complete(hit):
+                    yield r
                 return
             chunks: list[str] = []
             async for r in await self.llm.astream_complete(prompt, formatted=formatted, **kwargs):

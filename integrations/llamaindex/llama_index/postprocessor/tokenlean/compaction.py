@@ -25,6 +25,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, Te
 from llama_index.core.tools import FunctionTool
 
 from tokenlean.compaction import Compacted, Compactor
+from tokenlean.compaction.tools import expand_omitted_function
 from tokenlean.errors import TokenleanError
 
 if TYPE_CHECKING:
@@ -140,11 +141,4 @@ class TokenleanCompactionPostprocessor(BaseNodePostprocessor):
 def expand_omitted_tool(compactor: Compactor, *, name: str = "expand_omitted") -> FunctionTool:
     """A LlamaIndex tool returning the exact text behind an omission marker's handle."""
 
-    def expand_omitted(handle: str) -> str:
-        """Return the exact text an omission marker like '[… 120 tokens omitted · om-1a2b3c4d5e …]' stands for."""
-        try:
-            return compactor.expand_omitted(handle)
-        except TokenleanError as exc:
-            return f"error: {exc}"
-
-    return FunctionTool.from_defaults(fn=expand_omitted, name=name)
+    return FunctionTool.from_defaults(fn=expand_omitted_function(compactor), name=name)
