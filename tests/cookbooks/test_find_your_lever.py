@@ -3,36 +3,27 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "cookbooks" / "find_your_lever" / "main.py"
 SWE = ROOT.parent / "shared" / "datasets" / "agent_traces" / "swe-agent"
 
 
 @pytest.mark.integration
-def test_find_your_lever(local_llm: Any, tmp_path: Path) -> None:
+def test_find_your_lever(run_cookbook: Any, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = tmp_path / "result.json"
     traces = [str(p) for p in sorted(SWE.glob("*.traj"))[:4]] if SWE.is_dir() else []
-    env = {
-        **os.environ,
-        "TOKENLEAN_BASE_URL": local_llm.base_url,
-        "TOKENLEAN_MODEL": local_llm.model,
-        "OMP_NUM_THREADS": "1",
-        "COLUMNS": "160",
-    }
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(out), "--json", str(result), *traces],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=500,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_cookbook(
+        "find_your_lever",
+        *("--out", str(out), "--json", str(result), *traces),
+        cwd=tmp_path,
+        timeout=500,
+        env={"COLUMNS": "160"},
+    )
     assert proc.stdout.count("Pull first") == (2 if traces else 1)
     data = json.loads(result.read_text())
     week = data["week"]

@@ -2,41 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "cookbooks" / "measure_an_agent" / "main.py"
-
 
 @pytest.mark.integration
-def test_measure_an_agent(local_llm: Any, tmp_path: Path) -> None:
+def test_measure_an_agent(run_cookbook: Any, tmp_path: Path) -> None:
     pytest.importorskip("langchain")
     pytest.importorskip("langchain_openai")
     from tokenlean.metering import Ledger
 
     ledger_path = tmp_path / "ledger.jsonl"
-    env = {
-        **os.environ,
-        "TOKENLEAN_BASE_URL": local_llm.base_url,
-        "TOKENLEAN_MODEL": local_llm.model,
-        "OMP_NUM_THREADS": "1",
-        "COLUMNS": "200",
-    }
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--ledger", str(ledger_path)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=240,
+    proc = run_cookbook(
+        "measure_an_agent", "--ledger", str(ledger_path), cwd=tmp_path, env={"COLUMNS": "200"}
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     ledger = Ledger.from_jsonl(ledger_path)
     tasks = ledger.tasks()
     assert list(tasks) == ["calibrate", "weather-paris", "weather-rome"]

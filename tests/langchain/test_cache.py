@@ -3,6 +3,8 @@ llama.cpp server served from the cache, and the agent middleware serving invoke 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from langchain_core.caches import BaseCache
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
@@ -48,18 +50,9 @@ def test_chat_prompt_is_parsed_and_scoped(embedder: object) -> None:
 
 
 @pytest.mark.integration
-def test_real_chat_model_second_call_from_cache(local_llm: object, embedder: object) -> None:
-    from langchain_openai import ChatOpenAI
-
+def test_real_chat_model_second_call_from_cache(embedder: object, local_chat_model: Any) -> None:
     cache = TokenleanCache(SemanticCache(embedder=embedder))
-    model = ChatOpenAI(
-        base_url=local_llm.base_url,  # type: ignore[attr-defined]
-        api_key="local",
-        model=local_llm.model,  # type: ignore[attr-defined]
-        temperature=0,
-        extra_body={"max_tokens": 16},
-        cache=cache,
-    )
+    model = local_chat_model(cache=cache)
     first = model.invoke("What is the capital of France?")
     assert cache.last_result is not None and not cache.last_result.hit
     second = model.invoke("what is the capital of France")
@@ -71,17 +64,10 @@ def test_real_chat_model_second_call_from_cache(local_llm: object, embedder: obj
 
 
 @pytest.mark.integration
-async def test_middleware_serves_agent_invoke_and_stream(local_llm: object, embedder: object) -> None:
+async def test_middleware_serves_agent_invoke_and_stream(embedder: object, local_chat_model: Any) -> None:
     from langchain.agents import create_agent
-    from langchain_openai import ChatOpenAI
 
-    model = ChatOpenAI(
-        base_url=local_llm.base_url,  # type: ignore[attr-defined]
-        api_key="local",
-        model=local_llm.model,  # type: ignore[attr-defined]
-        temperature=0,
-        extra_body={"max_tokens": 16},
-    )
+    model = local_chat_model()
     mw = TokenleanCacheMiddleware(SemanticCache(embedder=embedder))
     agent = create_agent(model, tools=[], middleware=[mw], system_prompt="Answer briefly.")
     first = agent.invoke({"messages": [HumanMessage("Name a primary color.")]})

@@ -31,15 +31,10 @@ from tokenlean.metering.testing import ServerUsage
 from tokenlean.types import Usage
 
 
-def _chat(local_llm: Any, wire: ServerUsage, **kwargs: Any) -> Any:
-    from langchain_openai import ChatOpenAI
-
-    return ChatOpenAI(
-        base_url=local_llm.base_url,
-        api_key="x",
-        model=local_llm.model,
-        temperature=0,
-        extra_body={"max_tokens": 24},  # llama.cpp ignores max_completion_tokens
+def _chat(local_chat_model: Any, wire: ServerUsage, **kwargs: Any) -> Any:
+    """The local chat model with ``wire`` on its HTTP clients (the server's own usage numbers)."""
+    return local_chat_model(
+        extra_body={"max_tokens": 24},
         http_client=httpx.Client(event_hooks={"response": [wire.hook]}),
         http_async_client=httpx.AsyncClient(event_hooks={"response": [wire.ahook]}),
         **kwargs,
@@ -56,11 +51,11 @@ QUESTION = {"messages": [{"role": "user", "content": "What is the weather in Par
 
 
 @pytest.mark.integration
-def test_agent_ledger_equals_server_usage(local_llm: Any) -> None:
+def test_agent_ledger_equals_server_usage(local_llm: Any, local_chat_model: Any) -> None:
     from langchain.agents import create_agent
 
     wire = ServerUsage()
-    agent = create_agent(_chat(local_llm, wire), tools=[get_weather])
+    agent = create_agent(_chat(local_chat_model, wire), tools=[get_weather])
     meter = Meter()
     handler = TokenleanCallbackHandler(meter)
 
@@ -78,11 +73,11 @@ def test_agent_ledger_equals_server_usage(local_llm: Any) -> None:
 
 
 @pytest.mark.integration
-def test_track_task_needs_no_callback_argument(local_llm: Any) -> None:
+def test_track_task_needs_no_callback_argument(local_chat_model: Any) -> None:
     from langchain.agents import create_agent
 
     wire = ServerUsage()
-    agent = create_agent(_chat(local_llm, wire), tools=[get_weather])
+    agent = create_agent(_chat(local_chat_model, wire), tools=[get_weather])
     meter = Meter()
     explicit = TokenleanCallbackHandler(meter)  # also attached: must not double count
     with track_task("weather-question", meter=meter) as task:
@@ -102,9 +97,9 @@ def _sliced(wire: ServerUsage, n: int) -> ServerUsage:
 
 
 @pytest.mark.integration
-async def test_async_runs_keep_their_tasks_apart(local_llm: Any) -> None:
+async def test_async_runs_keep_their_tasks_apart(local_chat_model: Any) -> None:
     wire = ServerUsage()
-    llm = _chat(local_llm, wire)
+    llm = _chat(local_chat_model, wire)
     meter = Meter()
 
     async def ask(name: str, question: str) -> None:
@@ -119,9 +114,11 @@ async def test_async_runs_keep_their_tasks_apart(local_llm: Any) -> None:
 
 
 @pytest.mark.integration
-def test_streaming_measures_time_to_first_token(local_llm: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_streaming_measures_time_to_first_token(
+    caplog: pytest.LogCaptureFixture, local_chat_model: Any
+) -> None:
     wire = ServerUsage()
-    llm = _chat(local_llm, wire)
+    llm = _chat(local_chat_model, wire)
     meter = Meter()
     with caplog.at_level(logging.WARNING, logger="tokenlean.langchain.callbacks"):
         chunks = list(llm.stream("Say hello.", config={"callbacks": [TokenleanCallbackHandler(meter)]}))
@@ -136,9 +133,9 @@ def test_streaming_measures_time_to_first_token(local_llm: Any, caplog: pytest.L
 
 
 @pytest.mark.integration
-def test_langchain_cache_hit_is_recorded_as_free_hit(local_llm: Any) -> None:
+def test_langchain_cache_hit_is_recorded_as_free_hit(local_llm: Any, local_chat_model: Any) -> None:
     wire = ServerUsage()
-    llm = _chat(local_llm, wire, cache=InMemoryCache())
+    llm = _chat(local_chat_model, wire, cache=InMemoryCache())
     # The local model priced as self-hosted GPU time, so a hit has something to save.
     prices = PriceTable.default().with_price(local_llm.model, ModelPrice.self_hosted("2.00", tokens_per_s=20))
     meter = Meter(prices=prices)

@@ -59,11 +59,10 @@ def test_bad_messages_pass_through() -> None:
 
 
 @pytest.mark.integration
-def test_real_agent_sees_compacted_history_and_state_keeps_everything(local_llm) -> None:
+def test_real_agent_sees_compacted_history_and_state_keeps_everything(local_chat_model) -> None:
     from langchain.agents import create_agent
     from langchain.agents.middleware.types import AgentMiddleware
     from langchain_core.tools import tool
-    from langchain_openai import ChatOpenAI
 
     seen: list[list] = []
 
@@ -77,15 +76,7 @@ def test_real_agent_sees_compacted_history_and_state_keeps_everything(local_llm)
         """Read a log file by name."""
         return LOG
 
-    model = ChatOpenAI(
-        base_url=local_llm.base_url,
-        api_key="not-needed",
-        model=local_llm.model,
-        temperature=0,
-        extra_body={"max_tokens": 16},
-        max_retries=0,
-        timeout=120,
-    )
+    model = local_chat_model(max_retries=0, timeout=120)
     compaction = TokenleanCompaction(ratio=0.7, keep_last_turns=1, mode="lexical", expose_expand_tool=True)
     agent = create_agent(
         model,
@@ -112,19 +103,10 @@ def test_real_agent_sees_compacted_history_and_state_keeps_everything(local_llm)
 
 
 @pytest.mark.integration
-async def test_real_agent_async_and_rewrite_history(local_llm) -> None:
+async def test_real_agent_async_and_rewrite_history(local_chat_model) -> None:
     from langchain.agents import create_agent
-    from langchain_openai import ChatOpenAI
 
-    model = ChatOpenAI(
-        base_url=local_llm.base_url,
-        api_key="not-needed",
-        model=local_llm.model,
-        temperature=0,
-        extra_body={"max_tokens": 16},
-        max_retries=0,
-        timeout=120,
-    )
+    model = local_chat_model(max_retries=0, timeout=120)
     compaction = TokenleanCompaction(ratio=0.7, keep_last_turns=1, mode="lexical", rewrite_history=True)
     agent = create_agent(model, tools=[], middleware=[compaction])
     history = [SystemMessage("Be brief."), *_history()]

@@ -87,10 +87,9 @@ def _reuse_of_next_call(log_file, fn) -> int:
 
 
 @pytest.mark.integration
-def test_agent_reuses_a_longer_prefix_with_the_layout(local_llm) -> None:
+def test_agent_reuses_a_longer_prefix_with_the_layout(local_llm, local_chat_model) -> None:
     from langchain.agents import create_agent
     from langchain.agents.middleware import dynamic_prompt
-    from langchain_openai import ChatOpenAI
 
     if getattr(local_llm, "log_file", None) is None:
         pytest.skip("the local server was started without a log file")
@@ -101,10 +100,7 @@ def test_agent_reuses_a_longer_prefix_with_the_layout(local_llm) -> None:
         clock[0] += timedelta(seconds=37)
         return _clocked(clock[0])
 
-    model = ChatOpenAI(
-        base_url=local_llm.base_url, api_key="local", model=local_llm.model, temperature=0,
-        extra_body={"max_tokens": 16},
-    )  # fmt: skip
+    model = local_chat_model()
     questions = ["Where is my order?", "Can I return worn shoes?"]
     reused: dict[str, int] = {}
     layout = TokenleanPromptLayout()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from llama_index.core.llms import ChatMessage
 
@@ -12,19 +14,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def llm(local_llm: object, embedder: object) -> CachedLLM:
-    from llama_index.llms.openai_like import OpenAILike
-
-    inner = OpenAILike(
-        model=local_llm.model,  # type: ignore[attr-defined]
-        api_base=local_llm.base_url,  # type: ignore[attr-defined]
-        api_key="local",
-        is_chat_model=True,
-        max_tokens=16,
-        temperature=0,
-        timeout=120,
-        max_retries=0,
-    )
+def llm(local_openai_like: Any, embedder: object) -> CachedLLM:
+    inner = local_openai_like(timeout=120, max_retries=0)
     return CachedLLM(inner, SemanticCache(embedder=embedder))
 
 

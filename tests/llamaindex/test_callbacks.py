@@ -37,24 +37,19 @@ def meter() -> Iterator[Meter]:
     uninstrument(handler)
 
 
-def _llm(local_llm: Any, wire: ServerUsage) -> Any:
-    openai_like = pytest.importorskip("llama_index.llms.openai_like")
-    return openai_like.OpenAILike(
-        api_base=local_llm.base_url,
-        api_key="x",
-        model=local_llm.model,
-        is_chat_model=True,
+def _llm(local_openai_like: Any, wire: ServerUsage) -> Any:
+    """The local LLM with ``wire`` on its HTTP clients (the server's own usage numbers)."""
+    return local_openai_like(
         max_tokens=24,
-        temperature=0,
         http_client=httpx.Client(event_hooks={"response": [wire.hook]}),
         async_http_client=httpx.AsyncClient(event_hooks={"response": [wire.ahook]}),
     )
 
 
 @pytest.mark.integration
-def test_chat_engine_ledger_equals_server_usage(local_llm: Any, meter: Meter) -> None:
+def test_chat_engine_ledger_equals_server_usage(local_llm: Any, local_openai_like: Any, meter: Meter) -> None:
     wire = ServerUsage()
-    engine = SimpleChatEngine.from_defaults(llm=_llm(local_llm, wire))
+    engine = SimpleChatEngine.from_defaults(llm=_llm(local_openai_like, wire))
     with meter.task("chat-session") as task:
         engine.chat("Hello! Who are you?")
         engine.chat("Name one colour.")
@@ -66,9 +61,9 @@ def test_chat_engine_ledger_equals_server_usage(local_llm: Any, meter: Meter) ->
 
 
 @pytest.mark.integration
-async def test_async_chat_is_recorded_once_per_call(local_llm: Any, meter: Meter) -> None:
+async def test_async_chat_is_recorded_once_per_call(local_openai_like: Any, meter: Meter) -> None:
     wire = ServerUsage()
-    llm = _llm(local_llm, wire)
+    llm = _llm(local_openai_like, wire)
 
     async def ask(name: str, text: str) -> None:
         with meter.task(name):
@@ -84,9 +79,9 @@ async def test_async_chat_is_recorded_once_per_call(local_llm: Any, meter: Meter
 
 
 @pytest.mark.integration
-def test_streaming_records_time_to_first_token(local_llm: Any, meter: Meter) -> None:
+def test_streaming_records_time_to_first_token(local_openai_like: Any, meter: Meter) -> None:
     wire = ServerUsage()
-    llm = _llm(local_llm, wire)
+    llm = _llm(local_openai_like, wire)
     with meter.task("stream"):
         text = "".join(r.delta or "" for r in llm.stream_chat([ChatMessage(role="user", content="Say hi.")]))
     assert text

@@ -89,23 +89,14 @@ async def test_memory_block_returns_compacted_history() -> None:
 
 
 @pytest.mark.integration
-def test_real_query_engine_with_compaction(local_llm, embedder) -> None:
+def test_real_query_engine_with_compaction(embedder, local_openai_like) -> None:
     from llama_index.core import Document, VectorStoreIndex
-    from llama_index.llms.openai_like import OpenAILike
 
     from llama_index.postprocessor.tokenlean.compaction import TokenleanEmbedding
 
     embed_model = TokenleanEmbedding(embedder)
     index = VectorStoreIndex.from_documents([Document(text=p) for p in PASSAGES], embed_model=embed_model)
-    llm = OpenAILike(
-        model=local_llm.model,
-        api_base=local_llm.base_url,
-        api_key="not-needed",
-        is_chat_model=True,
-        max_tokens=16,
-        timeout=120,
-        max_retries=0,
-    )
+    llm = local_openai_like(timeout=120, max_retries=0)
     pp = TokenleanCompactionPostprocessor(ratio=0.5, mode="embedding", embedder=embedder)
     engine = index.as_query_engine(llm=llm, similarity_top_k=3, node_postprocessors=[pp])
     response = engine.query("When was the Eiffel Tower completed?")

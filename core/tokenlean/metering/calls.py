@@ -9,7 +9,9 @@ marker in ``extra`` (``usage_missing`` / ``usage_error``) that reports can count
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from tokenlean.errors import TokenleanError
@@ -17,20 +19,58 @@ from tokenlean.metering.ledger import Meter
 from tokenlean.metering.records import UNKNOWN_MODEL, UsageRecord
 from tokenlean.types import Usage, normalize_usage
 
-__all__ = ["record_call"]
+__all__ = ["CACHE_HIT_FLAG", "MissingUsageWarner", "PendingCall", "record_call"]
 
 log = logging.getLogger("tokenlean.metering")
+
+#: Flag a cache adapter sets in a response's metadata (``generation_info`` / ``response_metadata``
+#: in LangChain, ``additional_kwargs`` / ``raw`` in LlamaIndex) so the metering adapter records a hit.
+CACHE_HIT_FLAG = "tokenlean_cache_hit"
+
+
+@dataclass(slots=True)
+class PendingCall:
+    """What an adapter knows about a model call between its start and end events."""
+
+    started_at: float
+    task_id: str | None
+    model: str | None
+    endpoint: str | None
+    first_token_at: float | None = None
+
+
+class MissingUsageWarner:
+    """Warns once per model that its calls report no token usage (``warn_missing`` of a handler).
+
+    A streaming setup without usage chunks leaves *every* call unmetered; one warning per model
+    says so without flooding the log. ``hint`` names the likely cause for the framework.
+    """
+
+    def __init__(self, logger: logging.Logger, hint: str) -> None:
+        self._logger = logger
+        self._hint = hint
+        self._lock = threading.Lock()
+        self._warned: set[str | None] = set()
+
+    def __call__(self, model: str | None) -> None:
+        with self._lock:
+            first = model not in self._warned
+            self._warned.add(model)
+        if first:
+            self._logger.warning(
+                "tokenlean: calls to model %r report no token usage (%s); they are recorded with zero "
+                "tokens and no cost",
+                model,
+                self._hint,
+            )
 
 
 def record_call(
     meter: Meter,
+    pending: PendingCall,
     *,
     raw_usage: Any,
     model: str | None,
-    endpoint: str | None,
-    task_id: str | None,
-    started_at: float,
-    first_token_at: float | None,
     ended_at: float,
     cache_hit: bool,
     record_id: str,
@@ -40,7 +80,9 @@ def record_call(
     logger: logging.Logger = log,
     call_label: str | None = None,
 ) -> UsageRecord:
-    """Price and record one call whose usage block ``raw_usage`` came straight from a framework.
+    """Price and record the call ``pending`` whose usage block ``raw_usage`` came from a framework.
+
+    ``model`` is the model the response names (``pending.model``, the requested one, if None).
 
     A call without usage calls ``warn_missing(model)`` (adapters warn once per model); a usage
     block ``normalize_usage`` rejects is logged to ``logger`` (the adapter's), naming the call
@@ -48,6 +90,7 @@ def record_call(
     the meter's ledger directly, because ``Meter.record`` would price zero tokens as a real cost.
     """
     extra = {} if extra is None else extra
+    model = model or pending.model
     usage: Usage | None = None
     if raw_usage is None:
         if warn_missing is not None:
@@ -67,11 +110,11 @@ def record_call(
         return meter.record(
             model=model,
             usage=usage,
-            endpoint=endpoint,
-            task_id=task_id,
+            endpoint=pending.endpoint,
+            task_id=pending.task_id,
             tags=tags,
-            started_at=started_at,
-            first_token_at=first_token_at,
+            started_at=pending.started_at,
+            first_token_at=pending.first_token_at,
             ended_at=ended_at,
             cache_hit=cache_hit,
             extra=extra,
@@ -80,12 +123,12 @@ def record_call(
     rec = UsageRecord(
         model=model or UNKNOWN_MODEL,
         usage=Usage(),
-        endpoint=endpoint,
-        task_id=task_id,
+        endpoint=pending.endpoint,
+        task_id=pending.task_id,
         tags={**meter.tags, **(tags or {})},
         cost=None,
-        started_at=started_at,
-        first_token_at=first_token_at,
+        started_at=pending.started_at,
+        first_token_at=pending.first_token_at,
         ended_at=ended_at,
         cache_hit=cache_hit,
         extra=extra,

@@ -38,7 +38,7 @@ from langchain_core.outputs import LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
 from tokenlean.metering import Meter, TaskSummary, UsageRecord, current_task_id, get_default_meter, task_scope
-from tokenlean.metering.calls import record_call
+from tokenlean.metering.calls import CACHE_HIT_FLAG, MissingUsageWarner, PendingCall, record_call
 
 __all__ = ["TokenleanCallbackHandler", "TrackedTask", "track_task"]
 
@@ -46,17 +46,6 @@ log = logging.getLogger("tokenlean.langchain.callbacks")
 
 #: Metadata keys (``config={"metadata": {...}}``) that name the task of a run explicitly.
 TASK_METADATA_KEYS = ("tokenlean_task_id", "task_id")
-#: Flag a cache adapter may set in ``generation_info`` / ``response_metadata`` to mark a hit.
-CACHE_HIT_FLAG = "tokenlean_cache_hit"
-
-
-@dataclass(slots=True)
-class _PendingCall:
-    started_at: float
-    task_id: str | None
-    model: str | None
-    endpoint: str | None
-    first_token_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -130,10 +119,9 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         self.meter = meter if meter is not None else get_default_meter()
         self.task_id = task_id
         self.tags = dict(tags or {})
-        self._lock = threading.Lock()
         self._runs: dict[UUID, _RunInfo] = {}
-        self._pending: dict[UUID, _PendingCall] = {}
-        self._warned: set[str | None] = set()
+        self._pending: dict[UUID, PendingCall] = {}
+        self._warn_no_usage = MissingUsageWarner(log, "streaming without stream_usage=True?")
         self._endpoint_cache: tuple[Any, str | None] | None = None
 
     def __repr__(self) -> str:
@@ -249,7 +237,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         now = time.time()
         try:
             info = self._root_of(run_id, parent_run_id, serialized, kwargs)
-            self._pending[run_id] = _PendingCall(
+            self._pending[run_id] = PendingCall(
                 started_at=now,
                 task_id=self._task_for(info, kwargs.get("metadata")),
                 model=_model_from_start(serialized, kwargs),
@@ -302,38 +290,24 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._pending.pop(run_id, None)
 
-    def _warn_no_usage(self, model: str | None) -> None:
-        with self._lock:
-            first = model not in self._warned
-            self._warned.add(model)
-        if first:
-            log.warning(
-                "tokenlean: calls to model %r report no token usage (streaming without "
-                "stream_usage=True?); they are recorded with zero tokens and no cost",
-                model,
-            )
-
     def _record(
         self,
         response: LLMResult,
         run_id: UUID,
-        pending: _PendingCall | None,
+        pending: PendingCall | None,
         ended: float,
         kwargs: Mapping[str, Any],
     ) -> UsageRecord | None:
         raw_usage, model, cache_hit = _read_result(response)
         if pending is None:  # handler attached mid-run: we missed the start event
             info = _RunInfo(kwargs.get("parent_run_id") or run_id, "run")
-            pending = _PendingCall(ended, self._task_for(info, None), None, None)
+            pending = PendingCall(ended, self._task_for(info, None), None, None)
         return record_call(
             self.meter,
+            pending,
             raw_usage=raw_usage,
-            model=model or pending.model,
-            endpoint=pending.endpoint,
-            task_id=pending.task_id,
+            model=model,
             tags=self.tags,
-            started_at=pending.started_at,
-            first_token_at=pending.first_token_at,
             ended_at=ended,
             cache_hit=cache_hit,
             record_id=str(run_id),

@@ -37,7 +37,7 @@ from llama_index.core.instrumentation.events.llm import (
 from pydantic import ConfigDict, Field
 
 from tokenlean.metering import Meter, UsageRecord, current_task_id, get_default_meter
-from tokenlean.metering.calls import record_call
+from tokenlean.metering.calls import CACHE_HIT_FLAG, MissingUsageWarner, PendingCall, record_call
 
 __all__ = ["TokenleanEventHandler", "instrument", "uninstrument"]
 
@@ -45,7 +45,6 @@ log = logging.getLogger("tokenlean.llamaindex.callbacks")
 
 #: Event tags (``llama_index.core.instrumentation`` ``instrument_tags``) naming the task.
 TASK_TAG_KEYS = ("tokenlean_task_id", "task_id")
-CACHE_HIT_FLAG = "tokenlean_cache_hit"
 
 _START = (LLMChatStartEvent, LLMCompletionStartEvent)
 _PROGRESS = (LLMChatInProgressEvent, LLMCompletionInProgressEvent)
@@ -53,12 +52,9 @@ _END = (LLMChatEndEvent, LLMCompletionEndEvent)
 
 
 @dataclass(slots=True)
-class _PendingCall:
-    started_at: float
-    task_id: str | None
-    model: str | None
-    endpoint: str | None
-    first_token_at: float | None = None
+class _PendingCall(PendingCall):
+    """A pending call that may wrap another (a chat over ``complete``): only one is recorded."""
+
     parent: str | None = None
     has_inner: bool = False
 
@@ -99,7 +95,11 @@ class TokenleanEventHandler(BaseEventHandler):
     # __getattr__, which costs microseconds on every LLM event.
     pending: dict[str, _PendingCall] = Field(default_factory=dict, exclude=True, repr=False)
     lock: Any = Field(default_factory=threading.Lock, exclude=True, repr=False)
-    warned: set[str | None] = Field(default_factory=set, exclude=True, repr=False)
+    usage_warner: MissingUsageWarner = Field(
+        default_factory=lambda: MissingUsageWarner(log, "streamed without a usage chunk?"),
+        exclude=True,
+        repr=False,
+    )
 
     @classmethod
     def class_name(cls) -> str:
@@ -117,17 +117,6 @@ class TokenleanEventHandler(BaseEventHandler):
                 self._end(event)
         except Exception:
             log.exception("tokenlean: metering a LlamaIndex event failed (ignored)")
-
-    def _warn_no_usage(self, model: str | None) -> None:
-        with self.lock:
-            first = model not in self.warned
-            self.warned.add(model)
-        if first:
-            log.warning(
-                "tokenlean: calls to model %r report no token usage (streamed without a usage "
-                "chunk?); they are recorded with zero tokens and no cost",
-                model,
-            )
 
     def _task_for(self, event: BaseEvent) -> str | None:
         if self.task_id is not None:
@@ -176,24 +165,20 @@ class TokenleanEventHandler(BaseEventHandler):
         raw = response.raw
         extra_kwargs = response.additional_kwargs or {}
         served = _get(raw, "model")
-        model = served if isinstance(served, str) and served else pending.model
         cache_hit = bool(extra_kwargs.get(CACHE_HIT_FLAG) or _get(raw, CACHE_HIT_FLAG))
         raw_usage = _get(raw, "usage")
         if raw_usage is None and ("prompt_tokens" in extra_kwargs or "completion_tokens" in extra_kwargs):
             raw_usage = extra_kwargs
         return record_call(
             self.meter,
+            pending,
             raw_usage=raw_usage,
-            model=model,
-            endpoint=pending.endpoint,
-            task_id=pending.task_id,
-            started_at=pending.started_at,
-            first_token_at=pending.first_token_at,
+            model=served if isinstance(served, str) and served else None,
             ended_at=ended,
             cache_hit=cache_hit,
             record_id=event.id_,
             extra={"span_id": event.span_id},
-            warn_missing=self._warn_no_usage,
+            warn_missing=self.usage_warner,
             logger=log,
             call_label=f"LLM call {event.span_id}",
         )
