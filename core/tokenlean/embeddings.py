@@ -41,7 +41,9 @@ class Embedder(Protocol):
     """
 
     name: str
-    dim: int
+
+    @property
+    def dim(self) -> int: ...
 
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
@@ -111,13 +113,13 @@ class SentenceTransformerEmbedder:
             get_dim = (
                 getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
             )
-            self._dim = int(get_dim())
+            self._dim = int(get_dim() or 0)
             logger.info("loaded embedding model %s (dim %d) from %s", self.name, self._dim, path)
             self._model = model
             return model
 
     @property
-    def dim(self) -> int:  # type: ignore[override]
+    def dim(self) -> int:
         if self._dim is None:
             self._load()
         assert self._dim is not None
@@ -180,11 +182,13 @@ _default_lock = threading.Lock()
 def get_default_embedder() -> Embedder:
     """The process-wide shared embedder (all-MiniLM-L6-v2 on one thread), created on first use."""
     global _default
-    if _default is None:
+    embedder = _default
+    if embedder is None:
         with _default_lock:
-            if _default is None:
-                _default = SentenceTransformerEmbedder()
-    return _default
+            embedder = _default
+            if embedder is None:
+                embedder = _default = SentenceTransformerEmbedder()
+    return embedder
 
 
 def set_default_embedder(embedder: Embedder | None) -> None:

@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import IO, Protocol
 
 from tokenlean.errors import MissingDependencyError, ServerError
 
@@ -95,7 +95,7 @@ class LocalModelServer:
         self.log_file = Path(log_file) if log_file is not None else None
         self.extra_args = extra_args
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log_handle: object | None = None
+        self._log_handle: IO[bytes] | None = None
 
     @property
     def base_url(self) -> str:
@@ -136,8 +136,8 @@ class LocalModelServer:
             env[var] = str(self.threads)
         if self.log_file is not None:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
-            out: int | object = open(self.log_file, "ab")  # noqa: SIM115 - closed in stop()
-            self._log_handle = out
+            self._log_handle = open(self.log_file, "ab")  # noqa: SIM115 - closed in stop()
+            out: int | IO[bytes] = self._log_handle
         else:
             out = subprocess.DEVNULL
         logger.info("starting local model server: %s", " ".join(cmd))
@@ -146,7 +146,7 @@ class LocalModelServer:
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
-            start_new_session=True,  # type: ignore[arg-type]
+            start_new_session=True,
         )
         try:
             self._wait_ready()
@@ -188,7 +188,7 @@ class LocalModelServer:
                 proc.wait(timeout=timeout)
         handle, self._log_handle = self._log_handle, None
         if handle is not None:
-            handle.close()  # type: ignore[attr-defined]
+            handle.close()
 
     def __enter__(self) -> LocalModelServer:
         return self.start()

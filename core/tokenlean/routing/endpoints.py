@@ -401,6 +401,15 @@ class OpenAICompatibleEndpoint:
         log.info("%s: %s; retry %d/%d", self.name, err, attempt + 1, self.max_retries)
         return True
 
+    def _retry_or_raise(self, exc: Exception, attempt: int, *, yielded: bool = False) -> None:
+        """Return when the failed attempt should be retried, else raise it as a typed error.
+
+        A stream that already yielded tokens is never retried: replaying would duplicate text.
+        """
+        err = _classify_exception(exc, self.name)
+        if yielded or not self._should_retry(err, attempt):
+            raise err from exc
+
     # -- non-streaming ---------------------------------------------------------------------------
     def complete(self, request: Request) -> Response:
         body = self._body(request, stream=False)
@@ -413,9 +422,7 @@ class OpenAICompatibleEndpoint:
                     raise _classify_status(r.status_code, r.text, self.name)
                 return _parse_body(r.content, self.name, time.monotonic() - t0)
             except Exception as exc:
-                err = _classify_exception(exc, self.name)
-                if not self._should_retry(err, attempt):
-                    raise err from exc
+                self._retry_or_raise(exc, attempt)
             time.sleep(self._delay(attempt))
             attempt += 1
 
@@ -430,9 +437,7 @@ class OpenAICompatibleEndpoint:
                     raise _classify_status(r.status_code, r.text, self.name)
                 return _parse_body(r.content, self.name, time.monotonic() - t0)
             except Exception as exc:
-                err = _classify_exception(exc, self.name)
-                if not self._should_retry(err, attempt):
-                    raise err from exc
+                self._retry_or_raise(exc, attempt)
             await asyncio.sleep(self._delay(attempt))
             attempt += 1
 
@@ -463,9 +468,7 @@ class OpenAICompatibleEndpoint:
             except GeneratorExit:
                 raise
             except Exception as exc:
-                err = _classify_exception(exc, self.name)
-                if yielded or not self._should_retry(err, attempt):
-                    raise err from exc
+                self._retry_or_raise(exc, attempt, yielded=yielded)
             time.sleep(self._delay(attempt))
             attempt += 1
 
@@ -490,9 +493,7 @@ class OpenAICompatibleEndpoint:
             except GeneratorExit:
                 raise
             except Exception as exc:
-                err = _classify_exception(exc, self.name)
-                if yielded or not self._should_retry(err, attempt):
-                    raise err from exc
+                self._retry_or_raise(exc, attempt, yielded=yielded)
             await asyncio.sleep(self._delay(attempt))
             attempt += 1
 

@@ -342,11 +342,11 @@ def load_outcome_csv(
         prompts,
         np.array(s_out),
         np.array(w_out),
-        strong,
-        weak,
-        skipped,
-        groups if group_from_file else None,
-        responses if has_resp else None,
+        strong_model=strong,
+        weak_model=weak,
+        skipped=skipped,
+        groups=groups if group_from_file else None,
+        weak_responses=responses if has_resp else None,
     )
 
 
@@ -390,11 +390,10 @@ def load_mt_bench(folder: Path, strong: str = ROUTELLM_STRONG, weak: str = ROUTE
         prompts,
         np.array(s_out),
         np.array(w_out),
-        strong,
-        weak,
-        skipped,
-        None,
-        resp if any(resp) else None,
+        strong_model=strong,
+        weak_model=weak,
+        skipped=skipped,
+        weak_responses=resp if any(resp) else None,
     )
 
 

@@ -290,6 +290,19 @@ class ReplicaGroup:
         with self._lock:
             r.in_flight -= 1
 
+    def _failed(
+        self, r: ReplicaState, err: EndpointError, errors: list[str], *, streamed: bool = False
+    ) -> None:
+        """Count a replica failure; re-raise when the next replica must not be tried.
+
+        A non-retryable error would fail on every replica, and a stream that already yielded
+        tokens cannot move to another replica without repeating text.
+        """
+        self._mark_failure(r, err)
+        errors.append(f"{r.name}: {err}")
+        if streamed or not err.retryable:
+            raise err
+
     def _give_up(self, errors: list[str]) -> NoRouteError:
         return NoRouteError(f"all replicas of {self.model!r} failed: " + "; ".join(errors))
 
@@ -300,10 +313,7 @@ class ReplicaGroup:
             try:
                 resp = r.endpoint.complete(request)
             except EndpointError as err:
-                self._mark_failure(r, err)
-                errors.append(f"{r.name}: {err}")
-                if not err.retryable:
-                    raise
+                self._failed(r, err, errors)
                 continue
             finally:
                 self._end(r)
@@ -318,10 +328,7 @@ class ReplicaGroup:
             try:
                 resp = await r.endpoint.acomplete(request)
             except EndpointError as err:
-                self._mark_failure(r, err)
-                errors.append(f"{r.name}: {err}")
-                if not err.retryable:
-                    raise
+                self._failed(r, err, errors)
                 continue
             finally:
                 self._end(r)
@@ -339,10 +346,7 @@ class ReplicaGroup:
                     started = started or chunk.has_token
                     yield chunk
             except EndpointError as err:
-                self._mark_failure(r, err)
-                errors.append(f"{r.name}: {err}")
-                if started or not err.retryable:
-                    raise
+                self._failed(r, err, errors, streamed=started)
                 continue
             finally:
                 self._end(r)
@@ -360,10 +364,7 @@ class ReplicaGroup:
                     started = started or chunk.has_token
                     yield chunk
             except EndpointError as err:
-                self._mark_failure(r, err)
-                errors.append(f"{r.name}: {err}")
-                if started or not err.retryable:
-                    raise
+                self._failed(r, err, errors, streamed=started)
                 continue
             finally:
                 self._end(r)

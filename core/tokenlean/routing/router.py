@@ -187,6 +187,71 @@ class Router:
         except Exception as exc:  # metering must never break a user's call
             log.warning("metering failed: %s", exc)
 
+    # -- shared by the sync and async twins -------------------------------------------------------
+    def _accept(
+        self, t: str, request: Request, raw: Response, decision: Decision, role: str, started: float
+    ) -> Response:
+        """Meter one successful call and tag the response with the target that answered."""
+        resp = self._with_usage(request, raw)
+        self._record(t, request, resp, decision, role, started)
+        return replace(resp, extra={**resp.extra, "target": t})
+
+    @staticmethod
+    def _fall_back(
+        t: str,
+        exc: NoRouteError | EndpointError,
+        errors: list[str],
+        fell: list[str],
+        *,
+        streamed: bool = False,
+    ) -> None:
+        """Note a failed target so the next one is tried, or re-raise when falling back is wrong.
+
+        A non-retryable endpoint error (bad request) would fail on every target too, and a
+        stream that already yielded tokens cannot be restarted elsewhere without duplicating text.
+        """
+        if streamed or (isinstance(exc, EndpointError) and not exc.retryable):
+            raise exc
+        errors.append(f"{t}: {exc}")
+        fell.append(t)
+
+    def _advance(
+        self, plan: _Plan, resp: Response | None, fell: list[str]
+    ) -> tuple[_Call, None] | tuple[None, tuple[Response, Decision]]:
+        """Feed one answer to the plan: the next call to make, or the finished result."""
+        try:
+            return plan.send(resp), None
+        except StopIteration as stop:
+            final, dec = stop.value
+            return None, self._finish(final, dec, fell)
+
+    @staticmethod
+    def _single_chunks(resp: Response) -> tuple[StreamChunk, StreamChunk]:
+        """A whole (cascade) answer as a stream: its text, then the final chunk with the response."""
+        return (
+            StreamChunk(text=resp.text, finish_reason=resp.finish_reason, usage=resp.usage, model=resp.model),
+            StreamChunk(response=resp, model=resp.model),
+        )
+
+    def _stream_chunk(
+        self,
+        chunk: StreamChunk,
+        t: str,
+        req: Request,
+        decision: Decision,
+        started: float,
+        first: float | None,
+        fell: list[str],
+    ) -> StreamChunk:
+        """On the final chunk: meter the call and attach the routed response with usage."""
+        if chunk.response is None:
+            return chunk
+        dec = replace(decision, target=t)
+        full = self._with_usage(req, chunk.response)
+        self._record(t, req, full, dec, "primary", started, first)
+        resp, _ = self._finish(full, dec, fell)
+        return replace(chunk, response=resp, usage=resp.usage)
+
     # -- sync -------------------------------------------------------------------------------------
     def _call(
         self, target: str, request: Request, decision: Decision, role: str, fell: list[str]
@@ -195,22 +260,18 @@ class Router:
         for t in self._chain(target):
             started = time.time()
             try:
-                resp = self._with_usage(request, self.targets[t].complete(request))
+                raw = self.targets[t].complete(request)
             except (NoRouteError, EndpointError) as exc:
-                if isinstance(exc, EndpointError) and not exc.retryable:
-                    raise
-                errors.append(f"{t}: {exc}")
-                fell.append(t)
+                self._fall_back(t, exc, errors, fell)
                 continue
-            self._record(t, request, resp, decision, role, started)
-            return replace(resp, extra={**resp.extra, "target": t})
+            return self._accept(t, request, raw, decision, role, started)
         raise NoRouteError("; ".join(errors))
 
     def _drive(self, request: Request, decision: Decision) -> tuple[Response, Decision]:
         plan = self._plan(request, decision)
         fell: list[str] = []
-        call = next(plan)
-        while True:
+        call: _Call | None = next(plan)
+        while call is not None:
             target, req, role = call
             try:
                 resp: Response | None = self._call(target, req, decision, role, fell)
@@ -218,11 +279,9 @@ class Router:
                 if role != "cascade-check":
                     raise
                 resp = None  # a failed check call skips that signal, it does not fail the user
-            try:
-                call = plan.send(resp)
-            except StopIteration as stop:
-                final, dec = stop.value
-                return self._finish(final, dec, fell)
+            call, done = self._advance(plan, resp, fell)
+        assert done is not None
+        return done
 
     def execute(self, request: Request, decision: Decision) -> tuple[Response, Decision]:
         """Carry out a decision made earlier by ``route`` (adapters decide first, then run)."""
@@ -244,11 +303,7 @@ class Router:
         """
         decision = decision or self.route(request)
         if decision.cascade is not None:
-            resp, dec = self._drive(request, decision)
-            yield StreamChunk(
-                text=resp.text, finish_reason=resp.finish_reason, usage=resp.usage, model=resp.model
-            )
-            yield StreamChunk(response=resp, model=resp.model)
+            yield from self._single_chunks(self._drive(request, decision)[0])
             return
         req = decision.output.apply(request) if decision.output is not None else request
         errors: list[str] = []
@@ -260,19 +315,10 @@ class Router:
                 for chunk in self.targets[t].stream(req):
                     if chunk.has_token and first is None:
                         first = time.time()
-                    if chunk.response is not None:
-                        dec = replace(decision, target=t)
-                        full = self._with_usage(req, chunk.response)
-                        self._record(t, req, full, dec, "primary", started, first)
-                        resp, _ = self._finish(full, dec, fell)
-                        chunk = replace(chunk, response=resp, usage=resp.usage)
-                    yield chunk
+                    yield self._stream_chunk(chunk, t, req, decision, started, first, fell)
                 return
             except (NoRouteError, EndpointError) as exc:
-                if first is not None or (isinstance(exc, EndpointError) and not exc.retryable):
-                    raise
-                errors.append(f"{t}: {exc}")
-                fell.append(t)
+                self._fall_back(t, exc, errors, fell, streamed=first is not None)
         raise NoRouteError("; ".join(errors))
 
     # -- async ------------------------------------------------------------------------------------
@@ -283,22 +329,18 @@ class Router:
         for t in self._chain(target):
             started = time.time()
             try:
-                resp = self._with_usage(request, await self.targets[t].acomplete(request))
+                raw = await self.targets[t].acomplete(request)
             except (NoRouteError, EndpointError) as exc:
-                if isinstance(exc, EndpointError) and not exc.retryable:
-                    raise
-                errors.append(f"{t}: {exc}")
-                fell.append(t)
+                self._fall_back(t, exc, errors, fell)
                 continue
-            self._record(t, request, resp, decision, role, started)
-            return replace(resp, extra={**resp.extra, "target": t})
+            return self._accept(t, request, raw, decision, role, started)
         raise NoRouteError("; ".join(errors))
 
     async def _adrive(self, request: Request, decision: Decision) -> tuple[Response, Decision]:
         plan = self._plan(request, decision)
         fell: list[str] = []
-        call = next(plan)
-        while True:
+        call: _Call | None = next(plan)
+        while call is not None:
             target, req, role = call
             try:
                 resp: Response | None = await self._acall(target, req, decision, role, fell)
@@ -306,11 +348,9 @@ class Router:
                 if role != "cascade-check":
                     raise
                 resp = None
-            try:
-                call = plan.send(resp)
-            except StopIteration as stop:
-                final, dec = stop.value
-                return self._finish(final, dec, fell)
+            call, done = self._advance(plan, resp, fell)
+        assert done is not None
+        return done
 
     async def aexecute(self, request: Request, decision: Decision) -> tuple[Response, Decision]:
         return await self._adrive(request, decision)
@@ -324,11 +364,8 @@ class Router:
     async def astream(self, request: Request, decision: Decision | None = None) -> AsyncIterator[StreamChunk]:
         decision = decision or self.route(request)
         if decision.cascade is not None:
-            resp, _ = await self._adrive(request, decision)
-            yield StreamChunk(
-                text=resp.text, finish_reason=resp.finish_reason, usage=resp.usage, model=resp.model
-            )
-            yield StreamChunk(response=resp, model=resp.model)
+            for chunk in self._single_chunks((await self._adrive(request, decision))[0]):
+                yield chunk
             return
         req = decision.output.apply(request) if decision.output is not None else request
         errors: list[str] = []
@@ -340,19 +377,10 @@ class Router:
                 async for chunk in self.targets[t].astream(req):
                     if chunk.has_token and first is None:
                         first = time.time()
-                    if chunk.response is not None:
-                        dec = replace(decision, target=t)
-                        full = self._with_usage(req, chunk.response)
-                        self._record(t, req, full, dec, "primary", started, first)
-                        resp, _ = self._finish(full, dec, fell)
-                        chunk = replace(chunk, response=resp, usage=resp.usage)
-                    yield chunk
+                    yield self._stream_chunk(chunk, t, req, decision, started, first, fell)
                 return
             except (NoRouteError, EndpointError) as exc:
-                if first is not None or (isinstance(exc, EndpointError) and not exc.retryable):
-                    raise
-                errors.append(f"{t}: {exc}")
-                fell.append(t)
+                self._fall_back(t, exc, errors, fell, streamed=first is not None)
         raise NoRouteError("; ".join(errors))
 
     # -- housekeeping -----------------------------------------------------------------------------

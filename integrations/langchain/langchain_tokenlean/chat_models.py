@@ -26,16 +26,16 @@ from langchain_core.language_models import BaseChatModel, LangSmithParams, Langu
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import tool_call_chunk
-from langchain_core.messages.utils import convert_to_openai_messages
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
+from langchain_tokenlean._convert import messages_to_core
 from tokenlean.routing import ROUTING_KEY, Decision, Router
 from tokenlean.routing.endpoints import StreamChunk
-from tokenlean.types import Message, Request, Response
+from tokenlean.types import Request, Response
 
 __all__ = ["ChatTokenleanRouter", "request_from_langchain", "response_to_ai_message"]
 
@@ -56,11 +56,7 @@ def request_from_langchain(
     messages: Sequence[BaseMessage], tools: Sequence[dict[str, Any]] = (), **params: Any
 ) -> Request:
     """LangChain messages → tokenlean ``Request`` (through the OpenAI shape, tool calls kept)."""
-    out: list[Message] = []
-    for d in convert_to_openai_messages(list(messages)):
-        if d.get("role") == "tool" and not d.get("tool_call_id"):
-            d = {**d, "tool_call_id": "unknown"}
-        out.append(Message.from_openai(d))
+    out = messages_to_core(messages)
     metadata = params.pop("metadata", None) or {}
     return Request(
         tuple(out),

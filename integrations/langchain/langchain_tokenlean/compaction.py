@@ -25,27 +25,18 @@ from typing import Any
 
 from langchain.agents.middleware.types import AgentMiddleware, ModelRequest, ModelResponse
 from langchain_core.messages import BaseMessage, RemoveMessage, convert_to_messages
-from langchain_core.messages.utils import _runnable_support, convert_to_openai_messages
+from langchain_core.messages.utils import _runnable_support
 from langchain_core.tools import BaseTool, StructuredTool
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
 
+from langchain_tokenlean._convert import messages_to_core
 from tokenlean.compaction import Compacted, Compactor
 from tokenlean.compaction.tools import expand_omitted_function
 from tokenlean.errors import TokenleanError
-from tokenlean.types import Message
 
 __all__ = ["TokenleanCompaction", "compact_messages", "expand_omitted_tool"]
 
 log = logging.getLogger("tokenlean.langchain.compaction")
-
-
-def _to_core(messages: Sequence[BaseMessage]) -> list[Message]:
-    out: list[Message] = []
-    for d in convert_to_openai_messages(list(messages)):
-        if d.get("role") == "tool" and not d.get("tool_call_id"):
-            d = {**d, "tool_call_id": "unknown"}
-        out.append(Message.from_openai(d))
-    return out
 
 
 def _apply(messages: Sequence[BaseMessage], result: Compacted) -> list[BaseMessage]:
@@ -68,7 +59,7 @@ def _compact(
     compactor: Compactor, messages: Sequence[BaseMessage], query: str | None, session: str = "default"
 ) -> tuple[list[BaseMessage], Compacted | None]:
     try:
-        result = compactor.compact(_to_core(messages), query=query, session=session)
+        result = compactor.compact(messages_to_core(messages), query=query, session=session)
     except TokenleanError as exc:
         log.warning("compaction skipped (%s); passing messages through", exc)
         return list(messages), None

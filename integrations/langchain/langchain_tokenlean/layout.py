@@ -28,7 +28,7 @@ from langchain_core.messages import BaseMessage, SystemMessage, convert_to_messa
 from langchain_core.runnables import Runnable, RunnableLambda
 from langchain_core.tools import BaseTool
 
-from langchain_tokenlean.compaction import _to_core
+from langchain_tokenlean._convert import messages_to_core
 from tokenlean.errors import TokenleanError
 from tokenlean.layout import CachePlan, PromptLayout, Reordered, canonical_tools, plan_cache_markers, reorder
 from tokenlean.types import Message, Request
@@ -109,7 +109,7 @@ def layout_messages(
     msgs = convert_to_messages(list(messages))
     out = LaidOutMessages(msgs)
     try:
-        core = _to_core(msgs)
+        core = messages_to_core(msgs)
         result = reorder(Request(tuple(core), model=model), layout, model=model)
     except TokenleanError as exc:
         log.warning("prompt layout skipped (%s); passing messages through", exc)
