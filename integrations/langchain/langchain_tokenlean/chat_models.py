@@ -227,6 +227,23 @@ class ChatTokenleanRouter(BaseChatModel):
             gen.message.response_metadata[ROUTING_KEY] = decision.to_dict()
         return result
 
+    def _prepare(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[Request, Decision, tuple[Any, dict[str, Any]] | None]:
+        """Build the request and decide; ``direct`` is the LangChain model and its call kwargs
+        when the decision names a wrapped model and needs no cascade, so the twin delegates to it
+        (keeping that model's own tool formatting and callbacks), else ``None`` (run the router).
+        """
+        request = self._request(messages, stop, kwargs)
+        decision = self._decide(request)
+        if decision.target in self.models and decision.cascade is None:
+            return request, decision, self._lc_kwargs(decision.target, request, kwargs)
+        return request, decision, None
+
+    @staticmethod
+    def _routed_result(resp: Response) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=response_to_ai_message(resp))])
+
     # -- sync -----------------------------------------------------------------------------------
     def _generate(
         self,
@@ -235,16 +252,15 @@ class ChatTokenleanRouter(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        request = self._request(messages, stop, kwargs)
-        decision = self._decide(request)
-        if decision.target in self.models and decision.cascade is None:
-            model, call = self._lc_kwargs(decision.target, request, kwargs)
+        request, decision, direct = self._prepare(messages, stop, kwargs)
+        if direct is not None:
+            model, call = direct
             return self._annotate(
                 model._generate(messages, stop=stop or self.stop, run_manager=run_manager, **call), decision
             )
         r: Router = self.router
         resp, _ = r.execute(request, decision)
-        return ChatResult(generations=[ChatGeneration(message=response_to_ai_message(resp))])
+        return self._routed_result(resp)
 
     def _stream(
         self,
@@ -253,10 +269,9 @@ class ChatTokenleanRouter(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        request = self._request(messages, stop, kwargs)
-        decision = self._decide(request)
-        if decision.target in self.models and decision.cascade is None:
-            model, call = self._lc_kwargs(decision.target, request, kwargs)
+        request, decision, direct = self._prepare(messages, stop, kwargs)
+        if direct is not None:
+            model, call = direct
             yield from model._stream(messages, stop=stop or self.stop, run_manager=run_manager, **call)
             return
         r: Router = self.router
@@ -276,15 +291,14 @@ class ChatTokenleanRouter(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        request = self._request(messages, stop, kwargs)
-        decision = self._decide(request)
-        if decision.target in self.models and decision.cascade is None:
-            model, call = self._lc_kwargs(decision.target, request, kwargs)
+        request, decision, direct = self._prepare(messages, stop, kwargs)
+        if direct is not None:
+            model, call = direct
             result = await model._agenerate(messages, stop=stop or self.stop, run_manager=run_manager, **call)
             return self._annotate(result, decision)
         r: Router = self.router
         resp, _ = await r.aexecute(request, decision)
-        return ChatResult(generations=[ChatGeneration(message=response_to_ai_message(resp))])
+        return self._routed_result(resp)
 
     async def _astream(
         self,
@@ -293,10 +307,9 @@ class ChatTokenleanRouter(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        request = self._request(messages, stop, kwargs)
-        decision = self._decide(request)
-        if decision.target in self.models and decision.cascade is None:
-            model, call = self._lc_kwargs(decision.target, request, kwargs)
+        request, decision, direct = self._prepare(messages, stop, kwargs)
+        if direct is not None:
+            model, call = direct
             async for chunk in model._astream(
                 messages, stop=stop or self.stop, run_manager=run_manager, **call
             ):

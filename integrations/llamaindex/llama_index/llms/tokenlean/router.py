@@ -179,6 +179,29 @@ class TokenleanRouterLLM(FunctionCallingLLM):
         return await llm.astream_complete(prompt, formatted=formatted, **kwargs)
 
     # -- tools: the whole call goes to the chosen LLM (its own tool format) -----------------------
+    def _route_tools(
+        self,
+        tools: Sequence[Any],
+        user_msg: str | ChatMessage | None,
+        chat_history: list[ChatMessage] | None,
+        verbose: bool,
+        allow_parallel_tool_calls: bool,
+        tool_required: bool,
+        kwargs: dict[str, Any],
+    ) -> tuple[LLM, Decision, dict[str, Any]]:
+        """Route on the conversation plus tools; return the LLM, the decision, and the keyword
+        arguments the ``*_chat_with_tools`` twins forward to that LLM unchanged."""
+        llm, d = self._route(self._history(user_msg, chat_history), tools)
+        call = {
+            "user_msg": user_msg,
+            "chat_history": chat_history,
+            "verbose": verbose,
+            "allow_parallel_tool_calls": allow_parallel_tool_calls,
+            "tool_required": tool_required,
+            **kwargs,
+        }
+        return llm, d, call
+
     def chat_with_tools(
         self,
         tools: Sequence[Any],
@@ -189,16 +212,10 @@ class TokenleanRouterLLM(FunctionCallingLLM):
         tool_required: bool = False,
         **kwargs: Any,
     ) -> ChatResponse:
-        llm, d = self._route(self._history(user_msg, chat_history), tools)
-        resp = llm.chat_with_tools(  # type: ignore[attr-defined]
-            tools,
-            user_msg=user_msg,
-            chat_history=chat_history,
-            verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls,
-            tool_required=tool_required,
-            **kwargs,
+        llm, d, call = self._route_tools(
+            tools, user_msg, chat_history, verbose, allow_parallel_tool_calls, tool_required, kwargs
         )
+        resp = llm.chat_with_tools(tools, **call)  # type: ignore[attr-defined]
         return self._tag(resp, d)
 
     async def achat_with_tools(
@@ -211,16 +228,10 @@ class TokenleanRouterLLM(FunctionCallingLLM):
         tool_required: bool = False,
         **kwargs: Any,
     ) -> ChatResponse:
-        llm, d = self._route(self._history(user_msg, chat_history), tools)
-        resp = await llm.achat_with_tools(  # type: ignore[attr-defined]
-            tools,
-            user_msg=user_msg,
-            chat_history=chat_history,
-            verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls,
-            tool_required=tool_required,
-            **kwargs,
+        llm, d, call = self._route_tools(
+            tools, user_msg, chat_history, verbose, allow_parallel_tool_calls, tool_required, kwargs
         )
+        resp = await llm.achat_with_tools(tools, **call)  # type: ignore[attr-defined]
         return self._tag(resp, d)
 
     def stream_chat_with_tools(
@@ -233,16 +244,10 @@ class TokenleanRouterLLM(FunctionCallingLLM):
         tool_required: bool = False,
         **kwargs: Any,
     ) -> ChatResponseGen:
-        llm, d = self._route(self._history(user_msg, chat_history), tools)
-        for r in llm.stream_chat_with_tools(  # type: ignore[attr-defined]
-            tools,
-            user_msg=user_msg,
-            chat_history=chat_history,
-            verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls,
-            tool_required=tool_required,
-            **kwargs,
-        ):
+        llm, d, call = self._route_tools(
+            tools, user_msg, chat_history, verbose, allow_parallel_tool_calls, tool_required, kwargs
+        )
+        for r in llm.stream_chat_with_tools(tools, **call):  # type: ignore[attr-defined]
             yield self._tag(r, d)
 
     def _prepare_chat_with_tools(
