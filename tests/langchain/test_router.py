@@ -120,6 +120,14 @@ class TestChatTokenleanRouterIntegration(ChatModelIntegrationTests):
     def test_agent_loop(self, model) -> None:
         super().test_agent_loop(model)
 
+    @pytest.mark.xfail(
+        strict=False,
+        reason="SmolLM2-135M sometimes emits tool-call JSON that does not parse (seen once in a full run); "
+        "runs, but its outcome is the model's",
+    )
+    def test_bind_runnables_as_tools(self, model) -> None:
+        super().test_bind_runnables_as_tools(model)
+
     @pytest.mark.xfail(run=False, reason="SmolLM2-135M does not copy non-ASCII text into tool arguments")
     def test_unicode_tool_call_integration(self, model, tool_choice=None, force_tool_call=True) -> None:
         super().test_unicode_tool_call_integration(model, tool_choice, force_tool_call)
