@@ -55,7 +55,10 @@ def messages(draw: st.DrawFn) -> dict:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(messages(), min_size=1, max_size=6), st.dictionaries(ident, st.integers(0, 9), max_size=2))
+@given(
+    st.lists(messages(), min_size=1, max_size=6),
+    st.dictionaries(ident.filter(lambda k: k not in ("model", "messages")), st.integers(0, 9), max_size=2),
+)
 def test_request_round_trip_is_lossless(msgs: list[dict], params: dict) -> None:
     body = {"model": "gpt-4o-mini", "messages": msgs, **params}
     req = Request.from_openai(body)
@@ -125,3 +128,18 @@ def test_tool_call_arguments() -> None:
     )
     assert call.parsed_arguments() == {"a": 1}
     assert call.to_openai()["function"]["arguments"] == '{"a": 1}'
+
+
+def test_framework_roles_normalise_to_openai_names() -> None:
+    from enum import Enum
+
+    from tokenlean.types import normalize_role
+
+    class Role(str, Enum):
+        MODEL = "model"
+        USER = "user"
+
+    assert normalize_role(Role.MODEL) == "assistant"
+    assert normalize_role("chatbot") == "assistant"
+    assert normalize_role(Role.USER) == "user"
+    assert normalize_role("tool") == "tool"
