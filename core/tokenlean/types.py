@@ -28,6 +28,15 @@ __all__ = [
 ]
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+# Other frameworks' names for the assistant role (LlamaIndex MessageRole.MODEL / CHATBOT, Google, Cohere).
+ROLE_ALIASES: dict[str, str] = {"model": "assistant", "chatbot": "assistant"}
+
+
+def normalize_role(role: object) -> str:
+    """A framework's role (a str or a str-valued enum) as an OpenAI role name, aliases resolved."""
+    value = str(getattr(role, "value", role))
+    return ROLE_ALIASES.get(value, value)
+
 
 #: A multimodal content part, kept exactly as the provider sent it (``{"type": "text", ...}``,
 #: ``{"type": "image_url", ...}``). tokenlean never rewrites parts it does not understand.
@@ -313,7 +322,13 @@ def _as_count(value: object, name: str) -> int:
     return int(value)
 
 
-_USAGE_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
+_USAGE_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,18 +14,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from tokenlean.metering.ledger import percentile
 from tokenlean.profile.estimates import LatencyModel, LeverEstimate
 from tokenlean.profile.trace import Trace
 
 __all__ = ["ProfileReport", "TraceSummary"]
 
 _ZERO = Decimal(0)
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    from tokenlean.metering.ledger import percentile
-
-    return percentile(values, q)
 
 
 @dataclass(frozen=True)
@@ -83,9 +78,9 @@ class TraceSummary:
             output_tokens=total.output_tokens,
             cached_input_tokens=total.cached_input_tokens,
             cost=sum(baseline_costs, _ZERO),
-            ttft_p50_s=_pct(ttfts, 0.5),  # type: ignore[arg-type]
-            ttft_p95_s=_pct(ttfts, 0.95),  # type: ignore[arg-type]
-            latency_p50_s=_pct(lats, 0.5),  # type: ignore[arg-type]
+            ttft_p50_s=percentile(ttfts, 0.5),  # type: ignore[arg-type]
+            ttft_p95_s=percentile(ttfts, 0.95),  # type: ignore[arg-type]
+            latency_p50_s=percentile(lats, 0.5),  # type: ignore[arg-type]
             decode_tokens_per_s=latency.decode_tokens_per_s if latency.fitted else None,
             counted_share=(sum(1 for c in calls if c.usage_counted) / len(calls)) if calls else 0.0,
             formats=trace.formats,

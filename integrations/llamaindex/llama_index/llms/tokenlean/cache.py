@@ -30,7 +30,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from tokenlean.cache import CacheResult, SemanticCache
 from tokenlean.errors import TokenleanError
-from tokenlean.types import Message, Request
+from tokenlean.types import Message, Request, normalize_role
 
 __all__ = ["CachedLLM"]
 
@@ -38,11 +38,6 @@ log = logging.getLogger("tokenlean.llamaindex.cache")
 
 CACHE_KEY = "tokenlean_cache"
 _PARAMS = ("temperature", "max_tokens", "top_p", "seed", "stop")
-
-
-def _role(role: MessageRole | str) -> str:
-    value = role.value if isinstance(role, MessageRole) else str(role)
-    return {"model": "assistant", "chatbot": "assistant"}.get(value, value)
 
 
 class CachedLLM(LLM):
@@ -90,12 +85,9 @@ class CachedLLM(LLM):
 
     def _chat_request(self, messages: Sequence[ChatMessage]) -> Request:
         msgs = tuple(
-            Message(
-                role=_role(m.role),
-                content=m.content or "",
-                tool_call_id="unknown" if _role(m.role) == "tool" else None,
-            )
+            Message(role=role, content=m.content or "", tool_call_id="unknown" if role == "tool" else None)
             for m in messages
+            for role in (normalize_role(m.role),)
         )
         return Request(messages=msgs, model=self.metadata.model_name, params=self._params())
 

@@ -35,14 +35,12 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from tokenlean.errors import NoRouteError
 from tokenlean.routing import ROUTING_KEY, Decision, Router
-from tokenlean.types import Message, Request
+from tokenlean.types import Message, Request, normalize_role
 
 __all__ = ["TokenleanRouterLLM", "TokenleanRoutingEvent"]
 
 log = logging.getLogger("tokenlean.llamaindex.router")
 dispatcher = get_dispatcher(__name__)
-
-_ROLES = {"chatbot": "assistant", "model": "assistant"}
 
 
 class TokenleanRoutingEvent(BaseEvent):
@@ -62,8 +60,7 @@ class TokenleanRoutingEvent(BaseEvent):
 def _core(messages: Sequence[ChatMessage], tools: Sequence[Any] = ()) -> Request:
     out = []
     for m in messages:
-        role = str(getattr(m.role, "value", m.role))
-        role = _ROLES.get(role, role)
+        role = normalize_role(m.role)
         tool_call_id = m.additional_kwargs.get("tool_call_id") or ("unknown" if role == "tool" else None)
         out.append(Message(role, m.content or "", tool_call_id=tool_call_id))
     specs = tuple(

@@ -22,18 +22,16 @@ from llama_index.core.memory.memory import BaseMemoryBlock
 
 from tokenlean.compaction import Compactor
 from tokenlean.errors import TokenleanError
-from tokenlean.types import Message
+from tokenlean.types import ROLES, Message, normalize_role
 
 __all__ = ["TokenleanCompactedHistoryBlock"]
 
 log = logging.getLogger("tokenlean.llamaindex.memory")
 
-_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
-
 
 def _to_core(m: ChatMessage, i: int) -> Message:
-    role = m.role.value if isinstance(m.role, MessageRole) else str(m.role)
-    if role not in _ROLES:
+    role = normalize_role(m.role)
+    if role not in ROLES:
         role = "user"
     text = m.content if isinstance(m.content, str) else "".join(getattr(b, "text", "") for b in m.blocks)
     if role in ("tool", "function"):
