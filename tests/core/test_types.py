@@ -131,11 +131,11 @@ def test_tool_call_arguments() -> None:
 
 
 def test_framework_roles_normalise_to_openai_names() -> None:
-    from enum import Enum
+    from enum import StrEnum
 
     from tokenlean.types import normalize_role
 
-    class Role(str, Enum):
+    class Role(StrEnum):
         MODEL = "model"
         USER = "user"
 
