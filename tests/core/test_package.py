@@ -46,9 +46,9 @@ def test_public_names_are_pinned() -> None:
         "OpenAICompatibleEndpoint", "PriceTable", "ProfileReport", "Profiler", "PromptLayout",
         "ProtectedPatterns", "RedisStackServer", "ReplicaGroup", "Request", "Response", "Router",
         "RulesPolicy", "ScopeConfig", "SemanticCache", "SemanticRouter", "SentenceTransformerEmbedder",
-        "TaskSummary", "TokenCounter", "TokenleanError", "ToolCall", "Trace", "Usage", "UsageRecord",
+        "StaticEmbedder", "TaskSummary", "TokenCounter", "TokenleanError", "ToolCall", "Trace", "Usage", "UsageRecord",
         "VLLMEndpoint", "__version__", "compact_text", "count_messages", "count_tokens", "errors",
-        "get_counter", "get_default_embedder", "get_default_meter", "normalize_usage",
+        "get_counter", "get_default_embedder", "get_default_meter", "get_static_embedder", "normalize_usage",
         "plan_cache_markers", "profile", "read_jsonl", "read_trace", "read_traces", "realised_hit_rate",
         "task_scope", "to_prometheus",
     ]  # fmt: skip

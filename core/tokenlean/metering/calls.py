@@ -37,6 +37,9 @@ class PendingCall:
     model: str | None
     endpoint: str | None
     first_token_at: float | None = None
+    #: What the adapter kept from the start event to resolve lazily at the end (e.g. the
+    #: requested model, needed only when the response does not name one).
+    context: Any = None
 
 
 class MissingUsageWarner:

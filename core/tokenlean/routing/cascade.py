@@ -457,9 +457,9 @@ class LearnedVerifier:
     @property
     def embedder(self) -> Any:
         if self._embedder is None:
-            from tokenlean.embeddings import get_default_embedder
+            from tokenlean.embeddings import get_static_embedder
 
-            self._embedder = get_default_embedder()
+            self._embedder = get_static_embedder()
         return self._embedder
 
     def _x(

@@ -1,7 +1,7 @@
 """``tokenlean route ...``: offline evaluation of routing policies from outcome data.
 
 ``tokenlean route eval --csv outcomes.csv --strong gpt-4o --weak llama-3-8b`` prints APGR and
-CPT(50%)/CPT(80%) for the learned routers, the nested-selected best and the random / length /
+CPT(50%)/CPT(80%) for the learned routers, ``tokenlean-best`` and the random / length /
 oracle baselines (``--json OUT`` writes them). ``--data DIR`` evaluates RouteLLM's sets instead.
 """
 
@@ -25,7 +25,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     ev.add_argument("--weak", help="the weak model's outcome column")
     ev.add_argument("--data", help="folder holding routing/routellm (RouteLLM's GSM8K, MMLU, MT-Bench)")
     ev.add_argument("--folds", type=int, default=5)
-    ev.add_argument("--policies", default="logistic,knn", help="learned scorers: logistic,knn,mf")
+    ev.add_argument(
+        "--policies",
+        default="ensemble,gap,knn-gap,logistic,knn",
+        help="learned scorers: ensemble,gap,knn-gap,logistic,knn,mf",
+    )
     ev.add_argument("--cache-dir", help="where prompt embeddings are cached (default: temp dir)")
     ev.add_argument("--json", help="write the report here")
     ev.set_defaults(func=_eval)
@@ -33,7 +37,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from tokenlean.embeddings import get_default_embedder
+    from tokenlean.embeddings import get_static_embedder
     from tokenlean.errors import ConfigError
     from tokenlean.routing.eval import cached_embeddings, load_outcome_csv, load_routellm, offline_report
 
@@ -48,7 +52,7 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         raise ConfigError("give --csv FILE --strong M --weak M, or --data DIR")
     kinds = tuple(k.strip() for k in args.policies.split(",") if k.strip())
-    embedder = get_default_embedder()
+    embedder = get_static_embedder()  # what LearnedRouter uses by default on the request path
     vectors = {k: cached_embeddings(v.prompts, embedder, args.cache_dir) for k, v in datasets.items()}
     folds = max(2, min(args.folds, min(len(v) for v in datasets.values()) // 4))
     report = offline_report(datasets, vectors, kinds=kinds, folds=folds)

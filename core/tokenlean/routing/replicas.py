@@ -2,10 +2,14 @@
 
 Three signals, in the spirit of vLLM's production-stack router and SGLang's router:
 
-* **Least outstanding requests.** A replica's load is the larger of what *we* have in flight to
+* **Least expected latency.** A replica's load is the larger of what *we* have in flight to
   it (always current) and what its ``/metrics`` say is running + waiting (covers other clients;
-  used while fresh). A slow replica accumulates outstanding work and so receives less: this is
-  what beats round-robin on tail latency.
+  used while fresh). Its expected latency for one more call is ``base + load x per_call``,
+  both learned from its own answers: ``base`` from calls sent while it was idle (service plus
+  any fixed delay: a far region, a slow proxy), ``per_call`` from how much each call already
+  in flight added (a serial llama.cpp server: one service time; a batching vLLM server: much
+  less). A replica that is slow at *every* load therefore loses traffic even when it is idle,
+  which plain least-outstanding-requests cannot see.
 * **Prefix affinity.** Requests sharing a stable prefix (system prompt, tools, the first turns)
   go to the same replica via rendezvous hashing, so its prefix cache is warm. A load guard (as
   SGLang's ``balance_abs_threshold`` / ``balance_rel_threshold``) abandons affinity when the
@@ -68,7 +72,8 @@ class ReplicaState:
     ejections: int = 0
     ejected_until: float = 0.0
     metrics: EndpointMetrics | None = None
-    ewma_latency_s: float | None = None
+    ewma_latency_s: float | None = None  # latency of a call sent while the replica was idle
+    ewma_per_call_s: float | None = None  # what each call already in flight adds to a new one
     served: int = 0
     errors: int = 0
     last_error: str | None = None
@@ -205,15 +210,29 @@ class ReplicaGroup:
             r.failures = 0
             r.ejections = 0
             r.ejected_until = 0.0
-            if latency_s is not None:
-                r.served += 1
-                # per-call service time: a call queued behind k others took about k+1 services on
-                # a serial server (llama.cpp); otherwise the queue would count twice, in the
-                # latency and again in the outstanding count it is multiplied by
-                service = latency_s / (ahead + 1)
-                r.ewma_latency_s = (
-                    service if r.ewma_latency_s is None else 0.8 * r.ewma_latency_s + 0.2 * service
+            if latency_s is None:
+                return
+            r.served += 1
+            if ahead == 0 or r.ewma_latency_s is None:
+                # an idle call measures the base latency; before one has been seen, a queued call
+                # split evenly over the calls it waited for is the best guess
+                base = latency_s / (ahead + 1)
+                r.ewma_latency_s = base if r.ewma_latency_s is None else 0.8 * r.ewma_latency_s + 0.2 * base
+            if ahead > 0:
+                per_call = max(0.0, latency_s - r.ewma_latency_s) / ahead
+                r.ewma_per_call_s = (
+                    per_call if r.ewma_per_call_s is None else 0.8 * r.ewma_per_call_s + 0.2 * per_call
                 )
+
+    def expected_latency(self, r: ReplicaState, now: float | None = None, typical: float = 1.0) -> float:
+        """Seconds a call sent to ``r`` now is expected to take: ``base + load x per_call``.
+
+        Unmeasured parts fall back to ``typical`` (the fastest base seen), so a new replica gets
+        tried; an unmeasured ``per_call`` is taken as the base (a serial server).
+        """
+        base = r.ewma_latency_s or typical
+        per_call = r.ewma_per_call_s if r.ewma_per_call_s is not None else base
+        return base + self.load(r, now) * per_call
 
     # -- choice --------------------------------------------------------------------------------
     def order(self, request: Request | None = None) -> list[ReplicaState]:
@@ -225,13 +244,11 @@ class ReplicaGroup:
             ejected = sorted((r for r in self.replicas if not r.healthy(now)), key=lambda r: r.ejected_until)
             if not healthy:
                 return ejected
-            # expected wait = (outstanding + this call) x typical latency ("least outstanding
-            # work"); an unmeasured replica is assumed as fast as the fastest, so it gets tried
+            # least expected latency; an unmeasured replica is assumed as fast as the fastest
             known = [r.ewma_latency_s for r in healthy if r.ewma_latency_s]
             typical = min(known) if known else 1.0
             by_load = sorted(
-                healthy,
-                key=lambda r: ((self.load(r, now) + 1.0) * (r.ewma_latency_s or typical), self.load(r, now)),
+                healthy, key=lambda r: (self.expected_latency(r, now, typical), self.load(r, now))
             )
             if self.strategy == "round_robin":
                 i = self._rr % len(healthy)
@@ -273,6 +290,7 @@ class ReplicaGroup:
                 "served": r.served,
                 "errors": r.errors,
                 "ewma_latency_s": r.ewma_latency_s,
+                "ewma_per_call_s": r.ewma_per_call_s,
                 "last_error": r.last_error,
             }
             for r in self.replicas

@@ -236,12 +236,15 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
     ) -> None:
         now = time.time()
         try:
-            info = self._root_of(run_id, parent_run_id, serialized, kwargs)
+            task = self.task_id
+            if task is None:
+                task = self._task_for(
+                    self._root_of(run_id, parent_run_id, serialized, kwargs), kwargs.get("metadata")
+                )
+            # The requested model is looked up only if the response does not name the one that
+            # served it (``_record``): most responses do, and this runs on every call.
             self._pending[run_id] = PendingCall(
-                started_at=now,
-                task_id=self._task_for(info, kwargs.get("metadata")),
-                model=_model_from_start(serialized, kwargs),
-                endpoint=self._endpoint(serialized, kwargs),
+                now, task, None, self._endpoint(serialized, kwargs), context=kwargs
             )
         except Exception:
             log.exception("tokenlean: could not start metering a model call (ignored)")
@@ -283,7 +286,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         ended = time.time()
         pending = self._pending.pop(run_id, None)
         try:
-            self._record(response, run_id, pending, ended, kwargs)
+            self._record(response, run_id, pending, ended, kwargs.get("parent_run_id"))
         except Exception:
             log.exception("tokenlean: could not meter a model call (ignored; the chain goes on)")
 
@@ -296,12 +299,14 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         run_id: UUID,
         pending: PendingCall | None,
         ended: float,
-        kwargs: Mapping[str, Any],
+        parent_run_id: UUID | None,
     ) -> UsageRecord | None:
         raw_usage, model, cache_hit = _read_result(response)
         if pending is None:  # handler attached mid-run: we missed the start event
-            info = _RunInfo(kwargs.get("parent_run_id") or run_id, "run")
+            info = _RunInfo(parent_run_id or run_id, "run")
             pending = PendingCall(ended, self._task_for(info, None), None, None)
+        elif model is None and pending.context is not None:
+            model = _model_from_start(None, pending.context)
         return record_call(
             self.meter,
             pending,

@@ -52,6 +52,35 @@ def test_least_outstanding_uses_local_in_flight_and_live_metrics(stub) -> None:
     assert g.choose(_req()).name == "b"
 
 
+def test_expected_latency_learns_base_and_per_call_cost(stub) -> None:
+    """A replica with a fixed extra delay loses traffic even when idle; a batching one takes more."""
+    eps = [OpenAICompatibleEndpoint(stub.url("ok"), "m", name=n) for n in ("near", "far")]
+    g = ReplicaGroup(eps, prefix_affinity=False)
+    near, far = g.replicas
+    # near: a serial server, 0.3 s per call; far: the same server behind a +1.5 s delay
+    g._mark_success(near, 0.3, ahead=0)
+    g._mark_success(near, 0.9, ahead=2)  # waited for two calls: per call 0.3 s
+    g._mark_success(far, 1.8, ahead=0)
+    assert near.ewma_latency_s == pytest.approx(0.3) and near.ewma_per_call_s == pytest.approx(0.3)
+    assert g.expected_latency(far) == pytest.approx(1.8 + 0 * 1.8)
+    # three calls already queued on near (1.2 s expected) still beat an idle far (1.8 s)
+    near.in_flight = 3
+    assert g.choose(_req()).name == "near"
+    near.in_flight = 6  # 0.3 + 6 x 0.3 = 2.1 s: now the idle far replica (1.8 s) is quicker
+    assert g.choose(_req()).name == "far"
+    # a batching server: queued calls barely slow it down, so it keeps taking them
+    g2 = ReplicaGroup([OpenAICompatibleEndpoint(stub.url("ok"), "m", name=n) for n in ("batch", "serial")])
+    batch, serial = g2.replicas
+    g2._mark_success(batch, 0.5, ahead=0)
+    g2._mark_success(batch, 0.6, ahead=4)
+    g2._mark_success(serial, 0.4, ahead=0)
+    batch.in_flight, serial.in_flight = 4, 1
+    assert batch.ewma_per_call_s == pytest.approx(0.025)
+    assert g2.expected_latency(batch) < g2.expected_latency(serial)  # 0.6 s vs 0.8 s
+    g2.prefix_affinity = False
+    assert g2.choose(_req()).name == "batch"
+
+
 def test_prefix_affinity_is_sticky_until_the_load_guard_trips(stub) -> None:
     eps = [OpenAICompatibleEndpoint(stub.url("ok"), "m", name=f"r{i}") for i in range(3)]
     g = ReplicaGroup(eps, affinity_abs_threshold=2, affinity_rel_threshold=1.5)
