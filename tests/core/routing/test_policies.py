@@ -175,7 +175,7 @@ def test_learned_router_rejects_bad_outcomes() -> None:
     class Fixed:
         name, dim = "fixed", 2
 
-        def embed(self, texts):  # noqa: ANN001, ANN202 - a two-dimensional toy embedder
+        def embed(self, texts):  # a two-dimensional toy embedder
             return np.array([[1.0, 0.0] if "a" in t else [0.0, 1.0] for t in texts], dtype=np.float32)
 
     with pytest.raises(ConfigError, match="unknown scorer"):
