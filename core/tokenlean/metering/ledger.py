@@ -26,7 +26,7 @@ from typing import Any
 
 from tokenlean.errors import MeteringError
 from tokenlean.metering.prices import PriceTable
-from tokenlean.metering.records import UsageRecord, current_task_id, model_name, task_scope
+from tokenlean.metering.records import EMPTY_MAPPING, UsageRecord, current_task_id, model_name, task_scope
 from tokenlean.types import Usage, normalize_usage
 
 __all__ = [
@@ -379,13 +379,13 @@ class Meter:
             norm,
             endpoint if endpoint is not None else self.endpoint,
             task_id if task_id is not None else current_task_id(),
-            ({**self.tags, **tags} if tags else dict(self.tags)) if (tags or self.tags) else {},
+            ({**self.tags, **tags} if tags else dict(self.tags)) if (tags or self.tags) else EMPTY_MAPPING,
             cost,
             started_at if started_at is not None else ended_at,
             first_token_at,
             ended_at,
             cache_hit,
-            dict(extra) if extra else {},
+            dict(extra) if extra else EMPTY_MAPPING,
         )
         return self.ledger.record(UsageRecord(*args, record_id) if record_id else UsageRecord(*args))
 
