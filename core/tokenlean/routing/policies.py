@@ -478,6 +478,17 @@ class MatrixFactorizationScorer:
         return _sigmoid((x @ self.p) @ self.u + self.b)
 
 
+class OutcomeScorer(Protocol):
+    """A scorer fitted on both models' outcomes (not a win label): ``gap``, ``knn-gap``, ``ensemble``."""
+
+    kind: str
+    needs_outcomes: bool
+
+    def fit_outcomes(self, x: np.ndarray, strong: np.ndarray, weak: np.ndarray) -> Any: ...
+
+    def predict(self, x: np.ndarray) -> np.ndarray: ...
+
+
 class QualityGapScorer:
     """Expected quality gain of the strong model: ``E[strong | x] - E[weak | x]``, two logistic heads.
 
@@ -580,8 +591,10 @@ class EnsembleScorer:
     kind = "ensemble"
     needs_outcomes = True
 
-    def __init__(self, members: Sequence[Any] | None = None) -> None:
-        self.members = list(members) if members is not None else [QualityGapScorer(), KNNGapScorer()]
+    def __init__(self, members: Sequence[OutcomeScorer] | None = None) -> None:
+        self.members: list[OutcomeScorer] = (
+            list(members) if members is not None else [QualityGapScorer(), KNNGapScorer()]
+        )
         self._scale: list[tuple[float, float]] = []
 
     def fit_outcomes(self, x: np.ndarray, strong: np.ndarray, weak: np.ndarray) -> EnsembleScorer:
