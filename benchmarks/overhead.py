@@ -233,17 +233,6 @@ def meter_record(number: int, repeat: int) -> dict[str, float]:
 # -- the real local model --------------------------------------------------------------------
 
 
-def _server() -> tuple[str, str, Any]:
-    base_url = os.environ.get("TOKENLEAN_BASE_URL")
-    model = os.environ.get("TOKENLEAN_MODEL")
-    if base_url and model:
-        return base_url, model, None
-    from tokenlean.server import LocalModelServer
-
-    server = LocalModelServer().start()
-    return server.base_url, server.model, server
-
-
 def _interleaved(
     bare: Callable[[], Any], metered: Callable[[], Any], calls: int
 ) -> tuple[list[float], list[float]]:
@@ -266,15 +255,15 @@ def local_model(calls: int, max_tokens: int, overhead_us: dict[str, float]) -> d
     from langchain_tokenlean.callbacks import TokenleanCallbackHandler
     from llama_index.callbacks.tokenlean.handler import instrument, uninstrument
     from tokenlean.metering import Meter
+    from tokenlean.server import model_endpoint
 
-    base_url, model, server = _server()
-    out: dict[str, Any] = {
-        "base_url": base_url,
-        "model": model,
-        "calls_per_side": calls,
-        "max_tokens": max_tokens,
-    }
-    try:
+    with model_endpoint() as (base_url, model):
+        out: dict[str, Any] = {
+            "base_url": base_url,
+            "model": model,
+            "calls_per_side": calls,
+            "max_tokens": max_tokens,
+        }
         prompt = "Name one colour."
         lc = ChatOpenAI(
             base_url=base_url, api_key="x", model=model, temperature=0, extra_body={"max_tokens": max_tokens}
@@ -304,9 +293,6 @@ def local_model(calls: int, max_tokens: int, overhead_us: dict[str, float]) -> d
 
         b, m = _interleaved(lambda: li.chat(msgs), li_metered, calls)
         out["llamaindex"] = _relative(b, m, overhead_us["llamaindex"])
-    finally:
-        if server is not None:
-            server.stop()
     return out
 
 

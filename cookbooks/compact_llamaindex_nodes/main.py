@@ -6,8 +6,6 @@ point it at any OpenAI-compatible server with ``TOKENLEAN_BASE_URL`` / ``TOKENLE
 
 from __future__ import annotations
 
-import os
-
 from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.node_parser import SentenceSplitter
 from llama_index.llms.openai_like import OpenAILike
@@ -60,14 +58,10 @@ def run(base_url: str, model: str) -> None:
 
 
 def main() -> None:
-    base_url, model = os.environ.get("TOKENLEAN_BASE_URL"), os.environ.get("TOKENLEAN_MODEL")
-    if base_url and model:
-        run(base_url, model)
-        return
-    from tokenlean.server import LocalModelServer
+    from tokenlean.server import model_endpoint  # $TOKENLEAN_BASE_URL, or a local llama.cpp server
 
-    with LocalModelServer() as server:
-        run(server.base_url, server.model)
+    with model_endpoint() as (base_url, model):
+        run(base_url, model)
 
 
 if __name__ == "__main__":

@@ -9,15 +9,13 @@ profiled as a second workload; by default the SWE-agent trajectories of the shar
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from tokenlean.profile import Profiler, read_traces
 from tokenlean.routing import OpenAICompatibleEndpoint
+from tokenlean.server import model_endpoint
 from tokenlean.types import Message, Request
 
 DAY = 86400.0
@@ -38,18 +36,6 @@ WEEK = [
     ["Is a seat upgrade expensive?", "Can I get a refund if I do not show up?"],
     ["How do I change my booking?", "What does an extra bag cost?", "How many bags can I check?"],
 ]
-
-
-@contextlib.contextmanager
-def model_server() -> Iterator[tuple[str, str]]:
-    """The endpoint named by the environment, or a local llama.cpp server started here."""
-    if os.environ.get("TOKENLEAN_BASE_URL"):
-        yield os.environ["TOKENLEAN_BASE_URL"], os.environ.get("TOKENLEAN_MODEL", "smollm2-135m")
-        return
-    from tokenlean.server import LocalModelServer
-
-    with LocalModelServer() as server:
-        yield server.base_url, server.model
 
 
 def record_week(endpoint: OpenAICompatibleEndpoint, path: Path) -> Path:
@@ -96,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     # 1. A week of support traffic, recorded the way any OpenAI-compatible logger would.
-    with model_server() as (base_url, model):
+    with model_endpoint() as (base_url, model):
         endpoint = OpenAICompatibleEndpoint(base_url, model, timeout=120)
         try:
             week = record_week(endpoint, args.out / "week.jsonl")

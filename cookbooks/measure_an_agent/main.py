@@ -77,14 +77,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ledger", type=Path, default=Path("ledger.jsonl"), help="JSONL file to append to")
     args = parser.parse_args()
-    base_url, model = os.environ.get("TOKENLEAN_BASE_URL"), os.environ.get("TOKENLEAN_MODEL")
-    if base_url and model:
-        run(base_url, model, args.ledger)
-        return
-    from tokenlean.server import LocalModelServer
+    from tokenlean.server import model_endpoint  # $TOKENLEAN_BASE_URL, or a local llama.cpp server
 
-    with LocalModelServer() as server:
-        run(server.base_url, server.model, args.ledger)
+    with model_endpoint() as (base_url, model):
+        run(base_url, model, args.ledger)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ in a number or a negation is not (the guards say why).
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from langchain_openai import ChatOpenAI
 
 from langchain_tokenlean.cache import TokenleanCache
 from tokenlean.cache import SemanticCache
+from tokenlean.server import model_endpoint
 
 QUESTIONS = [
     "How do I reset my password?",
@@ -28,20 +28,13 @@ QUESTIONS = [
 
 
 def main() -> None:
-    server = None
-    base_url, model_name = os.environ.get("TOKENLEAN_BASE_URL"), os.environ.get("TOKENLEAN_MODEL")
-    if not base_url:
-        from tokenlean.server import LocalModelServer
-
-        server = LocalModelServer()
-        server.start()
-        base_url, model_name = server.base_url, server.model
-    try:
+    # $TOKENLEAN_BASE_URL, or a local llama.cpp server for the duration of the block
+    with model_endpoint() as (base_url, model_name):
         db = Path(tempfile.mkdtemp()) / "support-cache.db"
         cache = TokenleanCache(SemanticCache(db), tenant="acme-support")
         set_llm_cache(cache)
         model = ChatOpenAI(
-            base_url=base_url, api_key="local", model=model_name or "smollm2-135m", temperature=0,
+            base_url=base_url, api_key="local", model=model_name, temperature=0,
             extra_body={"max_tokens": 24},
         )  # fmt: skip
         for q in QUESTIONS:
@@ -56,9 +49,6 @@ def main() -> None:
             print(f"{q!r:45} -> {how}: {str(answer.content)[:60]!r}")
         stats = cache.cache.stats()
         print(f"hits {stats['hits']} of {stats['lookups']} lookups; guards rejected {stats['rejected_by']}")
-    finally:
-        if server is not None:
-            server.stop()
 
 
 if __name__ == "__main__":

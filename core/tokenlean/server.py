@@ -23,13 +23,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from tokenlean.errors import MissingDependencyError, ServerError
 
-__all__ = ["LocalModelServer", "find_local_model", "free_port"]
+__all__ = ["LocalModelServer", "find_local_model", "free_port", "model_endpoint"]
 
 logger = logging.getLogger("tokenlean.server")
 
@@ -208,6 +209,22 @@ class LocalModelServer:
 
 
 # -- CLI -------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def model_endpoint(**server_options: Any) -> Iterator[tuple[str, str]]:
+    """``(base_url, model)`` of the OpenAI-compatible server a recipe or benchmark should use.
+
+    ``TOKENLEAN_BASE_URL`` (with ``TOKENLEAN_MODEL``, default the local alias) names a running
+    server, e.g. one a test suite shares between recipes; otherwise a ``LocalModelServer`` is
+    started for the block (``server_options`` go to it) and stopped after.
+    """
+    base_url = os.environ.get("TOKENLEAN_BASE_URL")
+    if base_url:
+        yield base_url, os.environ.get("TOKENLEAN_MODEL") or DEFAULT_ALIAS
+        return
+    with LocalModelServer(**server_options) as server:
+        yield server.base_url, server.model
+
+
 class _Served(Protocol):
     @property
     def running(self) -> bool: ...
