@@ -85,27 +85,13 @@ def _decision_latency(data: Any, vectors: np.ndarray, embedder: Any, n: int) -> 
 
 def run_offline(args: argparse.Namespace) -> dict[str, Any]:
     from tokenlean.embeddings import get_default_embedder, get_static_embedder
-    from tokenlean.routing.eval import (
-        DEFAULT_KINDS,
-        cached_embeddings,
-        load_outcome_csv,
-        load_routellm,
-        offline_report,
-    )
+    from tokenlean.errors import ConfigError
+    from tokenlean.routing.eval import DEFAULT_KINDS, cached_embeddings, load_outcomes, offline_report
 
-    if args.csv:
-        if not (args.strong and args.weak):
-            raise SystemExit("--csv needs --strong MODEL and --weak MODEL (the outcome column names)")
-        datasets = {
-            Path(c).stem: load_outcome_csv(c, args.strong, args.weak, name=Path(c).stem) for c in args.csv
-        }
-    else:
-        root = Path(args.data) / "routing" / "routellm"
-        if not root.exists():
-            raise SystemExit(
-                f"routing data not found under {root}; pass --data DIR (laid out as ../shared/datasets)"
-            )
-        datasets = load_routellm(root)
+    try:
+        datasets = load_outcomes(args.csv, args.strong, args.weak, args.data)
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
     if args.quick:
         datasets = {k: _subsample(v, 120) for k, v in datasets.items()}
     elif args.max_rows:

@@ -38,19 +38,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
 
 def _eval(args: argparse.Namespace) -> int:
     from tokenlean.embeddings import get_static_embedder
-    from tokenlean.errors import ConfigError
-    from tokenlean.routing.eval import cached_embeddings, load_outcome_csv, load_routellm, offline_report
+    from tokenlean.routing.eval import cached_embeddings, load_outcomes, offline_report
 
-    if args.csv:
-        if not (args.strong and args.weak):
-            raise ConfigError("--csv needs --strong and --weak (the outcome column names)")
-        datasets = {
-            Path(c).stem: load_outcome_csv(c, args.strong, args.weak, name=Path(c).stem) for c in args.csv
-        }
-    elif args.data:
-        datasets = load_routellm(Path(args.data) / "routing" / "routellm")
-    else:
-        raise ConfigError("give --csv FILE --strong M --weak M, or --data DIR")
+    datasets = load_outcomes(args.csv, args.strong, args.weak, args.data)
     kinds = tuple(k.strip() for k in args.policies.split(",") if k.strip())
     embedder = get_static_embedder()  # what LearnedRouter uses by default on the request path
     vectors = {k: cached_embeddings(v.prompts, embedder, args.cache_dir) for k, v in datasets.items()}

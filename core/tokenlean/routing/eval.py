@@ -45,6 +45,7 @@ __all__ = [
     "fold_ids",
     "load_mt_bench",
     "load_outcome_csv",
+    "load_outcomes",
     "load_routellm",
     "offline_report",
 ]
@@ -426,6 +427,32 @@ def load_routellm(root: str | Path) -> dict[str, OutcomeData]:
     if not out:
         raise EmptyInputError(f"no RouteLLM outcome data under {root}")
     return out
+
+
+def load_outcomes(
+    csv_files: Sequence[str | Path] | None = None,
+    strong: str | None = None,
+    weak: str | None = None,
+    data_dir: str | Path | None = None,
+) -> dict[str, OutcomeData]:
+    """The datasets an evaluation names: outcome CSVs (one set each, named by file), or RouteLLM's
+    sets under ``data_dir/routing/routellm`` (``data_dir`` laid out as ``../shared/datasets``).
+
+    Shared by ``tokenlean route eval`` and ``benchmarks/routing.py``; a missing column name or
+    data folder is a ``ConfigError`` that says what to pass.
+    """
+    if csv_files:
+        if not (strong and weak):
+            raise ConfigError("--csv needs --strong MODEL and --weak MODEL (the outcome column names)")
+        return {Path(c).stem: load_outcome_csv(c, strong, weak, name=Path(c).stem) for c in csv_files}
+    if data_dir is None:
+        raise ConfigError("give --csv FILE --strong M --weak M, or --data DIR")
+    root = Path(data_dir) / "routing" / "routellm"
+    if not root.exists():
+        raise ConfigError(
+            f"routing data not found under {root}; pass --data DIR (laid out as ../shared/datasets)"
+        )
+    return load_routellm(root)
 
 
 def summarize(results: Mapping[str, PolicyResult]) -> dict[str, dict[str, float]]:

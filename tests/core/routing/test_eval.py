@@ -152,3 +152,19 @@ def test_benchmark_quick_runs(tmp_path: Path) -> None:
             assert set(res["datasets"][name][pol]) >= {"apgr", "cpt50", "cpt80"}
         assert res["datasets"][name]["oracle"]["apgr"] > res["datasets"][name]["random"]["apgr"]
     assert res["decision_latency"]["p50_ms_warm"] > 0
+
+
+def test_load_outcomes_says_what_to_pass(tmp_path: Path) -> None:
+    from tokenlean.errors import ConfigError
+    from tokenlean.routing.eval import load_outcomes
+
+    f = tmp_path / "outcomes.csv"
+    _write_csv(f)
+    with pytest.raises(ConfigError, match="--strong"):
+        load_outcomes([f], strong="big")
+    with pytest.raises(ConfigError, match="--data"):
+        load_outcomes()
+    with pytest.raises(ConfigError, match="not found under"):
+        load_outcomes(data_dir=tmp_path)
+    sets = load_outcomes([f], "big", "small")
+    assert list(sets) == ["outcomes"] and sets["outcomes"].skipped == 2
