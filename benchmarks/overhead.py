@@ -8,7 +8,11 @@ Two measurements, because each alone would mislead:
    handler's work (usage normalisation, pricing, ledger append). A do-nothing handler splits
    that into the framework's dispatch and tokenlean's own share. Timed like ``timeit`` (best of
    several interleaved repetitions, GC off) in *process CPU time*, because on a shared machine
-   wall time mostly measures the other processes. Target: < 50 µs per call.
+   wall time mostly measures the other processes. The adapters queue the building of each record
+   (pricing, tags) for the ledger's next read (``Meter.record_later``); that deferred work is
+   timed separately, per record, by building everything the timed calls queued, and *added* to
+   the overhead: the target is on the total, not just the part the call path pays.
+   Target: < 50 µs per call.
 2. **Relative overhead on a real local model** (the llama.cpp server with SmolLM2-135M that the
    tests use). Bare and metered ``ChatOpenAI`` / ``OpenAILike`` calls are interleaved and their
    medians reported, but on a shared CPU call-to-call noise is far above 1 %, so the headline
@@ -138,20 +142,40 @@ def langchain_fake(number: int, repeat: int) -> dict[str, float]:
         number,
         repeat,
     )
-    assert len(meter.ledger) > 0
-    return _split(t["bare"], t["noop"], t["metered"])
+    return _split(t["bare"], t["noop"], t["metered"], deferred_build_us(meter))
 
 
-def _split(bare: float, noop: float, metered: float) -> dict[str, float]:
-    """``overhead_us`` is what turning metering on costs; ``own_us`` the part that is tokenlean's
-    (the rest is the framework dispatching to *any* handler, measured with a do-nothing one)."""
+def deferred_build_us(meter: Any) -> float:
+    """CPU µs per record to build what the metered calls queued (see ``Meter.record_later``)."""
+    ledger = meter.ledger
+    queued = len(ledger._deferred)
+    if not queued:  # nothing deferred (e.g. a ledger with a sink records at the call)
+        assert len(ledger) > 0
+        return 0.0
+    gc.disable()
+    try:
+        t0 = CLOCK()
+        ledger._drain()
+        elapsed = CLOCK() - t0
+    finally:
+        gc.enable()
+    assert len(ledger) >= queued
+    return elapsed / queued / 1000
+
+
+def _split(bare: float, noop: float, metered: float, deferred: float) -> dict[str, float]:
+    """``overhead_us`` is what turning metering on costs in all: the call path (metered − bare)
+    plus the deferred building of its record; ``own_us`` the part that is tokenlean's (the rest
+    is the framework dispatching to *any* handler, measured with a do-nothing one)."""
     return {
         "bare_us": bare,
         "noop_handler_us": noop,
         "metered_us": metered,
-        "overhead_us": metered - bare,
+        "call_path_us": metered - bare,
+        "deferred_build_us": deferred,
+        "overhead_us": metered - bare + deferred,
         "framework_dispatch_us": noop - bare,
-        "own_us": metered - noop,
+        "own_us": metered - noop + deferred,
     }
 
 
@@ -210,8 +234,7 @@ def llamaindex_fake(number: int, repeat: int) -> dict[str, float]:
         number,
         repeat,
     )
-    assert len(meter.ledger) > 0
-    return _split(t["bare"], t["noop"], t["metered"])
+    return _split(t["bare"], t["noop"], t["metered"], deferred_build_us(meter))
 
 
 def python_speed_ref_us() -> float:
@@ -367,6 +390,7 @@ def _print(result: dict[str, Any]) -> None:
         "adapter",
         "bare call",
         "metered call",
+        "+ deferred",
         "overhead",
         "of which tokenlean",
         "local call (median)",
@@ -382,6 +406,7 @@ def _print(result: dict[str, Any]) -> None:
             name,
             f"{f['bare_us']:.1f} µs",
             f"{f['metered_us']:.1f} µs",
+            f"{f['deferred_build_us']:.1f} µs",
             f"{f['overhead_us']:.1f} µs",
             f"{f['own_us']:.1f} µs",
             f"{rel['bare_call_ms_median']:.0f} ms" if rel else "-",

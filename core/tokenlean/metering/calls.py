@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from tokenlean.errors import TokenleanError
 from tokenlean.metering.ledger import Meter
@@ -76,16 +77,19 @@ def record_call(
     model: str | None,
     ended_at: float,
     cache_hit: bool,
-    record_id: str,
+    record_id: str | UUID,
     tags: Mapping[str, str] | None = None,
     extra: dict[str, Any] | None = None,
     warn_missing: Callable[[str | None], None] | None = None,
     logger: logging.Logger = log,
     call_label: str | None = None,
-) -> UsageRecord:
+) -> UsageRecord | None:
     """Price and record the call ``pending`` whose usage block ``raw_usage`` came from a framework.
 
     ``model`` is the model the response names (``pending.model``, the requested one, if None).
+    A readable usage block is checked now and recorded with ``Meter.record_later`` (built at the
+    ledger's next read; the record is returned only if it was stored at once). ``record_id``
+    may be the framework's run ``UUID``: turning it into text is deferred too.
 
     A call without usage calls ``warn_missing(model)`` (adapters warn once per model); a usage
     block ``normalize_usage`` rejects is logged to ``logger`` (the adapter's), naming the call
@@ -110,7 +114,7 @@ def record_call(
             )
             extra["usage_error"] = str(exc)
     if usage is not None:
-        return meter.record(
+        return meter.record_later(
             model=model,
             usage=usage,
             endpoint=pending.endpoint,
@@ -135,6 +139,6 @@ def record_call(
         ended_at=ended_at,
         cache_hit=cache_hit,
         extra=extra,
-        id=record_id,
+        id=str(record_id),
     )
     return meter.ledger.record(rec)

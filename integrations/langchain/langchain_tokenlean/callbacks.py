@@ -315,7 +315,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
             tags=self.tags,
             ended_at=ended,
             cache_hit=cache_hit,
-            record_id=str(run_id),
+            record_id=run_id,
             warn_missing=self._warn_no_usage,
             logger=log,
         )

@@ -7,7 +7,10 @@ import contextvars
 import json
 import logging
 import threading
+import uuid
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -196,3 +199,110 @@ def test_task_scope_nests_and_restores_on_error() -> None:
         t.join()
         assert seen == ["outer"]
     assert current_task_id() is None
+
+
+# -- deferred recording (Meter.record_later, the adapters' hot path) ---------------------------
+
+
+def _later(meter: Meter, rid: object, *, model: str = "gpt-4o-mini", out: int = 5) -> UsageRecord | None:
+    return meter.record_later(model=model, usage=Usage(100, out), ended_at=2.0, started_at=1.0, record_id=rid)
+
+
+def test_record_later_is_built_at_the_next_read_in_call_order() -> None:
+    meter = Meter()
+    assert _later(meter, "a") is None  # queued, not built
+    assert len(meter.ledger._deferred) == 1
+    meter.record(model="gpt-4o-mini", usage=Usage(1, 1), record_id="b")  # a direct record keeps order
+    _later(meter, uuid.UUID(int=7))
+    recs = meter.ledger.records()
+    assert [r.id for r in recs] == ["a", "b", str(uuid.UUID(int=7))]
+    assert recs[0].cost == meter.prices.cost("gpt-4o-mini", Usage(100, 5)) and recs[0].duration_s == 1.0
+    assert not meter.ledger._deferred
+
+
+def test_record_later_resolves_the_task_at_the_call_and_dedupes_ids() -> None:
+    meter = Meter()
+    with meter.task("t1"):
+        _later(meter, "same")
+        _later(meter, "same")  # a second handler on the same run: counted once
+    assert meter.ledger.task("t1").calls == 1
+    assert meter.ledger.records()[0].task_id == "t1"
+
+
+def test_record_later_stores_at_once_for_sinks_and_record_overrides(tmp_path: Path) -> None:
+    seen: list[UsageRecord] = []
+    meter = Meter(Ledger(seen.append))
+    rec = _later(meter, "x")
+    assert rec is not None and seen == [rec]  # a sink (e.g. the crash-safe JSONL log) gets it now
+
+    class Counting(Meter):
+        calls = 0
+
+        def record(self, **kwargs: Any) -> UsageRecord:
+            Counting.calls += 1
+            return super().record(**kwargs)
+
+    counting = Counting()
+    assert _later(counting, "y") is not None and Counting.calls == 1
+
+    class Audited(Ledger):
+        def record(self, rec: UsageRecord) -> UsageRecord:
+            seen.append(rec)
+            return super().record(rec)
+
+    assert _later(Meter(Audited()), "z") is not None and seen[-1].id == "z"
+
+
+def test_a_queued_record_that_cannot_be_built_is_logged_and_the_rest_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class BadPrices(PriceTable):
+        def cost(self, model: str, usage: Usage) -> Decimal | None:
+            if model == "boom":
+                raise RuntimeError("price lookup exploded")
+            return super().cost(model, usage)
+
+    default = PriceTable.default()
+    meter = Meter(prices=BadPrices(dict(default.prices), dict(default.aliases)))
+    _later(meter, "1")
+    _later(meter, "2", model="boom")
+    _later(meter, "3")
+    with caplog.at_level(logging.ERROR, logger="tokenlean.metering.ledger"):
+        assert [r.id for r in meter.ledger.records()] == ["1", "3"]
+    assert "price lookup exploded" in caplog.text
+
+
+def test_record_later_from_many_threads_while_reading_loses_nothing() -> None:
+    meter = Meter()
+    per_thread, threads = 500, 4
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            meter.ledger.summary()
+
+    def writer(t: int) -> None:
+        for i in range(per_thread):
+            _later(meter, f"{t}-{i}")
+
+    r = threading.Thread(target=reader)
+    r.start()
+    ws = [threading.Thread(target=writer, args=(t,)) for t in range(threads)]
+    for w in ws:
+        w.start()
+    for w in ws:
+        w.join()
+    stop.set()
+    r.join()
+    recs = meter.ledger.records()
+    assert len(recs) == per_thread * threads == len({r.id for r in recs})
+    for t in range(threads):  # each thread's calls stay in its own call order
+        mine = [int(r.id.split("-")[1]) for r in recs if r.id.startswith(f"{t}-")]
+        assert mine == sorted(mine)
+
+
+def test_clear_drops_queued_records() -> None:
+    meter = Meter()
+    _later(meter, "q")
+    meter.ledger.clear()
+    assert len(meter.ledger) == 0

@@ -42,8 +42,13 @@ def test_overhead_benchmark_quick(local_llm: Any, tmp_path: Path) -> None:
     assert data["benchmark"] == "overhead" and data["quick"] is True
     for adapter in ("langchain", "llamaindex"):
         fake = data["in_process"][adapter]
-        assert 0 < fake["bare_us"] < fake["metered_us"]
-        assert fake["overhead_us"] == pytest.approx(fake["metered_us"] - fake["bare_us"])
+        # Timings themselves are not asserted (a quick run on a shared CPU is noise); what is
+        # checked is that every part was measured and the total adds them up.
+        assert fake["bare_us"] > 0 and fake["metered_us"] > 0
+        assert fake["deferred_build_us"] > 0  # the adapters really queued their records
+        assert fake["overhead_us"] == pytest.approx(
+            fake["metered_us"] - fake["bare_us"] + fake["deferred_build_us"]
+        )
         rel = data["local_model"][adapter]
         assert rel["bare_call_ms_median"] > 0
         assert rel["overhead_ratio"] == pytest.approx(
