@@ -87,6 +87,7 @@ def run_offline(args: argparse.Namespace) -> dict[str, Any]:
     from tokenlean.embeddings import get_default_embedder, get_static_embedder
     from tokenlean.errors import ConfigError
     from tokenlean.routing.eval import DEFAULT_KINDS, cached_embeddings, load_outcomes, offline_report
+    from tokenlean.routing.policies import SegmentedEmbedder
 
     try:
         datasets = load_outcomes(args.csv, args.strong, args.weak, args.data)
@@ -98,7 +99,9 @@ def run_offline(args: argparse.Namespace) -> dict[str, Any]:
         datasets = {k: _subsample(v, args.max_rows) for k, v in datasets.items()}
     embedder = get_static_embedder()
     t0 = time.perf_counter()
-    vectors = {k: cached_embeddings(v.prompts, embedder, args.cache_dir) for k, v in datasets.items()}
+    # The router's own vectors: each prompt whole and in two halves (SegmentedEmbedder).
+    segmented = SegmentedEmbedder(embedder)
+    vectors = {k: cached_embeddings(v.prompts, segmented, args.cache_dir) for k, v in datasets.items()}
     embed_s = time.perf_counter() - t0
     extra: dict[str, dict[str, np.ndarray]] = {}
     if args.compare_minilm:

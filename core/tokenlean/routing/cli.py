@@ -39,11 +39,13 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
 def _eval(args: argparse.Namespace) -> int:
     from tokenlean.embeddings import get_static_embedder
     from tokenlean.routing.eval import cached_embeddings, load_outcomes, offline_report
+    from tokenlean.routing.policies import SegmentedEmbedder
 
     datasets = load_outcomes(args.csv, args.strong, args.weak, args.data)
     kinds = tuple(k.strip() for k in args.policies.split(",") if k.strip())
     embedder = get_static_embedder()  # what LearnedRouter uses by default on the request path
-    vectors = {k: cached_embeddings(v.prompts, embedder, args.cache_dir) for k, v in datasets.items()}
+    segmented = SegmentedEmbedder(embedder)  # the router's own vectors: whole prompt and two halves
+    vectors = {k: cached_embeddings(v.prompts, segmented, args.cache_dir) for k, v in datasets.items()}
     folds = max(2, min(args.folds, min(len(v) for v in datasets.values()) // 4))
     report = offline_report(datasets, vectors, kinds=kinds, folds=folds)
     for name, pols in report["datasets"].items():

@@ -502,12 +502,12 @@ def cached_embeddings(texts: Sequence[str], embedder: Any, cache_dir: str | Path
 
 
 def _learned_fit_predict(
-    kind: str, data: OutcomeData, vectors: np.ndarray
+    kind: str, data: OutcomeData, vectors: np.ndarray, *, segments: bool = True
 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     from tokenlean.routing.policies import LearnedRouter
 
     def fp(train: np.ndarray, test: np.ndarray) -> np.ndarray:
-        r = LearnedRouter("strong", "weak", scorer=kind, embedder=_NoEmbedder())
+        r = LearnedRouter("strong", "weak", scorer=kind, embedder=_NoEmbedder(), segments=segments)
         r.fit([data.prompts[i] for i in train], data.strong[train], data.weak[train], vectors=vectors[train])
         return r.score([data.prompts[i] for i in test], vectors=vectors[test])
 
@@ -551,9 +551,11 @@ def candidate_policies(
     data: OutcomeData, vectors: np.ndarray, kinds: Sequence[str] = DEFAULT_KINDS
 ) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
     """Learned policies to evaluate: the prompt-only routers, plus the cascade when answers exist."""
+    from tokenlean.routing.policies import whole_prompt_view
+
     out = {f"learned-{k}": _learned_fit_predict(k, data, vectors) for k in kinds}
     if data.weak_responses is not None and any(data.weak_responses):
-        out["cascade-verifier"] = _verifier_fit_predict(data, vectors)
+        out["cascade-verifier"] = _verifier_fit_predict(data, whole_prompt_view(vectors))
     return out
 
 
@@ -573,8 +575,9 @@ def offline_report(
     split would flatter it, and picking by inner cross-validation on 80 MT-Bench prompts is
     noise): the ``ensemble`` router, averaged by rank with the cascade verifier where the
     cheap model's answers are in the data. Baselines: ``random``, ``length``, ``oracle``.
-    ``extra_vectors`` ({label: {dataset: vectors}}) adds ``learned-ensemble@label`` rows, e.g.
-    the same router on transformer embeddings for comparison. ``meta`` records sizes and qualities.
+    ``vectors`` are the router's (``SegmentedEmbedder``: whole prompt and two halves).
+    ``extra_vectors`` ({label: {dataset: vectors}}, whole prompts only) adds
+    ``learned-ensemble@label`` rows, e.g. the router on transformer embeddings for comparison. ``meta`` records sizes and qualities.
     """
     report: dict[str, Any] = {"datasets": {}, "meta": {}}
     for name, data in datasets.items():
@@ -596,7 +599,7 @@ def offline_report(
         res["tokenlean-best"] = evaluate_scores("tokenlean-best", blend, data)
         for label, by_set in (extra_vectors or {}).items():
             if name in by_set:
-                fp = _learned_fit_predict("ensemble", data, by_set[name])
+                fp = _learned_fit_predict("ensemble", data, by_set[name], segments=False)
                 pname = f"learned-ensemble@{label}"
                 res[pname] = evaluate_scores(pname, crossfit_scores(data, fp, folds=folds), data)
         report["datasets"][name] = {k: v.to_dict() for k, v in res.items()}

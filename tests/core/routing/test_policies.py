@@ -155,13 +155,15 @@ def test_learned_router_from_outcomes(embedder, kind) -> None:
 def test_learned_router_defaults_to_static_embeddings_and_is_fast_enough_to_matter(static_embedder) -> None:
     """The default router embeds with the distilled table, not a transformer pass per request."""
     from tokenlean.embeddings import StaticEmbedder
+    from tokenlean.routing.policies import SegmentedEmbedder
 
     prompts = [f"Integrate x^{n} * sin(x) by parts and show every step." for n in range(2, 14)]
     prompts += [f"Translate '{w}' into French." for w in ("cat", "dog", "house", "tree", "car", "book")]
     strong = [1.0] * len(prompts)
     weak = [0.0] * 12 + [1.0] * 6
     r = LearnedRouter("big", "small").fit(prompts, strong, weak)
-    assert isinstance(r.embedder, StaticEmbedder)
+    assert isinstance(r.embedder, SegmentedEmbedder) and isinstance(r.embedder.base, StaticEmbedder)
+    assert r.embed(prompts[:2]).shape == (2, 3 * r.embedder.base.dim)  # whole prompt + two halves
     r.calibrate(prompts, strong_share=2 / 3)
     hard = r.decide(_r("Integrate x^20 * sin(x) by parts and show every step."))
     easy = r.decide(_r("Translate 'window' into French."))
@@ -185,3 +187,28 @@ def test_learned_router_rejects_bad_outcomes() -> None:
         r.fit(["a", "b"], [1.0, float("nan")], [0.0, 0.0])
     with pytest.raises(ConfigError, match="same length"):
         r.fit(["a", "b"], [1.0], [0.0, 0.0])
+
+
+def test_prompt_segments_split_lines_in_half_and_vectors_must_be_the_routers() -> None:
+    from tokenlean.routing.policies import SegmentedEmbedder, prompt_segments, whole_prompt_view
+
+    assert prompt_segments("one line") == ("one line", "")
+    assert prompt_segments("Q?\nA. x\nB. y\nC. z") == ("Q?\nA. x", "B. y\nC. z")
+
+    class Recorder:
+        name, dim = "rec", 2
+
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def embed(self, texts: list[str]) -> np.ndarray:
+            self.seen += texts
+            return np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
+
+    rec = Recorder()
+    vecs = SegmentedEmbedder(rec).embed(["a\nb\nc", "short"])
+    assert rec.seen == ["a\nb\nc", "short", "a", "short", "b\nc", " "]
+    assert vecs.shape == (2, 6) and whole_prompt_view(vecs).tolist() == [[5, 1], [5, 1]]
+    r = LearnedRouter("big", "small", embedder=rec)
+    with pytest.raises(ConfigError, match="router.embed"):
+        r.fit(["x", "y"], [1, 0], [0, 0], vectors=np.ones((2, 5), dtype=np.float32))
