@@ -210,5 +210,5 @@ def test_prompt_segments_split_lines_in_half_and_vectors_must_be_the_routers() -
     assert rec.seen == ["a\nb\nc", "short", "a", "short", "b\nc", " "]
     assert vecs.shape == (2, 6) and whole_prompt_view(vecs).tolist() == [[5, 1], [5, 1]]
     r = LearnedRouter("big", "small", embedder=rec)
-    with pytest.raises(ConfigError, match="router.embed"):
+    with pytest.raises(ConfigError, match=r"router\.embed"):
         r.fit(["x", "y"], [1, 0], [0, 0], vectors=np.ones((2, 5), dtype=np.float32))
