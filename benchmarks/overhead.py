@@ -10,8 +10,9 @@ Two measurements, because each alone would mislead:
    several interleaved repetitions, GC off) in *process CPU time*, because on a shared machine
    wall time mostly measures the other processes. The adapters queue the building of each record
    (pricing, tags) for the ledger's next read (``Meter.record_later``); that deferred work is
-   timed separately, per record, by building everything the timed calls queued, and *added* to
-   the overhead: the target is on the total, not just the part the call path pays.
+   timed separately, per record, by building what each window of calls queued (best window, as
+   for the calls), and *added* to the overhead: the target is on the total, not just the part
+   the call path pays.
    Target: < 50 µs per call.
 2. **Relative overhead on a real local model** (the llama.cpp server with SmolLM2-135M that the
    tests use). Bare and metered ``ChatOpenAI`` / ``OpenAILike`` calls are interleaved and their
@@ -132,35 +133,50 @@ def langchain_fake(number: int, repeat: int) -> dict[str, float]:
     model = InstantChatModel()
     meter = Meter()
     metered_cfg = {"callbacks": [TokenleanCallbackHandler(meter)]}
+    drain = DeferredBuildTimer(meter)
     noop_cfg = {"callbacks": [NoopHandler()]}
     t = compare(
         {
             "bare": (None, lambda: model.invoke("hi"), None),
             "noop": (None, lambda: model.invoke("hi", config=noop_cfg), None),  # type: ignore[arg-type]
-            "metered": (None, lambda: model.invoke("hi", config=metered_cfg), None),  # type: ignore[arg-type]
+            "metered": (None, lambda: model.invoke("hi", config=metered_cfg), drain),  # type: ignore[arg-type]
         },
         number,
         repeat,
     )
-    return _split(t["bare"], t["noop"], t["metered"], deferred_build_us(meter))
+    return _split(t["bare"], t["noop"], t["metered"], drain.best)
 
 
-def deferred_build_us(meter: Any) -> float:
-    """CPU µs per record to build what the metered calls queued (see ``Meter.record_later``)."""
-    ledger = meter.ledger
-    queued = len(ledger._deferred)
-    if not queued:  # nothing deferred (e.g. a ledger with a sink records at the call)
-        assert len(ledger) > 0
-        return 0.0
-    gc.disable()
-    try:
-        t0 = CLOCK()
-        ledger._drain()
-        elapsed = CLOCK() - t0
-    finally:
-        gc.enable()
-    assert len(ledger) >= queued
-    return elapsed / queued / 1000
+class DeferredBuildTimer:
+    """Times the building of what each window of metered calls queued (``Meter.record_later``).
+
+    Called after every window (untimed there), it builds that window's records and keeps the CPU
+    µs per record; ``best`` is the lowest, the same statistic as for the calls themselves, so
+    the two parts of the total are measured alike. Building after each window of calls (not
+    once at the end) is also what an application that reads its ledger now and then pays.
+    """
+
+    def __init__(self, meter: Any) -> None:
+        self.ledger = meter.ledger
+        self.samples: list[float] = []
+
+    def __call__(self) -> None:
+        queued = len(self.ledger._deferred)
+        if not queued:
+            return
+        gc.disable()
+        try:
+            t0 = CLOCK()
+            self.ledger._drain()
+            elapsed = CLOCK() - t0
+        finally:
+            gc.enable()
+        self.samples.append(elapsed / queued / 1000)
+
+    @property
+    def best(self) -> float:
+        assert len(self.ledger) > 0  # the metered calls were recorded
+        return min(self.samples, default=0.0)  # none queued: a ledger with a sink records at once
 
 
 def _split(bare: float, noop: float, metered: float, deferred: float) -> dict[str, float]:
@@ -222,8 +238,11 @@ def llamaindex_fake(number: int, repeat: int) -> dict[str, float]:
     def add_metered() -> None:
         metered_handler.append(instrument(meter))
 
+    drain = DeferredBuildTimer(meter)
+
     def remove_metered() -> None:
         uninstrument(metered_handler.pop())
+        drain()
 
     t = compare(
         {
@@ -234,7 +253,7 @@ def llamaindex_fake(number: int, repeat: int) -> dict[str, float]:
         number,
         repeat,
     )
-    return _split(t["bare"], t["noop"], t["metered"], deferred_build_us(meter))
+    return _split(t["bare"], t["noop"], t["metered"], drain.best)
 
 
 def python_speed_ref_us() -> float:
