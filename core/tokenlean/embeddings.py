@@ -264,8 +264,9 @@ class StaticEmbedder:
     def dim(self) -> int:
         return int(self._load()[0].shape[1])
 
-    def _path(self) -> Path:
-        ref = _resolve_model_path(self.source._model_ref)
+    def _path(self, ref: str | None = None) -> Path:
+        """Where the table of the source model (resolved to ``ref``) is stored."""
+        ref = ref if ref is not None else _resolve_model_path(self.source._model_ref)
         key = hashlib.blake2b(f"{self.source.name}|{ref}|v{self.VERSION}".encode(), digest_size=8).hexdigest()
         return self.cache_dir / f"{Path(ref).name or 'model'}-{key}.npy"
 
@@ -274,9 +275,9 @@ class StaticEmbedder:
             return self._table, self._tokenizer
         with self._lock:
             if self._table is None:
-                model_path = Path(_resolve_model_path(self.source._model_ref))
-                tokenizer = self._fast_tokenizer(model_path)
-                path = self._path()
+                ref = _resolve_model_path(self.source._model_ref)
+                tokenizer = self._fast_tokenizer(Path(ref))
+                path = self._path(ref)
                 table: np.ndarray | None = None
                 if path.exists():
                     try:

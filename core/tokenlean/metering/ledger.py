@@ -16,9 +16,9 @@ once (a bad block is reported at the call that produced it) but queues the rest 
 building the record) on the ledger; any read of the ledger first builds the queued records, in
 call order. Done in a batch this is also cheaper in total: measured on LangChain, ~6 µs per
 record built in batches of 100 against ~17 µs when built inside each call (the framework's own
-work between calls evicts ours from the CPU caches; ``benchmarks/overhead.py``). A ledger with a sink (a crash-safe JSONL log) and a
-``Meter`` or ``Ledger`` subclass that overrides ``record`` are never deferred: they record at
-the call, as they did.
+work between calls evicts ours from the CPU caches; ``benchmarks/overhead.py``). A ledger with
+a sink (a crash-safe JSONL log) and a ``Meter`` or ``Ledger`` subclass that overrides
+``record`` are never deferred: they record at the call, as they did.
 """
 
 from __future__ import annotations

@@ -577,7 +577,8 @@ def offline_report(
     cheap model's answers are in the data. Baselines: ``random``, ``length``, ``oracle``.
     ``vectors`` are the router's (``SegmentedEmbedder``: whole prompt and two halves).
     ``extra_vectors`` ({label: {dataset: vectors}}, whole prompts only) adds
-    ``learned-ensemble@label`` rows, e.g. the router on transformer embeddings for comparison. ``meta`` records sizes and qualities.
+    ``learned-ensemble@label`` rows, e.g. the router on transformer embeddings for comparison.
+    ``meta`` records sizes and qualities.
     """
     report: dict[str, Any] = {"datasets": {}, "meta": {}}
     for name, data in datasets.items():

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
@@ -327,6 +327,17 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
 
 
+def _nearest(
+    queries: np.ndarray, keys: np.ndarray, k: int, block: int = 512
+) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+    """The ``k`` keys most similar (dot product) to each query: ``(rows, similarities, indices)``
+    per block of queries, so memory stays bounded when thousands of prompts are scored at once."""
+    for start in range(0, len(queries), block):
+        sims = queries[start : start + block] @ keys.T
+        idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        yield slice(start, start + block), np.take_along_axis(sims, idx, axis=1), idx
+
+
 def _standardize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mu = x.mean(axis=0)
     sd = x.std(axis=0) + 1e-6
@@ -415,14 +426,13 @@ class KNNScorer:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         assert self.x is not None and self.y is not None, "fit() first"
-        sims = np.asarray(x, dtype=np.float32) @ self.x.T
-        k = min(self.k, sims.shape[1])
-        idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        top = np.take_along_axis(sims, idx, axis=1)
-        w = np.exp((top - top.max(axis=1, keepdims=True)) / self.temperature)
-        ys = self.y[idx]
-        # one pseudo-count of the prior keeps sparse neighbourhoods from extreme votes
-        return (np.sum(w * ys, axis=1) + self.prior) / (np.sum(w, axis=1) + 1.0)
+        q = np.asarray(x, dtype=np.float32)
+        out = np.empty(len(q), dtype=np.float32)
+        for rows, top, idx in _nearest(q, self.x, min(self.k, len(self.x))):
+            w = np.exp((top - top.max(axis=1, keepdims=True)) / self.temperature)
+            # one pseudo-count of the prior keeps sparse neighbourhoods from extreme votes
+            out[rows] = (np.sum(w * self.y[idx], axis=1) + self.prior) / (np.sum(w, axis=1) + 1.0)
+        return out
 
 
 class MatrixFactorizationScorer:
@@ -569,12 +579,9 @@ class KNNGapScorer:
         n = len(self.x)
         k = min(n, self.k if self.k is not None else max(5, min(100, n // 20)))
         out = np.empty(len(x), dtype=np.float64)
-        q = self._unit(x)
-        for s in range(0, len(q), 512):  # bounded memory: a block of queries at a time
-            sims = q[s : s + 512] @ self.x.T
-            idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-            w = np.maximum(np.take_along_axis(sims, idx, axis=1), 0.0)
-            out[s : s + 512] = (np.sum(w * self.gap[idx], axis=1) + self.prior) / (np.sum(w, axis=1) + 1.0)
+        for rows, top, idx in _nearest(self._unit(x), self.x, k):
+            w = np.maximum(top, 0.0)
+            out[rows] = (np.sum(w * self.gap[idx], axis=1) + self.prior) / (np.sum(w, axis=1) + 1.0)
         return out
 
 
@@ -695,7 +702,7 @@ class LearnedRouter:
 
     ``fit(prompts, strong_score, weak_score)`` learns, from prompt embeddings (plus log prompt
     length), a score that orders prompts by how much the strong model helps. Scorers:
-    ``ensemble`` (default: ``gap`` and ``knn-gap`` averaged by quantile), ``gap`` (expected
+    ``ensemble`` (default: ``gap`` and ``knn-gap``, averaged as z-scores), ``gap`` (expected
     strong minus weak quality), ``knn-gap`` (gain of similar prompts), and the classifiers of
     "strong wins" ``logistic``, ``knn``, ``mf`` (RouteLLM's matrix factorisation).
     ``calibrate(prompts, strong_share=...)`` or ``calibrate(..., budget=..., weak_cost=...,

@@ -67,7 +67,8 @@ def _run_name(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -
     return "run"
 
 
-def _model_from_start(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> str | None:
+def _model_from_start(kwargs: Mapping[str, Any]) -> str | None:
+    """The model a start event's invocation params (or LangSmith metadata) ask for."""
     params = kwargs.get("invocation_params") or {}
     for key in ("model", "model_name", "model_id", "deployment_name"):
         value = params.get(key) if isinstance(params, Mapping) else None
@@ -306,7 +307,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
             info = _RunInfo(parent_run_id or run_id, "run")
             pending = PendingCall(ended, self._task_for(info, None), None, None)
         elif model is None and pending.context is not None:
-            model = _model_from_start(None, pending.context)
+            model = _model_from_start(pending.context)
         return record_call(
             self.meter,
             pending,
