@@ -2,7 +2,8 @@
 
 Offline (default): on RouteLLM's outcome data (GSM8K, MMLU, MT-Bench; decontaminated) or any
 ``--csv FILE --strong M --weak M``, every policy's APGR, CPT(50%) and CPT(80%): the learned
-routers (``ensemble`` = ``gap`` + ``knn-gap``; the classifiers ``logistic`` / ``knn`` / ``mf``)
+routers (``ensemble`` = ``gap`` + ``knn-gap`` + ``lexical`` (words, when reliable); the classifiers
+``logistic`` / ``knn`` / ``mf``)
 on the static embeddings ``LearnedRouter`` uses by default, the cascade with a learned verifier
 (where the weak model's answers are in the data), ``tokenlean-best`` (one fixed recipe on every
 set: the ensemble, rank-averaged with the verifier where answers exist), and the ``random``,
@@ -331,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--policies",
         default="",
-        help="learned scorers to evaluate (default: ensemble,gap,knn-gap,logistic,knn)",
+        help="learned scorers to evaluate (default: ensemble,gap,knn-gap,lexical,logistic,knn; also mf)",
     )
     p.add_argument(
         "--compare-minilm",

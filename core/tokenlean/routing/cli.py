@@ -27,8 +27,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     ev.add_argument("--folds", type=int, default=5)
     ev.add_argument(
         "--policies",
-        default="ensemble,gap,knn-gap,logistic,knn",
-        help="learned scorers: ensemble,gap,knn-gap,logistic,knn,mf",
+        default="ensemble,gap,knn-gap,lexical,logistic,knn",
+        help="learned scorers: ensemble,gap,knn-gap,lexical,logistic,knn,mf",
     )
     ev.add_argument("--cache-dir", help="where prompt embeddings are cached (default: temp dir)")
     ev.add_argument("--json", help="write the report here")

@@ -544,7 +544,7 @@ class _NoEmbedder:
 
 
 #: Learned scorers the offline report evaluates by default (``mf`` is slow on MMLU; ask for it).
-DEFAULT_KINDS = ("ensemble", "gap", "knn-gap", "logistic", "knn")
+DEFAULT_KINDS = ("ensemble", "gap", "knn-gap", "lexical", "logistic", "knn")
 
 
 def candidate_policies(

@@ -7,8 +7,9 @@ then a learned router, then the router's default. Every decision carries a human
 
 The learned routers are numpy only (no torch training loop): outcome data is small (thousands of
 rows) and the embedding already does the heavy lifting, so a logistic head, a kNN vote or a
-low-rank bilinear (matrix factorisation) model on top of frozen all-MiniLM-L6-v2 vectors is
-enough, fits in seconds and predicts in microseconds.
+low-rank bilinear (matrix factorisation) model on top of frozen sentence vectors (static ones by
+default), plus a ridge model on the prompt's words, is enough, fits in seconds and predicts in
+well under a millisecond.
 """
 
 from __future__ import annotations
@@ -22,15 +23,19 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from tokenlean.errors import ConfigError, EmptyInputError
+from tokenlean.routing.lexical import LexicalGapScorer
 from tokenlean.types import Message, Request
 
 __all__ = [
     "Decision",
+    "EnsembleScorer",
+    "KNNGapScorer",
     "KNNScorer",
     "LearnedRouter",
     "LogisticScorer",
     "MatrixFactorizationScorer",
     "OutputControl",
+    "QualityGapScorer",
     "RoutingPolicy",
     "Rule",
     "RulesPolicy",
@@ -489,7 +494,10 @@ class MatrixFactorizationScorer:
 
 
 class OutcomeScorer(Protocol):
-    """A scorer fitted on both models' outcomes (not a win label): ``gap``, ``knn-gap``, ``ensemble``."""
+    """A scorer fitted on both models' outcomes (not a win label): ``gap``, ``knn-gap``, ``ensemble``.
+
+    ``lexical`` follows the same protocol with prompt texts in place of vectors (``uses_text``).
+    """
 
     kind: str
     needs_outcomes: bool
@@ -591,31 +599,61 @@ class EnsembleScorer:
     Members disagree in scale (a probability difference, a neighbourhood mean), so each score
     becomes a z-score against the member's own training distribution before averaging; unlike
     ranks, z-scores keep *how far* apart prompts are, which is what separates a new prompt from
-    a cluster of near-ties on small outcome sets. Two different views of the data averaged are
-    steadier than either alone. Default members: ``gap`` and ``knn-gap``.
+    a cluster of near-ties on small outcome sets. Different views of the data averaged are
+    steadier than any one alone. Default members: ``gap`` and ``knn-gap`` on the embedding, and
+    ``lexical`` on the prompt's words (``tokenlean.routing.lexical``), which joins only when
+    ``texts`` are given and it proved ``reliable`` on the training rows (MMLU APGR 0.697 ->
+    0.71; on MT-Bench's 64 prompts it abstains).
     """
 
     kind = "ensemble"
     needs_outcomes = True
+    takes_texts = True
 
-    def __init__(self, members: Sequence[OutcomeScorer] | None = None) -> None:
-        self.members: list[OutcomeScorer] = (
-            list(members) if members is not None else [QualityGapScorer(), KNNGapScorer()]
+    def __init__(self, members: Sequence[Any] | None = None) -> None:
+        self.members: list[Any] = (
+            list(members) if members is not None else [QualityGapScorer(), KNNGapScorer(), LexicalGapScorer()]
         )
-        self._scale: list[tuple[float, float]] = []
+        self._scale: list[tuple[float, float] | None] = []
 
-    def fit_outcomes(self, x: np.ndarray, strong: np.ndarray, weak: np.ndarray) -> EnsembleScorer:
+    @staticmethod
+    def _input(member: Any, x: np.ndarray, texts: Sequence[str] | None) -> Any:
+        return texts if getattr(member, "uses_text", False) else x
+
+    def fit_outcomes(
+        self, x: np.ndarray, strong: np.ndarray, weak: np.ndarray, texts: Sequence[str] | None = None
+    ) -> EnsembleScorer:
         self._scale = []
         for m in self.members:
-            m.fit_outcomes(x, strong, weak)
-            train = m.predict(x)
+            inp = self._input(m, x, texts)
+            if inp is None:  # a text member without texts abstains
+                self._scale.append(None)
+                continue
+            m.fit_outcomes(inp, strong, weak)
+            if not getattr(m, "reliable", True):
+                log.info("ensemble: %s member left out (evidence %.1f)", m.kind, getattr(m, "evidence", 0.0))
+                self._scale.append(None)
+                continue
+            train = m.predict(inp)
             self._scale.append((float(train.mean()), float(train.std()) or 1.0))
         return self
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        if not self._scale:
+    @property
+    def active(self) -> list[str]:
+        """The kinds of the members that vote (fitted, and reliable where they check)."""
+        return [m.kind for m, sc in zip(self.members, self._scale, strict=True) if sc is not None]
+
+    def predict(self, x: np.ndarray, texts: Sequence[str] | None = None) -> np.ndarray:
+        if not self._scale or all(sc is None for sc in self._scale):
             raise ConfigError("fit() the ensemble first")
-        parts = [(m.predict(x) - mu) / sd for m, (mu, sd) in zip(self.members, self._scale, strict=True)]
+        parts = []
+        for m, sc in zip(self.members, self._scale, strict=True):
+            if sc is None:
+                continue
+            inp = self._input(m, x, texts)
+            if inp is None:
+                raise ConfigError(f"the ensemble's {m.kind} member was fitted on texts: pass texts=")
+            parts.append((m.predict(inp) - sc[0]) / sc[1])
         return np.mean(parts, axis=0)
 
 
@@ -626,6 +664,7 @@ _SCORERS: dict[str, Callable[[], Any]] = {
     "gap": QualityGapScorer,
     "knn-gap": KNNGapScorer,
     "ensemble": EnsembleScorer,
+    "lexical": LexicalGapScorer,
 }
 
 
@@ -702,8 +741,10 @@ class LearnedRouter:
 
     ``fit(prompts, strong_score, weak_score)`` learns, from prompt embeddings (plus log prompt
     length), a score that orders prompts by how much the strong model helps. Scorers:
-    ``ensemble`` (default: ``gap`` and ``knn-gap``, averaged as z-scores), ``gap`` (expected
-    strong minus weak quality), ``knn-gap`` (gain of similar prompts), and the classifiers of
+    ``ensemble`` (default: ``gap``, ``knn-gap`` and, when the outcome data is large enough to
+    trust it, ``lexical``, averaged as z-scores), ``gap`` (expected strong minus weak quality),
+    ``knn-gap`` (gain of similar prompts), ``lexical`` (gain predicted from the prompt's words,
+    ``tokenlean.routing.lexical``), and the classifiers of
     "strong wins" ``logistic``, ``knn``, ``mf`` (RouteLLM's matrix factorisation).
     ``calibrate(prompts, strong_share=...)`` or ``calibrate(..., budget=..., weak_cost=...,
     strong_cost=...)`` picks the threshold on a held-out set. ``decide`` then routes a request
@@ -809,21 +850,33 @@ class LearnedRouter:
         if not (np.isfinite(s).all() and np.isfinite(w).all()):
             raise ConfigError("outcomes must be finite numbers (drop rows with a missing outcome)")
         self._center = None  # re-estimated from these prompts
-        x = self.features(prompts, vectors)
-        if getattr(self.scorer, "kind", "") != "knn":
-            self._mu, self._sd = _standardize(x[:, -1:])
-            x = self._norm(x)
         if getattr(self.scorer, "needs_outcomes", False):
             lo, hi = float(min(s.min(), w.min())), float(max(s.max(), w.max()))
             span = (hi - lo) or 1.0
-            self.scorer.fit_outcomes(x, (s - lo) / span, (w - lo) / span)
+            s_q, w_q = (s - lo) / span, (w - lo) / span
+            if getattr(self.scorer, "uses_text", False):  # words only: no embedding needed
+                self.scorer.fit_outcomes(list(prompts), s_q, w_q)
+                return self
+            x = self._fit_features(prompts, vectors)
+            if getattr(self.scorer, "takes_texts", False):
+                self.scorer.fit_outcomes(x, s_q, w_q, texts=list(prompts))
+            else:
+                self.scorer.fit_outcomes(x, s_q, w_q)
             return self
+        x = self._fit_features(prompts, vectors)
         gap = s - w
         y = np.where(gap > 0, 1.0, np.where(gap < 0, 0.0, 0.5))
         scale = np.abs(gap).max() or 1.0
         weight = 0.25 + np.abs(gap) / scale
         self.scorer.fit(x, y, weight)
         return self
+
+    def _fit_features(self, prompts: Sequence[str], vectors: np.ndarray | None) -> np.ndarray:
+        x = self.features(prompts, vectors)
+        if getattr(self.scorer, "kind", "") != "knn":
+            self._mu, self._sd = _standardize(x[:, -1:])
+            x = self._norm(x)
+        return x
 
     def _norm(self, x: np.ndarray) -> np.ndarray:
         if self._mu is None or self._sd is None:
@@ -833,7 +886,12 @@ class LearnedRouter:
         return x
 
     def score(self, prompts: Sequence[str], *, vectors: np.ndarray | None = None) -> np.ndarray:
-        return np.asarray(self.scorer.predict(self._norm(self.features(prompts, vectors))), dtype=np.float64)
+        if getattr(self.scorer, "uses_text", False):
+            return np.asarray(self.scorer.predict(list(prompts)), dtype=np.float64)
+        x = self._norm(self.features(prompts, vectors))
+        if getattr(self.scorer, "takes_texts", False):
+            return np.asarray(self.scorer.predict(x, texts=list(prompts)), dtype=np.float64)
+        return np.asarray(self.scorer.predict(x), dtype=np.float64)
 
     def calibrate(
         self,
