@@ -87,8 +87,13 @@ def _decision_latency(data: Any, vectors: np.ndarray, embedder: Any, n: int) -> 
 def run_offline(args: argparse.Namespace) -> dict[str, Any]:
     from tokenlean.embeddings import get_default_embedder, get_static_embedder
     from tokenlean.errors import ConfigError
-    from tokenlean.routing.eval import DEFAULT_KINDS, cached_embeddings, load_outcomes, offline_report
-    from tokenlean.routing.policies import SegmentedEmbedder
+    from tokenlean.routing.eval import (
+        DEFAULT_KINDS,
+        cached_embeddings,
+        load_outcomes,
+        offline_report,
+        router_vectors,
+    )
 
     try:
         datasets = load_outcomes(args.csv, args.strong, args.weak, args.data)
@@ -100,9 +105,7 @@ def run_offline(args: argparse.Namespace) -> dict[str, Any]:
         datasets = {k: _subsample(v, args.max_rows) for k, v in datasets.items()}
     embedder = get_static_embedder()
     t0 = time.perf_counter()
-    # The router's own vectors: each prompt whole and in two halves (SegmentedEmbedder).
-    segmented = SegmentedEmbedder(embedder)
-    vectors = {k: cached_embeddings(v.prompts, segmented, args.cache_dir) for k, v in datasets.items()}
+    vectors = router_vectors(datasets, args.cache_dir)  # each prompt whole and in two halves
     embed_s = time.perf_counter() - t0
     extra: dict[str, dict[str, np.ndarray]] = {}
     if args.compare_minilm:
@@ -332,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--policies",
         default="",
-        help="learned scorers to evaluate (default: ensemble,gap,knn-gap,lexical,logistic,knn; also mf)",
+        help="learned scorers to evaluate, comma-separated (default: all but mf; choose from "
+        "ensemble,gap,knn-gap,lexical,logistic,knn,mf)",
     )
     p.add_argument(
         "--compare-minilm",

@@ -27,8 +27,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     ev.add_argument("--folds", type=int, default=5)
     ev.add_argument(
         "--policies",
-        default="ensemble,gap,knn-gap,lexical,logistic,knn",
-        help="learned scorers: ensemble,gap,knn-gap,lexical,logistic,knn,mf",
+        default="",
+        help="learned scorers, comma-separated (default: all but mf; choose from "
+        "ensemble,gap,knn-gap,lexical,logistic,knn,mf)",
     )
     ev.add_argument("--cache-dir", help="where prompt embeddings are cached (default: temp dir)")
     ev.add_argument("--json", help="write the report here")
@@ -37,15 +38,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from tokenlean.embeddings import get_static_embedder
-    from tokenlean.routing.eval import cached_embeddings, load_outcomes, offline_report
-    from tokenlean.routing.policies import SegmentedEmbedder
+    from tokenlean.routing.eval import DEFAULT_KINDS, load_outcomes, offline_report, router_vectors
 
     datasets = load_outcomes(args.csv, args.strong, args.weak, args.data)
-    kinds = tuple(k.strip() for k in args.policies.split(",") if k.strip())
-    embedder = get_static_embedder()  # what LearnedRouter uses by default on the request path
-    segmented = SegmentedEmbedder(embedder)  # the router's own vectors: whole prompt and two halves
-    vectors = {k: cached_embeddings(v.prompts, segmented, args.cache_dir) for k, v in datasets.items()}
+    kinds = tuple(k.strip() for k in args.policies.split(",") if k.strip()) or DEFAULT_KINDS
+    vectors = router_vectors(datasets, args.cache_dir)
     folds = max(2, min(args.folds, min(len(v) for v in datasets.values()) // 4))
     report = offline_report(datasets, vectors, kinds=kinds, folds=folds)
     for name, pols in report["datasets"].items():

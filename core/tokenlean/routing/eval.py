@@ -48,6 +48,7 @@ __all__ = [
     "load_outcomes",
     "load_routellm",
     "offline_report",
+    "router_vectors",
 ]
 
 log = logging.getLogger("tokenlean.routing.eval")
@@ -496,6 +497,19 @@ def cached_embeddings(texts: Sequence[str], embedder: Any, cache_dir: str | Path
     except OSError as exc:  # a read-only temp dir only costs speed
         log.warning("could not cache embeddings at %s: %s", path, exc)
     return arr
+
+
+def router_vectors(
+    datasets: Mapping[str, OutcomeData], cache_dir: str | Path | None = None
+) -> dict[str, np.ndarray]:
+    """The default ``LearnedRouter``'s own vectors (static, whole prompt + two halves) per dataset.
+
+    Taken from the router itself so the offline report always scores the vectors it routes on.
+    """
+    from tokenlean.routing.policies import LearnedRouter
+
+    embedder = LearnedRouter("strong", "weak").embedder
+    return {k: cached_embeddings(v.prompts, embedder, cache_dir) for k, v in datasets.items()}
 
 
 # -- the full offline report (shared by ``tokenlean route eval`` and ``benchmarks/routing.py``) ---------

@@ -35,7 +35,9 @@ from tokenlean.errors import ConfigError, EmptyInputError
 
 __all__ = ["LexicalGapScorer", "prompt_terms"]
 
-# Words of two or more letters or digits (scikit-learn's default), lower-cased.
+# Words of two or more letters or digits (scikit-learn's default), lower-cased. Not
+# ``tokenlean._text.WORD_PATTERN``: that one keeps one-letter words, and here the answer labels
+# "A", "B", ... in every multiple-choice prompt would only add common, uninformative terms.
 _WORD = re.compile(r"(?u)\b\w\w+\b")
 
 
