@@ -28,13 +28,13 @@ POLICY = (
 )
 # What users asked each day: the same few questions, in other words, plus a near-miss or two.
 WEEK = [
-    ["How do I change my booking?", "Is a seat upgrade expensive?", "How many bags can I check?"],
-    ["how do i change my booking", "What does an extra bag cost?"],
-    ["Can I cancel 24 hours before departure?", "How do I change my booking?", "Is lounge access included?"],
+    ["Can I change my booking?", "Is a seat upgrade expensive?", "How many bags can I check?"],
+    ["can i change my booking", "What does an extra bag cost?"],
+    ["Can I cancel 24 hours before departure?", "Can I change my booking?", "Is lounge access included?"],
     ["Can I cancel 72 hours before departure?", "How many bags can I check?"],
-    ["What does a seat upgrade cost?", "How do I change my booking?"],
+    ["What does a seat upgrade cost?", "Can I change my booking?"],
     ["Is a seat upgrade expensive?", "Can I get a refund if I do not show up?"],
-    ["How do I change my booking?", "What does an extra bag cost?", "How many bags can I check?"],
+    ["Can I change my booking?", "What does an extra bag cost?", "How many bags can I check?"],
 ]
 
 
@@ -50,7 +50,7 @@ def record_week(endpoint: OpenAICompatibleEndpoint, path: Path) -> Path:
                 req = Request(
                     messages=(Message("system", POLICY), Message("user", q)),
                     model=endpoint.model,
-                    params={"max_tokens": 16, "temperature": 0},
+                    params={"max_tokens": 96, "temperature": 0},
                 )
                 started, first, final = time.time(), None, None
                 for chunk in endpoint.stream(req):

@@ -20,7 +20,7 @@ from tokenlean.types import Message, Request, Response
 cache = SemanticCache(RedisBackend(os.environ["REDIS_URL"], prefix="cookbook:"))
 client = OpenAI(base_url=os.environ["TOKENLEAN_BASE_URL"], api_key="local")
 for q in sys.argv[1:]:
-    req = Request(messages=(Message(role="user", content=q),), model=os.environ["TOKENLEAN_MODEL"], params={"temperature": 0, "max_tokens": 24})
+    req = Request(messages=(Message(role="user", content=q),), model=os.environ["TOKENLEAN_MODEL"], params={"temperature": 0, "max_tokens": 64})
     hit = cache.lookup(req)
     if hit:
         print(f"[pid {os.getpid()}] HIT  ({hit.tier}, {hit.similarity:.3f}) {q!r}: {hit.text!r}")

@@ -415,7 +415,7 @@ def run_demo(
     from rich.progress import Progress
 
     from tokenlean.compaction import Compactor
-    from tokenlean.demo_data import build_workload
+    from tokenlean.demo_data import SUPPORT_MAX_TOKENS, build_workload
     from tokenlean.layout.reorder import PromptLayout
     from tokenlean.metering import JsonlSink, Ledger, Meter
     from tokenlean.profile.levers import default_cache
@@ -566,7 +566,8 @@ def run_demo(
         "prompt was re-laid or compacted.",
         "TTFT of a cascaded call is its whole latency (the cheap answer is judged before it is shown); "
         "token counts are tiktoken counts where the streamed response carried no usage, in both runs.",
-        f"max_tokens 24, temperature 0; {'quick' if quick else 'full'} workload of {len(steps)} calls.",
+        f"temperature 0; max_tokens 24 (support: {SUPPORT_MAX_TOKENS}, so answers finish and can be cached); "
+        f"{'quick' if quick else 'full'} workload of {len(steps)} calls.",
     ]
     if base_reuse is not None and lean_reuse is not None:
         notes.append(

@@ -16,16 +16,19 @@ from langchain_tokenlean.cache_middleware import TokenleanCacheMiddleware
 from tokenlean.cache import SemanticCache
 
 
+# The suites' llm_string ("Sample LLM string configuration.") names no temperature, so the
+# cache cannot tell a greedy model from a sampling one; the caller vouches with
+# ``assume_deterministic`` (without it nothing is stored: see test_cache_correctness.py).
 class TestTokenleanCacheSync(SyncCacheTestSuite):
     @pytest.fixture
     def cache(self, embedder: object) -> BaseCache:
-        return TokenleanCache(SemanticCache(embedder=embedder))
+        return TokenleanCache(SemanticCache(embedder=embedder, assume_deterministic=True))
 
 
 class TestTokenleanCacheAsync(AsyncCacheTestSuite):
     @pytest.fixture
     async def cache(self, embedder: object) -> BaseCache:
-        return TokenleanCache(SemanticCache(embedder=embedder))
+        return TokenleanCache(SemanticCache(embedder=embedder, assume_deterministic=True))
 
 
 def test_chat_prompt_is_parsed_and_scoped(embedder: object) -> None:
@@ -36,7 +39,7 @@ def test_chat_prompt_is_parsed_and_scoped(embedder: object) -> None:
     prompt_b = dumps([system, HumanMessage("What are your opening hours?")])
     req = request_from_prompt(prompt_a, "llm-1")
     assert req.last_user is not None and req.last_user.text == "How do I reset my password?"
-    cache = TokenleanCache(SemanticCache(embedder=embedder))
+    cache = TokenleanCache(SemanticCache(embedder=embedder, assume_deterministic=True))
     gen = [Generation(text="Use the link.")]
     cache.update(prompt_a, "llm-1", gen)
     # same long system prompt, different question: embedding the raw dump would call this a hit
@@ -52,7 +55,8 @@ def test_chat_prompt_is_parsed_and_scoped(embedder: object) -> None:
 @pytest.mark.integration
 def test_real_chat_model_second_call_from_cache(embedder: object, local_chat_model: Any) -> None:
     cache = TokenleanCache(SemanticCache(embedder=embedder))
-    model = local_chat_model(cache=cache)
+    # room for the whole answer: a reply cut at max_tokens is never stored
+    model = local_chat_model(cache=cache, extra_body={"max_tokens": 64})
     first = model.invoke("What is the capital of France?")
     assert cache.last_result is not None and not cache.last_result.hit
     second = model.invoke("what is the capital of France")
@@ -67,19 +71,19 @@ def test_real_chat_model_second_call_from_cache(embedder: object, local_chat_mod
 async def test_middleware_serves_agent_invoke_and_stream(embedder: object, local_chat_model: Any) -> None:
     from langchain.agents import create_agent
 
-    model = local_chat_model()
+    model = local_chat_model(extra_body={"max_tokens": 64})
     mw = TokenleanCacheMiddleware(SemanticCache(embedder=embedder))
     agent = create_agent(model, tools=[], middleware=[mw], system_prompt="Answer briefly.")
-    first = agent.invoke({"messages": [HumanMessage("Name a primary color.")]})
+    first = agent.invoke({"messages": [HumanMessage("Name a fruit.")]})
     assert mw.last_result is not None and not mw.last_result.hit
     answer = first["messages"][-1].content
-    second = agent.invoke({"messages": [HumanMessage("name a primary color")]})
+    second = agent.invoke({"messages": [HumanMessage("name a fruit")]})
     assert mw.last_result.hit and second["messages"][-1].content == answer
     assert second["messages"][-1].response_metadata["tokenlean_cache"]["tier"] == "exact"
     streamed = [
         chunk
         async for chunk, _meta in agent.astream(
-            {"messages": [HumanMessage("Name a primary color.")]}, stream_mode="messages"
+            {"messages": [HumanMessage("Name a fruit.")]}, stream_mode="messages"
         )
     ]
     assert mw.last_result.hit

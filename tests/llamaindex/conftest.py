@@ -13,7 +13,7 @@ def local_openai_like(local_llm: Any) -> Callable[..., Any]:
     """``local_openai_like(**overrides)``: a real ``OpenAILike`` chat LLM on the local llama.cpp server.
 
     Deterministic (temperature 0) and short (16 tokens) so integration tests stay fast; keywords
-    override or add ``OpenAILike`` options.
+    override or add ``OpenAILike`` options; ``None`` leaves an option at the library's default.
     """
     openai_like = pytest.importorskip("llama_index.llms.openai_like")
 
@@ -27,6 +27,6 @@ def local_openai_like(local_llm: Any) -> Callable[..., Any]:
             "temperature": 0,
             **overrides,
         }
-        return openai_like.OpenAILike(**options)
+        return openai_like.OpenAILike(**{k: v for k, v in options.items() if v is not None})
 
     return make

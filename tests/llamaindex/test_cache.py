@@ -15,7 +15,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def llm(local_openai_like: Any, embedder: object) -> CachedLLM:
-    inner = local_openai_like(timeout=120, max_retries=0)
+    # room for whole answers: a reply cut at max_tokens is never stored
+    inner = local_openai_like(timeout=120, max_retries=0, max_tokens=64)
     return CachedLLM(inner, SemanticCache(embedder=embedder))
 
 
@@ -41,10 +42,12 @@ def test_chat_and_stream_chat_served_from_cache(llm: CachedLLM) -> None:
 
 
 def test_complete_and_stream_complete(llm: CachedLLM) -> None:
-    first = llm.complete("The capital of France is")
-    second = llm.complete("The capital of France is")
+    first = llm.complete("Complete the sentence: The capital of France is")
+    second = llm.complete("Complete the sentence: The capital of France is")
     assert second.additional_kwargs["tokenlean_cache"]["tier"] == "exact" and second.text == first.text
-    streamed = "".join(r.delta or "" for r in llm.stream_complete("The capital of France is"))
+    streamed = "".join(
+        r.delta or "" for r in llm.stream_complete("Complete the sentence: The capital of France is")
+    )
     assert streamed == first.text
 
 

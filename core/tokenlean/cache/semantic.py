@@ -35,15 +35,31 @@ from tokenlean.cache.guards import ALL_GUARDS, DEFAULT_GUARDS, extract, failed_g
 from tokenlean.cache.scoring import LabelledPair, PairScorer
 from tokenlean.cache.store import CacheEntry
 from tokenlean.errors import CacheBackendError, ConfigError, EmptyInputError, InputError, TextEncodingError
+from tokenlean.layout.patterns import is_volatile_line
 from tokenlean.types import Message, Request, Response
 
-__all__ = ["CacheResult", "ScopeConfig", "SemanticCache", "StoreResult", "scope_of"]
+__all__ = [
+    "REPLAYABLE_FINISH_REASONS",
+    "CacheResult",
+    "ScopeConfig",
+    "SemanticCache",
+    "StoreResult",
+    "scope_of",
+    "split_volatile",
+]
 
 logger = logging.getLogger("tokenlean.cache")
 
 #: Request keys that do not change the answer and so are not part of the scope.
 IGNORED_PARAMS = frozenset(
-    {"stream", "stream_options", "user", "metadata", "store", "timeout", "extra_headers", "n", "service_tier"}
+    {"stream", "stream_options", "user", "metadata", "store", "timeout", "extra_headers", "service_tier"}
+)
+
+#: Finish reasons of a complete answer. Any other reported reason (``length``/``max_tokens``:
+#: truncated; ``content_filter``/``safety``: filtered; ``error``...) is never stored: replaying it
+#: would hand a truncated or withheld answer to a request that could have had the whole one.
+REPLAYABLE_FINISH_REASONS = frozenset(
+    {"stop", "end_turn", "stop_sequence", "tool_calls", "function_call", "tool_use", "eos", "eos_token"}
 )
 
 _REFUSAL = re.compile(
@@ -66,17 +82,28 @@ class ScopeConfig:
     (the ``last_n`` messages before it must match too) or ``"prefix"`` (the whole conversation
     before it; the default, because a follow-up such as "What are its types?" means nothing without
     it). Messages after the last user turn (tool calls and results) are always part of the scope.
+
+    ``volatile``: what to do with per-request lines (a clock, a request id, "today is ...") at the
+    start of the last user turn, where the layout lever moves them out of the system prompt.
+    ``"scope"`` (default) matches them exactly, as part of the namespace, and keeps them out of the
+    text that is embedded and guarded: the question is compared semantically, the clock exactly,
+    so a date line lets repeats hit all day while a per-second clock makes every request distinct
+    (the cache cannot know that an answer does not depend on the time). ``"ignore"`` leaves them
+    out of the key altogether: only for bots whose answers never depend on such values.
     """
 
     context: str = "prefix"
     last_n: int = 2
     ignored_params: frozenset[str] = IGNORED_PARAMS
+    volatile: str = "scope"
 
     def __post_init__(self) -> None:
         if self.context not in {"last_user", "last_n", "prefix"}:
             raise ConfigError(f"context must be 'last_user', 'last_n' or 'prefix', got {self.context!r}")
         if self.last_n < 0:
             raise ConfigError("last_n must be >= 0")
+        if self.volatile not in {"scope", "ignore"}:
+            raise ConfigError(f"volatile must be 'scope' or 'ignore', got {self.volatile!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +115,7 @@ class Scope:
 
 def _message_key(m: Message) -> list[Any]:
     content: Any = normalize_text(m.content) if isinstance(m.content, str) else m.content
-    return [m.role, content, [tc.to_openai() for tc in m.tool_calls], m.tool_call_id, m.name]
+    return [m.role, content, [tc.to_openai() for tc in m.tool_calls], m.tool_call_id, m.name, dict(m.extra)]
 
 
 def _check_text(text: str) -> str:
@@ -97,6 +124,22 @@ def _check_text(text: str) -> str:
     except UnicodeEncodeError as exc:
         raise TextEncodingError(f"query is not valid UTF-8 text: {exc}") from exc
     return text
+
+
+def split_volatile(text: str) -> tuple[str, str]:
+    """``text``'s leading lines that carry per-request values, and the rest.
+
+    The layout lever moves clock, id and current-date lines from the system prompt to the start of
+    the new turn; they are context, not the question. Nothing is split off when no question would
+    remain.
+    """
+    lines = text.splitlines(keepends=True)
+    i = 0
+    while i < len(lines) and lines[i].strip() and is_volatile_line(lines[i]):
+        i += 1
+    if i == 0 or not "".join(lines[i:]).strip():
+        return "", text
+    return "".join(lines[:i]), "".join(lines[i:])
 
 
 def scope_of(request: Request, config: ScopeConfig = ScopeConfig(), tenant: str | None = None) -> Scope:
@@ -109,6 +152,9 @@ def scope_of(request: Request, config: ScopeConfig = ScopeConfig(), tenant: str 
     query = _check_text(user.text)
     if not query.strip():
         raise EmptyInputError("the last user message is empty")
+    volatile, query = split_volatile(query)
+    if config.volatile == "ignore":
+        volatile = ""
     system = [_message_key(m) for m in msgs if m.role in ("system", "developer")]
     before = [m for m in msgs[:last] if m.role not in ("system", "developer")]
     if config.context == "last_user":
@@ -129,6 +175,8 @@ def scope_of(request: Request, config: ScopeConfig = ScopeConfig(), tenant: str 
             "context": [_message_key(m) for m in before],
             "after": [_message_key(m) for m in after],
             "parts": non_text,
+            "user": [user.name, dict(user.extra)],
+            "volatile": volatile,
             "mode": config.context,
         }
     )
@@ -262,6 +310,14 @@ class SemanticCache:
     ``backend``: an :class:`~tokenlean.cache.backends.EmbeddedBackend`, a
     :class:`~tokenlean.cache.redis_backend.RedisBackend`, a path to a SQLite file (embedded),
     a ``redis://`` URL, or None for an in-memory cache.
+
+    Only answers that the same request would get again are stored and served. For a model call (a
+    ``Request``) that means ``temperature`` is explicitly 0: an unset temperature is the provider's
+    default, which samples. ``assume_deterministic=True`` (every model) or a collection of model
+    names declares that requests without a temperature may be cached (a local server you run
+    greedy, or a team that accepts one sample as *the* answer); ``cache_temperature=True`` caches
+    explicitly sampled requests too. Truncated (``finish_reason="length"``), filtered, errored,
+    refused and tool-call answers are never stored unless asked for (``cache_*`` options, ``force``).
     """
 
     def __init__(
@@ -280,6 +336,7 @@ class SemanticCache:
         min_cosine: float = 0.5,
         max_query_chars: int = 1000,
         cache_temperature: bool = False,
+        assume_deterministic: bool | Iterable[str] = False,
         cache_tool_calls: bool = False,
         cache_refusals: bool = False,
         feedback_margin: float = 1e-6,
@@ -306,6 +363,13 @@ class SemanticCache:
         self.min_cosine = min_cosine
         self.max_query_chars = max_query_chars
         self.cache_temperature = cache_temperature
+        if isinstance(assume_deterministic, str):
+            raise ConfigError("assume_deterministic takes True/False or a collection of model names")
+        self.assume_deterministic: bool | frozenset[str] = (
+            assume_deterministic
+            if isinstance(assume_deterministic, bool)
+            else frozenset(assume_deterministic)
+        )
         self.cache_tool_calls = cache_tool_calls
         self.cache_refusals = cache_refusals
         self.feedback_margin = feedback_margin
@@ -365,6 +429,9 @@ class SemanticCache:
         t0 = time.perf_counter()
         self._stats.lookups += 1
         request = _as_request(query, model)
+        sampled = self.sampling(request) if isinstance(query, Request) else None
+        if sampled is not None:
+            return self._miss(CacheResult(hit=False, rejected_by="uncacheable", reason=sampled), t0)
         try:
             scope = scope_of(request, self.scope, tenant)
         except EmptyInputError as exc:
@@ -470,14 +537,48 @@ class SemanticCache:
             return
 
     # -- store ---------------------------------------------------------------------------------
-    def cacheable(self, request: Request, response: Response | str | Any) -> str | None:
-        """Why ``response`` must not be cached for ``request`` (None when it may be)."""
-        temp = request.params.get("temperature")
-        if not self.cache_temperature and isinstance(temp, (int, float)) and temp > 0:
-            return "temperature > 0"
+    def deterministic(self, model: str | None) -> bool:
+        """Whether requests to ``model`` without an explicit temperature may be cached."""
+        if isinstance(self.assume_deterministic, bool):
+            return self.assume_deterministic
+        return model is not None and model in self.assume_deterministic
+
+    def sampling(self, request: Request) -> str | None:
+        """Why ``request``'s answer is a sample that must not be reused (None when it is not)."""
+        params = request.params
+        n = params.get("n")
+        if n is not None and n != 1:
+            return f"n={n!r} asks for several answers"
+        if self.cache_temperature:
+            return None
+        temp = params.get("temperature")
+        if temp is None:
+            if self.deterministic(request.model):
+                return None
+            return (
+                "temperature unset (the provider default samples): set temperature=0, or "
+                "SemanticCache(assume_deterministic=True) for a model you know is greedy"
+            )
+        if isinstance(temp, bool) or not isinstance(temp, (int, float)) or temp != temp:
+            return f"temperature {temp!r} is not a number"
+        if temp > 0:
+            return "temperature > 0 (sampled; cache_temperature=True caches it anyway)"
+        return None
+
+    def cacheable(
+        self, request: Request, response: Response | str | Any, *, model_call: bool = True
+    ) -> str | None:
+        """Why ``response`` must not be cached for ``request`` (None when it may be).
+
+        ``model_call=False``: ``request`` is only text (no sampling settings to judge).
+        """
+        why = self.sampling(request) if model_call else None
+        if why is not None:
+            return why
         if isinstance(response, Response):
-            if response.finish_reason in ("error", "content_filter"):
-                return f"finish_reason {response.finish_reason}"
+            reason = response.finish_reason
+            if reason is not None and str(reason).lower() not in REPLAYABLE_FINISH_REASONS:
+                return f"finish_reason {reason}"
             if response.message.tool_calls and not self.cache_tool_calls:
                 return "tool-call response"
             if response.message.extra.get("refusal") and not self.cache_refusals:
@@ -507,8 +608,9 @@ class SemanticCache:
     ) -> StoreResult:
         """Cache ``response`` for ``query``; ``chunks`` keeps the stream pieces for replay.
 
-        Errors, refusals, tool-call answers and ``temperature > 0`` are skipped unless the
-        matching ``cache_*`` option (or ``force``) says otherwise. Returns whether it was stored.
+        Sampled requests (see the class docstring), truncated, filtered and errored answers,
+        refusals and tool-call answers are skipped unless the matching option (or ``force``) says
+        otherwise. Returns whether it was stored.
         """
         request = _as_request(query, model)
         try:
@@ -516,7 +618,7 @@ class SemanticCache:
         except EmptyInputError as exc:
             self._stats.skipped += 1
             return StoreResult(False, str(exc))
-        why = None if force else self.cacheable(request, response)
+        why = None if force else self.cacheable(request, response, model_call=isinstance(query, Request))
         if why is not None:
             self._stats.skipped += 1
             return StoreResult(False, why)

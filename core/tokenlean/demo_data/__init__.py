@@ -177,6 +177,7 @@ _SUPPORT_SYSTEM = (
     "If you do not know, say that a human agent will follow up."
 )
 
+SUPPORT_MAX_TOKENS = 96
 _SUPPORT = [
     "How do I reset my password?",
     "What does the Pro plan cost per month?",
@@ -240,7 +241,8 @@ def build_workload(*, quick: bool = False, start: datetime | None = None) -> lis
     for q in _SUPPORT[: 7 if quick else len(_SUPPORT)]:
         req = Request(
             messages=(Message("system", _SUPPORT_SYSTEM), Message("user", q)),
-            params={"max_tokens": 24, "temperature": 0},
+            # room to finish: the cache never stores an answer cut off at max_tokens
+            params={"max_tokens": SUPPORT_MAX_TOKENS, "temperature": 0},
             metadata={"task_id": task, "task_type": "support"},
         )
         steps.append(DemoStep(task, "support", req))

@@ -1,56 +1,56 @@
-"""``TokenleanCacheMiddleware``: serve agent model calls (streamed or not) from the semantic cache.
+"""``TokenleanCacheMiddleware``: serve agent model calls from the semantic cache, whatever the order.
 
-LangChain's ``BaseCache`` is bypassed by ``.stream()`` and sees only serialised prompts. An agent
-middleware sits around the model call itself (``wrap_model_call``), so it serves hits for every
-agent call, streaming included, and sees the real request: system message, history, tools and
-model settings all become the cache scope. A hit returns the cached ``AIMessage`` without calling
-the model (``response_metadata["tokenlean_cache"]`` says so); a miss calls the model and stores
-the answer unless it is a tool call, a refusal or an error.
+Where the lookup happens decides what the key can see. A lookup at the middleware's own place in
+the list sees the request *before* the middleware after it (a ``@dynamic_prompt`` persona, a
+summariser, tokenlean's layout or compaction) have changed it, so two requests that differ only in
+what those middleware add would share an answer. This middleware therefore does not look up at
+its place: it hands the call on with the cache attached to the model (a copy of it with
+``cache=`` set), and LangChain's own cache check inside the model call does the lookup on exactly
+what the model is sent — final messages, system prompt, tools, tool choice, structured-output
+format, every bound setting and the model's serialised configuration (endpoint included). Its
+position in the middleware list therefore changes nothing about correctness.
+
+Consequences, on purpose:
+
+* tokenlean's layout and compaction run before the lookup on every call (a hit still saves the
+  model call; their work is milliseconds). The layout moves clock and date lines into the new
+  turn; the cache matches those lines exactly and the question semantically (``ScopeConfig``), so a
+  date line lets repeats hit all day and a per-second clock makes every request distinct.
+* a middleware after this one that replaces the model (fallbacks, routing to another model)
+  bypasses the cache for that call: a miss, never a wrong answer.
+* only deterministic calls are cached (``temperature=0``, or ``assume_deterministic``), and
+  truncated, filtered, errored, refused and tool-call answers are never stored.
+
+A served message carries ``response_metadata["tokenlean_cache"]``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
-from langchain_core.load import dumpd, load
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.utils.function_calling import convert_to_openai_tool
+from langchain_core.language_models import BaseChatModel
 
-from langchain_tokenlean.chat_models import request_from_langchain
+from langchain_tokenlean._identity import model_identity
+from langchain_tokenlean.cache import CACHE_KEY, TokenleanCache
 from tokenlean.cache import CacheResult, SemanticCache
-from tokenlean.errors import InputError, TokenleanError
-from tokenlean.types import Message, Request, Response, ToolCall
+from tokenlean.cache.identity import warn_once
 
-__all__ = ["TokenleanCacheMiddleware"]
+__all__ = ["CACHE_KEY", "TokenleanCacheMiddleware"]
 
 log = logging.getLogger("tokenlean.langchain.cache")
 
-CACHE_KEY = "tokenlean_cache"
-
-
-def _model_name(model: Any) -> str:
-    for attr in ("model_name", "model", "model_id"):
-        value = getattr(model, attr, None)
-        if isinstance(value, str):
-            return value
-    return type(model).__name__
-
-
-def _tool_schema(tool: Any) -> dict[str, Any]:
-    try:
-        return convert_to_openai_tool(tool)
-    except Exception:  # unusual tool objects: their name still scopes the cache
-        return {"name": str(getattr(tool, "name", tool))}
+_MAX_MODELS = 32
 
 
 class TokenleanCacheMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     """Answer repeated agent questions from a :class:`~tokenlean.cache.SemanticCache`.
 
-    ``tenant`` isolates users; ``last_result`` is the latest ``CacheResult``.
+    Pass a ready ``cache`` or its keyword options (``assume_deterministic=True`` for a model you
+    run greedy without setting a temperature). ``tenant`` isolates users; ``last_result`` is the
+    latest ``CacheResult``.
     """
 
     def __init__(
@@ -59,91 +59,57 @@ class TokenleanCacheMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         super().__init__()
         self.cache = cache if cache is not None else SemanticCache(**kwargs)
         self.tenant = tenant
-        self.last_result: CacheResult | None = None
+        self._slots: dict[int, tuple[BaseChatModel, BaseChatModel, TokenleanCache]] = {}
 
-    # -- conversion ----------------------------------------------------------------------------
-    def _request(self, request: ModelRequest) -> Request:
-        msgs: list[BaseMessage] = list(request.messages)
-        if request.system_message is not None:
-            msgs = [request.system_message, *msgs]
-        core = request_from_langchain(msgs)
-        params = {k: v for k, v in (request.model_settings or {}).items() if v is not None}
-        temp = getattr(request.model, "temperature", None)
-        if isinstance(temp, (int, float)):
-            params.setdefault("temperature", temp)
-        if request.tool_choice is not None:
-            params["tool_choice"] = request.tool_choice
-        tools = tuple(_tool_schema(t) for t in request.tools)
-        return Request(messages=core.messages, model=_model_name(request.model), params=params, tools=tools)
+    @property
+    def last_result(self) -> CacheResult | None:
+        """The latest lookup of any model this middleware served."""
+        latest = [slot[2] for slot in self._slots.values() if slot[2].last_result is not None]
+        if not latest:
+            return None
+        return max(latest, key=lambda c: c._seq).last_result
 
-    def _hit(self, request: ModelRequest) -> tuple[Request | None, ModelResponse | None]:
-        try:
-            core = self._request(request)
-            result = self.cache.lookup(core, tenant=self.tenant)
-        except (InputError, TokenleanError) as exc:
-            log.warning("cache lookup skipped (%s); calling the model", exc)
-            return None, None
-        self.last_result = result
-        if not result.hit or not isinstance(result.value, dict):
-            return core, None
-        try:
-            message = load(result.value["message"], allowed_objects=[AIMessage])
-        except Exception as exc:
-            log.warning("cached message could not be loaded (%s); calling the model", exc)
-            return core, None
-        info = {
-            "hit": True,
-            "tier": result.tier,
-            "similarity": result.similarity,
-            "cached_query": result.cached_query,
-        }
-        message = message.model_copy(
-            update={"response_metadata": {**message.response_metadata, CACHE_KEY: info}}
-        )
-        return core, ModelResponse(result=[message])
+    def _attach(self, model: Any) -> Any:
+        """A copy of ``model`` whose LangChain cache slot is this cache (made once per model)."""
+        if not isinstance(model, BaseChatModel):
+            warn_once(
+                f"lc-mw-model:{type(model).__name__}",
+                "TokenleanCacheMiddleware: %s is not a BaseChatModel; its calls are not cached",
+                type(model).__name__,
+                logger=log,
+            )
+            return model
+        slot = self._slots.get(id(model))
+        if slot is not None and slot[0] is model:
+            return slot[1]
+        lc_cache = _SequencedCache(self.cache, tenant=self.tenant, identity=model_identity(model))
+        copy = model.model_copy(update={"cache": lc_cache})
+        if len(self._slots) >= _MAX_MODELS:  # models made per call: keep the newest few
+            self._slots.pop(next(iter(self._slots)))
+        self._slots[id(model)] = (model, copy, lc_cache)
+        return copy
 
-    def _store(self, core: Request | None, response: ModelResponse) -> None:
-        if core is None:
-            return
-        ai = next((m for m in reversed(response.result) if isinstance(m, AIMessage)), None)
-        if ai is None or response.structured_response is not None:
-            return
-        calls = tuple(
-            ToolCall(id=str(tc.get("id") or i), name=tc["name"]) for i, tc in enumerate(ai.tool_calls)
-        )
-        text = ai.text if isinstance(ai.text, str) else str(ai.content)
-        probe = Response(
-            message=Message(role="assistant", content=text or (None if calls else ""), tool_calls=calls),
-            finish_reason=(ai.response_metadata or {}).get("finish_reason"),
-        )
-        if self.cache.cacheable(core, probe) is not None:
-            return
-        clean = ai.model_copy(
-            update={"response_metadata": {k: v for k, v in ai.response_metadata.items() if k != CACHE_KEY}}
-        )
-        try:
-            self.cache.store(core, {"message": dumpd(clean)}, tenant=self.tenant, force=True)
-        except TokenleanError as exc:
-            log.warning("could not cache the model answer (%s)", exc)
-
-    # -- hooks ---------------------------------------------------------------------------------
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> Any:
-        """Serve a hit without calling the model; otherwise call it and remember the answer."""
-        core, hit = self._hit(request)
-        if hit is not None:
-            return hit
-        response = handler(request)
-        if isinstance(response, ModelResponse):
-            self._store(core, response)
-        return response
+        """Hand the call on with the cache attached to the model; the model call looks it up."""
+        return handler(request.override(model=self._attach(request.model)))
 
     async def awrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[ModelResponse]]
     ) -> Any:
-        core, hit = await asyncio.to_thread(self._hit, request)
-        if hit is not None:
-            return hit
-        response = await handler(request)
-        if isinstance(response, ModelResponse):
-            await asyncio.to_thread(self._store, core, response)
-        return response
+        return await handler(request.override(model=self._attach(request.model)))
+
+
+class _SequencedCache(TokenleanCache):
+    """A ``TokenleanCache`` that numbers its lookups, so the middleware can report the latest."""
+
+    _counter = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._seq = 0
+
+    def lookup(self, prompt: str, llm_string: str) -> Any:
+        out = super().lookup(prompt, llm_string)
+        _SequencedCache._counter += 1
+        self._seq = _SequencedCache._counter
+        return out

@@ -18,7 +18,12 @@ def cache(embedder: object) -> SemanticCache:
 
 
 def _req(*turns: tuple[str, str], model: str = "m", **params: object) -> Request:
-    return Request(messages=tuple(Message(role=r, content=c) for r, c in turns), model=model, params=params)
+    """A deterministic call (temperature 0 unless ``params`` says otherwise)."""
+    return Request(
+        messages=tuple(Message(role=r, content=c) for r, c in turns),
+        model=model,
+        params={"temperature": 0, **params},
+    )
 
 
 def test_exact_then_semantic_hit_and_guard_miss(cache: SemanticCache) -> None:
@@ -45,9 +50,12 @@ def test_tenants_never_share(cache: SemanticCache) -> None:
     )
     # tenant from request metadata works the same way
     req = Request(
-        messages=(Message(role="user", content="What is our refund policy?"),), metadata={"tenant": "globex"}
+        messages=(Message(role="user", content="What is our refund policy?"),),
+        params={"temperature": 0},
+        metadata={"tenant": "globex"},
     )
-    assert not cache.lookup(req).hit
+    other = cache.lookup(req)
+    assert not other.hit and other.rejected_by != "uncacheable"
 
 
 def test_scope_model_params_system_and_tools(cache: SemanticCache) -> None:
@@ -105,7 +113,7 @@ def test_follow_up_needs_its_conversation(embedder: object) -> None:
 
 def test_policies_skip_errors_refusals_tools_and_temperature(cache: SemanticCache) -> None:
     hot = _req(("user", "Write a poem"), temperature=0.7)
-    assert cache.store(hot, "Roses...").reason == "temperature > 0"
+    assert str(cache.store(hot, "Roses...").reason).startswith("temperature > 0")
     assert SemanticCache(embedder=cache.embedder, cache_temperature=True).store(hot, "Roses...").stored
     assert cache.store("Hack the bank", "I'm sorry, but I can't help with that.").reason == "refusal"
     call = Response(message=Message(role="assistant", content=None, tool_calls=(ToolCall(id="1", name="f"),)))

@@ -1,8 +1,14 @@
 """``CachedLLM``: any LlamaIndex LLM, answered from tokenlean's semantic cache when it can be.
 
 LlamaIndex has no response cache, so this wraps the LLM itself: ``chat``/``complete`` (sync and
-async) and their streaming forms look the request up first (scope = model, the wrapped LLM's
-sampling settings, system prompt, conversation, tenant) and call the wrapped LLM only on a miss.
+async) and their streaming forms look the request up first and call the wrapped LLM only on a miss.
+The key is the whole call: the wrapped LLM's class and every field that can change an answer
+(model, endpoint, sampling, limits, stop words), the per-call keyword arguments, and the messages
+through the one lossless converter (``convert.messages_to_core``: images hashed, tool calls and
+their arguments, tool ids), plus the tenant. A setting that cannot be written down means the call
+is not cached (logged once). Only deterministic calls are cached: ``OpenAILike`` samples at its
+default temperature (0.1), so set ``temperature=0`` or ``SemanticCache(assume_deterministic=True)``.
+Truncated (``finish_reason="length"``), filtered and tool-call answers are never stored.
 Streamed answers are stored whole with their chunks and replayed as a stream on a hit. Each
 response's ``additional_kwargs["tokenlean_cache"]`` says whether it came from the cache.
 """
@@ -11,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Generator, Sequence
+from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
 from typing import Any
 
 from llama_index.core.base.llms.types import (
@@ -28,16 +34,53 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms import LLM
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from llama_index.llms.tokenlean.convert import llm_identity, message_to_core, messages_to_core
 from tokenlean.cache import CacheResult, SemanticCache
+from tokenlean.cache.identity import describe_fields, find_temperature, unkeyable
 from tokenlean.errors import TokenleanError
-from tokenlean.types import Message, Request, normalize_role
+from tokenlean.types import Message, Request, Response, ToolCall
 
 __all__ = ["CachedLLM"]
 
 log = logging.getLogger("tokenlean.llamaindex.cache")
 
 CACHE_KEY = "tokenlean_cache"
-_PARAMS = ("temperature", "max_tokens", "top_p", "seed", "stop")
+
+
+def _get(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+
+
+def _finish_reason(resp: Any) -> Any:
+    """The finish reason a LlamaIndex response carries (``raw`` body or chunk, or kwargs), if any."""
+    if resp is None:
+        return None
+    for holder in (
+        getattr(resp, "additional_kwargs", None),
+        getattr(getattr(resp, "message", None), "additional_kwargs", None),
+    ):
+        if isinstance(holder, Mapping) and (holder.get("finish_reason") or holder.get("stop_reason")):
+            return holder.get("finish_reason") or holder.get("stop_reason")
+    raw = getattr(resp, "raw", None)
+    if raw is None:
+        return None
+    choices = _get(raw, "choices")
+    if isinstance(choices, (list, tuple)) and choices:
+        reason = _get(choices[0], "finish_reason")
+        if reason:
+            return reason
+    return _get(raw, "stop_reason") or _get(raw, "finish_reason")
+
+
+def _tool_calls(resp: Any) -> tuple[ToolCall, ...]:
+    """Tool calls in a chat response (kwargs or blocks): such answers are not cached by default."""
+    message = getattr(resp, "message", None)
+    if message is None:
+        return ()
+    try:
+        return message_to_core(message).tool_calls
+    except TokenleanError:
+        return (ToolCall(id="unreadable", name="unreadable"),)
 
 
 class CachedLLM(LLM):
@@ -76,29 +119,39 @@ class CachedLLM(LLM):
         return self.llm.metadata
 
     # -- requests --------------------------------------------------------------------------------
-    def _params(self) -> dict[str, Any]:
-        params = {k: getattr(self.llm, k) for k in _PARAMS if getattr(self.llm, k, None) is not None}
-        extra = getattr(self.llm, "additional_kwargs", None)
-        if isinstance(extra, dict):
-            params.update({k: v for k, v in extra.items() if k in _PARAMS})
-        return params
+    def _request(
+        self, messages: tuple[Message, ...], kwargs: dict[str, Any], mode: dict[str, Any]
+    ) -> Request | None:
+        """The core request for a call, or None when something in it cannot be keyed (not cached)."""
+        identity = llm_identity(self.llm)
+        call, unknown = describe_fields(kwargs, ignore=())
+        unknown = [*identity.unknown, *(f"call argument {k}" for k in unknown)]
+        if unkeyable(unknown, adapter="CachedLLM", logger=log):
+            self._last = CacheResult(hit=False, rejected_by="uncacheable", reason="unkeyable settings")
+            return None
+        params = {**identity.params(), "call": call, **mode}
+        temperature = find_temperature({"temperature": identity.temperature}, kwargs)
+        if temperature is None:
+            params.pop("temperature", None)
+        else:
+            params["temperature"] = temperature
+        return Request(messages=messages, model=identity.model, params=params)
 
-    def _chat_request(self, messages: Sequence[ChatMessage]) -> Request:
-        msgs = tuple(
-            Message(role=role, content=m.content or "", tool_call_id="unknown" if role == "tool" else None)
-            for m in messages
-            for role in (normalize_role(m.role),)
-        )
-        return Request(messages=msgs, model=self.metadata.model_name, params=self._params())
+    def _chat_request(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> Request | None:
+        try:
+            msgs = tuple(messages_to_core(messages))
+        except TokenleanError as exc:
+            log.warning("cache skipped for a message it cannot read (%s)", exc)
+            return None
+        return self._request(msgs, kwargs, {})
 
-    def _complete_request(self, prompt: str, formatted: bool) -> Request:
-        return Request(
-            messages=(Message(role="user", content=prompt),),
-            model=self.metadata.model_name,
-            params={**self._params(), "mode": "complete", "formatted": formatted},
-        )
+    def _complete_request(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> Request | None:
+        msgs = (Message(role="user", content=prompt),)
+        return self._request(msgs, kwargs, {"mode": "complete", "formatted": formatted})
 
-    def _lookup(self, request: Request) -> CacheResult | None:
+    def _lookup(self, request: Request | None) -> CacheResult | None:
+        if request is None:
+            return None
         try:
             result = self._cache.lookup(request, tenant=self.tenant)
         except TokenleanError as exc:
@@ -107,9 +160,23 @@ class CachedLLM(LLM):
         self._last = result
         return result if result.hit and result.text is not None else None
 
-    def _save(self, request: Request, text: str, chunks: list[str] | None = None) -> None:
+    def _save(
+        self, request: Request | None, text: str, raw: Any = None, chunks: list[str] | None = None
+    ) -> None:
+        """Store an answer unless it must not be replayed (truncated, filtered, a tool call, sampled)."""
+        if request is None:
+            return
+        calls = _tool_calls(raw)
+        answer = Response(
+            message=Message(role="assistant", content=text or (None if calls else ""), tool_calls=calls),
+            finish_reason=_finish_reason(raw),
+        )
+        why = self._cache.cacheable(request, answer)
+        if why is not None:
+            log.debug("not caching: %s", why)
+            return
         try:
-            self._cache.store(request, text, chunks=chunks, tenant=self.tenant)
+            self._cache.store(request, text, chunks=chunks, tenant=self.tenant, force=True)
         except TokenleanError as exc:
             log.warning("could not cache the answer (%s)", exc)
 
@@ -143,18 +210,17 @@ class CachedLLM(LLM):
 
     # -- chat ----------------------------------------------------------------------------------
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        req = self._chat_request(messages)
+        req = self._chat_request(messages, kwargs)
         hit = self._lookup(req)
         if hit is not None:
             return self._chat_hit(hit)
         resp = self.llm.chat(messages, **kwargs)
-        if not resp.message.additional_kwargs.get("tool_calls"):
-            self._save(req, resp.message.content or "")
+        self._save(req, resp.message.content or "", resp)
         resp.additional_kwargs = {**resp.additional_kwargs, **self._info(None)}
         return resp
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        req = self._chat_request(messages)
+        req = self._chat_request(messages, kwargs)
         hit = self._lookup(req)
 
         def passthrough() -> Generator[ChatResponse, None, None]:
@@ -164,24 +230,23 @@ class CachedLLM(LLM):
                 chunks.append(r.delta or "")
                 last = r
                 yield r
-            if last is not None and not last.message.additional_kwargs.get("tool_calls"):
-                self._save(req, "".join(chunks), chunks)
+            if last is not None:
+                self._save(req, "".join(chunks), last, chunks)
 
         return self._replay_chat(hit) if hit is not None else passthrough()
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        req = self._chat_request(messages)
+        req = self._chat_request(messages, kwargs)
         hit = await asyncio.to_thread(self._lookup, req)
         if hit is not None:
             return self._chat_hit(hit)
         resp = await self.llm.achat(messages, **kwargs)
-        if not resp.message.additional_kwargs.get("tool_calls"):
-            await asyncio.to_thread(self._save, req, resp.message.content or "")
+        await asyncio.to_thread(self._save, req, resp.message.content or "", resp)
         resp.additional_kwargs = {**resp.additional_kwargs, **self._info(None)}
         return resp
 
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        req = self._chat_request(messages)
+        req = self._chat_request(messages, kwargs)
         hit = await asyncio.to_thread(self._lookup, req)
 
         async def gen() -> AsyncGenerator[ChatResponse, None]:
@@ -190,26 +255,29 @@ class CachedLLM(LLM):
                     yield r
                 return
             chunks: list[str] = []
+            last: ChatResponse | None = None
             async for r in await self.llm.astream_chat(messages, **kwargs):
                 chunks.append(r.delta or "")
+                last = r
                 yield r
-            await asyncio.to_thread(self._save, req, "".join(chunks), chunks)
+            if last is not None:
+                await asyncio.to_thread(self._save, req, "".join(chunks), last, chunks)
 
         return gen()
 
     # -- complete ------------------------------------------------------------------------------
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        req = self._complete_request(prompt, formatted)
+        req = self._complete_request(prompt, formatted, kwargs)
         hit = self._lookup(req)
         if hit is not None:
             return CompletionResponse(text=hit.text or "", additional_kwargs=self._info(hit))
         resp = self.llm.complete(prompt, formatted=formatted, **kwargs)
-        self._save(req, resp.text)
+        self._save(req, resp.text, resp)
         resp.additional_kwargs = {**resp.additional_kwargs, **self._info(None)}
         return resp
 
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
-        req = self._complete_request(prompt, formatted)
+        req = self._complete_request(prompt, formatted, kwargs)
         hit = self._lookup(req)
 
         def gen() -> Generator[CompletionResponse, None, None]:
@@ -217,27 +285,30 @@ class CachedLLM(LLM):
                 yield from self._replay_complete(hit)
                 return
             chunks: list[str] = []
+            last: CompletionResponse | None = None
             for r in self.llm.stream_complete(prompt, formatted=formatted, **kwargs):
                 chunks.append(r.delta or "")
+                last = r
                 yield r
-            self._save(req, "".join(chunks), chunks)
+            if last is not None:
+                self._save(req, "".join(chunks), last, chunks)
 
         return gen()
 
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        req = self._complete_request(prompt, formatted)
+        req = self._complete_request(prompt, formatted, kwargs)
         hit = await asyncio.to_thread(self._lookup, req)
         if hit is not None:
             return CompletionResponse(text=hit.text or "", additional_kwargs=self._info(hit))
         resp = await self.llm.acomplete(prompt, formatted=formatted, **kwargs)
-        await asyncio.to_thread(self._save, req, resp.text)
+        await asyncio.to_thread(self._save, req, resp.text, resp)
         resp.additional_kwargs = {**resp.additional_kwargs, **self._info(None)}
         return resp
 
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        req = self._complete_request(prompt, formatted)
+        req = self._complete_request(prompt, formatted, kwargs)
         hit = await asyncio.to_thread(self._lookup, req)
 
         async def gen() -> AsyncGenerator[CompletionResponse, None]:
@@ -246,9 +317,12 @@ class CachedLLM(LLM):
                     yield r
                 return
             chunks: list[str] = []
+            last: CompletionResponse | None = None
             async for r in await self.llm.astream_complete(prompt, formatted=formatted, **kwargs):
                 chunks.append(r.delta or "")
+                last = r
                 yield r
-            await asyncio.to_thread(self._save, req, "".join(chunks), chunks)
+            if last is not None:
+                await asyncio.to_thread(self._save, req, "".join(chunks), last, chunks)
 
         return gen()

@@ -33,9 +33,10 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from llama_index.llms.tokenlean.convert import messages_to_core
 from tokenlean.errors import NoRouteError
 from tokenlean.routing import ROUTING_KEY, Decision, Router
-from tokenlean.types import Message, Request, normalize_role
+from tokenlean.types import Request
 
 __all__ = ["TokenleanRouterLLM", "TokenleanRoutingEvent"]
 
@@ -58,15 +59,10 @@ class TokenleanRoutingEvent(BaseEvent):
 
 
 def _core(messages: Sequence[ChatMessage], tools: Sequence[Any] = ()) -> Request:
-    out = []
-    for m in messages:
-        role = normalize_role(m.role)
-        tool_call_id = m.additional_kwargs.get("tool_call_id") or ("unknown" if role == "tool" else None)
-        out.append(Message(role, m.content or "", tool_call_id=tool_call_id))
     specs = tuple(
         {"type": "function", "function": {"name": t.metadata.name}} for t in tools if hasattr(t, "metadata")
     )
-    return Request(tuple(out), tools=specs)
+    return Request(tuple(messages_to_core(messages)), tools=specs)
 
 
 class TokenleanRouterLLM(FunctionCallingLLM):

@@ -20,24 +20,13 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.memory.memory import BaseMemoryBlock
 
+from llama_index.llms.tokenlean.convert import messages_to_core, with_text
 from tokenlean.compaction import Compactor
 from tokenlean.errors import TokenleanError
-from tokenlean.types import ROLES, Message, normalize_role
 
 __all__ = ["TokenleanCompactedHistoryBlock"]
 
 log = logging.getLogger("tokenlean.llamaindex.memory")
-
-
-def _to_core(m: ChatMessage, i: int) -> Message:
-    role = normalize_role(m.role)
-    if role not in ROLES:
-        role = "user"
-    text = m.content if isinstance(m.content, str) else "".join(getattr(b, "text", "") for b in m.blocks)
-    if role in ("tool", "function"):
-        call_id = str(m.additional_kwargs.get("tool_call_id") or f"call-{i}")
-        return Message(role=role, content=text or "", tool_call_id=call_id)
-    return Message(role=role, content=text or "")
 
 
 class TokenleanCompactedHistoryBlock(BaseMemoryBlock[list[ChatMessage]]):
@@ -78,7 +67,7 @@ class TokenleanCompactedHistoryBlock(BaseMemoryBlock[list[ChatMessage]]):
             if m.role == MessageRole.USER and isinstance(m.content, str) and m.content:
                 query = m.content
                 break
-        core = [_to_core(m, i) for i, m in enumerate(self._messages)]
+        core = messages_to_core(self._messages)
         try:
             result = self._compactor.compact(core, query=query)
         except TokenleanError as exc:
@@ -86,14 +75,7 @@ class TokenleanCompactedHistoryBlock(BaseMemoryBlock[list[ChatMessage]]):
             return list(self._messages)
         out: list[ChatMessage] = []
         for orig, old, new in zip(self._messages, result.original, result.messages, strict=True):
-            if new.text == old.text:
-                out.append(orig)
-            else:
-                out.append(
-                    ChatMessage(
-                        role=orig.role, content=new.text, additional_kwargs=dict(orig.additional_kwargs)
-                    )
-                )
+            out.append(orig if new.text == old.text else with_text(orig, new.text))
         return out
 
     async def _aput(self, messages: list[ChatMessage]) -> None:
