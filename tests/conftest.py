@@ -1,7 +1,9 @@
 """Shared fixtures: real services on loopback, started once per test session.
 
 Single-threaded everything: on the 2-core CI machine multi-threaded torch / llama.cpp collapse.
-Fixtures skip (with the reason) when a component is not installed locally; CI installs all.
+Fixtures skip (with the reason) when a component is not installed locally. Under CI (``CI`` set)
+CI installs everything, so a missing package or a service that cannot start fails the run instead:
+a green CI must never mean "every Redis test skipped".
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NoReturn
 
 for _var, _val in {
     "OMP_NUM_THREADS": "1",
@@ -26,9 +29,36 @@ import pytest  # noqa: E402
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
+def under_ci() -> bool:
+    return bool(os.environ.get("CI"))
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip locally; fail under CI, where every package and service is installed by setup."""
+    if under_ci():
+        pytest.fail(
+            f"CI: {reason} (setup installs it: a skip here would hide a broken service)", pytrace=False
+        )
+    pytest.skip(reason)
+
+
+def _importorskip(modname: str, minversion: str | None = None, reason: str | None = None) -> Any:
+    """``pytest.importorskip`` that fails under CI (installed there: a failed import is a bug)."""
+    try:
+        return _pytest_importorskip(modname, minversion=minversion, reason=reason)
+    except pytest.skip.Exception as exc:
+        unavailable(str(exc.msg))
+
+
+_pytest_importorskip = pytest.importorskip
+if under_ci():
+    # Test modules call pytest.importorskip at import time, before any fixture could intervene.
+    pytest.importorskip = _importorskip  # type: ignore[assignment]
+
+
 def _need(module: str, what: str) -> None:
     if importlib.util.find_spec(module) is None:
-        pytest.skip(f"{what} not installed ({module})")
+        unavailable(f"{what} not installed ({module})")
 
 
 @pytest.fixture(scope="session")
@@ -37,15 +67,28 @@ def artifacts_dir() -> Path:
     return ARTIFACTS
 
 
-def _start_llm(tmp: Path, name: str):  # -> LocalModelServer
+def _local_model() -> Path:
+    """The GGUF file llama.cpp serves (skipped locally, a failure under CI, when absent)."""
     _need("llama_cpp", "llama-cpp-python[server]")
     from tokenlean.errors import ServerError
-    from tokenlean.server import LocalModelServer, find_local_model
+    from tokenlean.server import find_local_model
 
     try:
-        find_local_model()
+        return Path(find_local_model())
     except ServerError as exc:
-        pytest.skip(str(exc))
+        unavailable(str(exc))
+
+
+@pytest.fixture(scope="session")
+def local_model_file() -> Path:
+    """Path of the local GGUF model, for tests that start their own servers (the demo)."""
+    return _local_model()
+
+
+def _start_llm(tmp: Path, name: str):  # -> LocalModelServer
+    from tokenlean.server import LocalModelServer
+
+    _local_model()
     server = LocalModelServer(log_file=tmp / f"{name}.log")
     server.start()
     return server
@@ -76,12 +119,12 @@ def redis_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         from tokenlean.cache.redis_server import RedisStackServer
     except ImportError as exc:
-        pytest.skip(f"Redis Stack launcher unavailable: {exc}")
+        unavailable(f"Redis Stack launcher unavailable: {exc}")
     server = RedisStackServer(data_dir=tmp_path_factory.mktemp("redis"))
     try:
         url = server.start()
     except Exception as exc:  # the package is optional locally; CI installs it
-        pytest.skip(f"redis-stack-server could not start: {exc}")
+        unavailable(f"redis-stack-server could not start: {exc}")
     yield url
     server.stop()
 

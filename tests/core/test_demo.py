@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -13,18 +12,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_demo_quick_prints_before_after_and_writes_the_report(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], local_model_file: Path
 ) -> None:
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("llama-cpp-python[server] not installed")
     from tokenlean.cli import main
-    from tokenlean.errors import ServerError
-    from tokenlean.server import find_local_model
-
-    try:
-        find_local_model()
-    except ServerError as exc:
-        pytest.skip(str(exc))
 
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0

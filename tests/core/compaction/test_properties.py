@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import string
+from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -48,6 +50,10 @@ def test_output_is_verbatim_ordered_subsequence(text: str, ratio: float, marker:
     comp = Compactor(
         ratio=ratio, mode="lexical", marker="[… {tokens} tokens omitted · {handle} …]" if marker else None
     )
+    _check_verbatim(comp, text, marker)
+
+
+def _check_verbatim(comp: Compactor, text: str, marker: bool) -> None:
     res = comp.compact(text, query="alpha beta")
     _pieces_are_subsequence(text, res)
     # with markers off, the output is literally the kept ranges concatenated
@@ -107,8 +113,12 @@ def _agent_history(n_steps: int, body: str) -> list[Message]:
     st.one_of(st.none(), st.integers(min_value=0, max_value=4)),
 )
 def test_tool_pairing_never_broken(n_steps: int, body: str, ratio: float, mask: int | None) -> None:
-    msgs = _agent_history(n_steps, body)
-    res = Compactor(ratio=ratio, mode="lexical", mask_observations_after=mask, min_tokens=0).compact(msgs)
+    comp = Compactor(ratio=ratio, mode="lexical", mask_observations_after=mask, min_tokens=0)
+    _check_pairing(comp, _agent_history(n_steps, body))
+
+
+def _check_pairing(comp: Compactor, msgs: list[Message]) -> None:
+    res = comp.compact(msgs)
     res.verify()
     out = res.messages
     assert len(out) == len(msgs)
@@ -123,3 +133,48 @@ def test_tool_pairing_never_broken(n_steps: int, body: str, ratio: float, mask: 
         for tc in m.tool_calls:
             assert any(x.role == "tool" and x.tool_call_id == tc.id for x in out[i + 1 :])
     assert out[0] == msgs[0] and out[-1] == msgs[-1]  # system prompt and latest user turn whole
+
+
+# -- the same invariants in the embedding-scored modes (static MiniLM table: fast enough for
+# property tests; "auto" picks embeddings when one is given) ------------------------------------
+EMBEDDING_SETTINGS = settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+
+@pytest.mark.parametrize("mode", ["embedding", "auto"])
+@EMBEDDING_SETTINGS
+@given(text=TEXT, ratio=st.floats(min_value=0.0, max_value=0.95), marker=st.booleans())
+def test_embedding_modes_output_is_verbatim(
+    static_embedder: Any, mode: str, text: str, ratio: float, marker: bool
+) -> None:
+    comp = Compactor(
+        ratio=ratio,
+        mode=mode,  # type: ignore[arg-type]
+        embedder=static_embedder,
+        marker="[… {tokens} tokens omitted · {handle} …]" if marker else None,
+    )
+    _check_verbatim(comp, text, marker)
+
+
+@pytest.mark.parametrize("mode", ["embedding", "auto"])
+@EMBEDDING_SETTINGS
+@given(
+    n_steps=st.integers(min_value=1, max_value=6),
+    body=TEXT,
+    ratio=st.floats(min_value=0.1, max_value=0.95),
+    mask=st.one_of(st.none(), st.integers(min_value=0, max_value=4)),
+)
+def test_embedding_modes_keep_tool_pairing(
+    static_embedder: Any, mode: str, n_steps: int, body: str, ratio: float, mask: int | None
+) -> None:
+    comp = Compactor(
+        ratio=ratio,
+        mode=mode,  # type: ignore[arg-type]
+        embedder=static_embedder,
+        mask_observations_after=mask,
+        min_tokens=0,
+    )
+    _check_pairing(comp, _agent_history(n_steps, body))
