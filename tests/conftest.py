@@ -24,6 +24,12 @@ for _var, _val in {
 }.items():
     os.environ.setdefault(_var, _val)
 
+# Omissions the tests make go to a throw-away file, not the user's data directory.
+if "TOKENLEAN_OMISSIONS" not in os.environ:
+    import tempfile
+
+    os.environ["TOKENLEAN_OMISSIONS"] = str(Path(tempfile.mkdtemp(prefix="tokenlean-om-")) / "omissions.sqlite3")
+
 import pytest  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"

@@ -3,11 +3,16 @@ TokenleanCompaction on; compact_messages in both modes; the expand_omitted tool.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
 from langchain_tokenlean.compaction import TokenleanCompaction, compact_messages, expand_omitted_tool
-from tokenlean.compaction import Compactor
+from tokenlean.compaction import Compactor, MemoryOmissionStore
+from tokenlean.compaction.omissions import HANDLE_PATTERN
+from tokenlean.errors import ConfigError
 
 LOG = "\n".join(
     f"2024-05-01 12:00:{i:02d} INFO worker-{i} finished job {i * 7} in {i + 3} ms; queue depth {40 - i}"
@@ -46,11 +51,50 @@ def test_expand_tool_returns_omitted_text() -> None:
     out = compact_messages(_history(), compactor=comp)
     marker_text = out[2].content
     assert "om-" in marker_text
-    handle = marker_text[marker_text.index("om-") : marker_text.index("om-") + 13]
+    handle = HANDLE_PATTERN.search(marker_text).group()
+    assert len(handle) == 3 + 32  # 128-bit handles
     tool = expand_omitted_tool(comp)
     restored = tool.invoke({"handle": handle})
     assert restored and restored in LOG
-    assert tool.invoke({"handle": "om-ffffffffff"}).startswith("error:")
+    assert tool.invoke({"handle": "om-" + "f" * 32}).startswith("error:")
+
+
+def test_rewritten_history_expands_in_a_new_middleware_and_a_new_process(tmp_path) -> None:
+    """rewrite_history keeps only markers in the checkpoint: their text must outlive the compactor."""
+    store = tmp_path / "omissions.sqlite3"
+    first = TokenleanCompaction(
+        ratio=0.7, keep_last_turns=1, mode="lexical", rewrite_history=True, store=store
+    )
+    update = first.before_model({"messages": _history()}, None)
+    assert update is not None
+    rewritten = update["messages"][1:]
+    handles = [h for m in rewritten for h in HANDLE_PATTERN.findall(str(m.content))]
+    assert handles
+    originals = {m.id: m.content for m in _history()}
+    # a new middleware (a restart of the app) reads every omission back, through the agent's tool
+    tool = TokenleanCompaction(ratio=0.7, rewrite_history=True, expose_expand_tool=True, store=store).tools[0]
+    for m in rewritten:
+        for h in HANDLE_PATTERN.findall(str(m.content)):
+            text = tool.invoke({"handle": h})
+            assert not text.startswith("error:") and text in originals[m.id]
+    # and so does another process
+    code = (
+        "import sys; from tokenlean.compaction import Compactor\n"
+        "c = Compactor(store=sys.argv[1])\n"
+        "print('\\x00'.join(c.expand_omitted(h) for h in sys.argv[2:]), end='')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(store), *handles], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split("\x00") == [first.compactor.expand_omitted(h) for h in handles]
+
+
+def test_rewrite_history_refuses_a_volatile_store() -> None:
+    with pytest.raises(ConfigError, match="durable"):
+        TokenleanCompaction(ratio=0.5, rewrite_history=True, store="memory")
+    with pytest.raises(ConfigError):
+        TokenleanCompaction(compactor=Compactor(store=MemoryOmissionStore()), rewrite_history=True)
+    assert TokenleanCompaction(ratio=0.5, store="memory").compactor.store.durable is False  # a view: fine
 
 
 def test_bad_messages_pass_through() -> None:

@@ -1,8 +1,9 @@
 """Verbatim context compaction: drop low-information units, never rewrite a byte.
 
 ``Compactor`` is the engine (segmenting, scoring, message-level policies, budgeted selection,
-incremental mode); ``Compacted`` is its result with ``verify()``; ``OmissionStore`` keeps what
-was dropped so an agent can ``expand_omitted(handle)`` it back.
+incremental mode); ``Compacted`` is its result with ``verify()``; an ``OmissionStore`` (durable
+SQLite by default, Redis, or in-memory) keeps what was dropped so an agent can
+``expand_omitted(handle)`` it back, in this process or a later one.
 """
 
 from tokenlean.compaction.compactor import (
@@ -11,8 +12,14 @@ from tokenlean.compaction.compactor import (
     Compacted,
     Compactor,
     Omission,
-    OmissionStore,
     compact_text,
+)
+from tokenlean.compaction.omissions import (
+    MemoryOmissionStore,
+    OmissionStore,
+    RedisOmissionStore,
+    SQLiteOmissionStore,
+    default_omission_path,
 )
 from tokenlean.compaction.protect import DEFAULT_PATTERNS, ProtectedPatterns
 from tokenlean.compaction.scoring import BM25, Scorer
@@ -25,12 +32,16 @@ __all__ = [
     "DEFAULT_PATTERNS",
     "Compacted",
     "Compactor",
+    "MemoryOmissionStore",
     "Omission",
     "OmissionStore",
     "ProtectedPatterns",
+    "RedisOmissionStore",
+    "SQLiteOmissionStore",
     "Scorer",
     "Unit",
     "compact_text",
+    "default_omission_path",
     "detect_kind",
     "segment",
 ]

@@ -39,6 +39,7 @@ import hashlib
 import heapq
 import logging
 import math
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -49,6 +50,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from tokenlean.compaction.omissions import (
+    OmissionStore,
+    find_handle,
+    make_handle,
+    open_omission_store,
+)
 from tokenlean.compaction.protect import ProtectedPatterns
 from tokenlean.compaction.scoring import (
     AGENT_WEIGHTS,
@@ -80,7 +87,6 @@ __all__ = [
     "Compacted",
     "Compactor",
     "Omission",
-    "OmissionStore",
     "compact_text",
 ]
 
@@ -106,37 +112,6 @@ class Omission:
     tokens: int
     policy: str
     marker: str
-
-
-class OmissionStore:
-    """Handle -> omitted text, bounded (LRU). Shared by a compactor and its ``expand_omitted`` tool."""
-
-    def __init__(self, max_items: int = 50_000) -> None:
-        self.max_items = max_items
-        self._items: OrderedDict[str, str] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def put(self, text: str) -> str:
-        handle = "om-" + hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=5).hexdigest()
-        with self._lock:
-            self._items[handle] = text
-            self._items.move_to_end(handle)
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
-        return handle
-
-    def get(self, handle: str) -> str:
-        with self._lock:
-            try:
-                return self._items[handle.strip()]
-            except KeyError:
-                raise UnknownHandleError(handle) from None
-
-    def __contains__(self, handle: object) -> bool:
-        return isinstance(handle, str) and handle.strip() in self._items
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 # -- result ----------------------------------------------------------------------------------
@@ -313,7 +288,7 @@ class Compactor:
         clauses: bool = True,
         incremental: bool = False,
         model: str | None = None,
-        store: OmissionStore | None = None,
+        store: OmissionStore | str | os.PathLike[str] | None = None,
     ) -> None:
         if ratio is not None and not (0.0 <= ratio < 1.0):
             raise ConfigError(f"ratio is the share of tokens to remove and must be in [0, 1), got {ratio}")
@@ -356,7 +331,7 @@ class Compactor:
         self.clauses = clauses
         self.incremental = incremental
         self.model = model
-        self.store = store if store is not None else OmissionStore()
+        self.store = open_omission_store(store)
         self._counter = get_counter(model)
         self._lock = threading.RLock()
         self._sessions: dict[str, _Session] = {}
@@ -388,8 +363,7 @@ class Compactor:
         """The exact text an omission marker stands for (``UnknownHandleError`` if unknown)."""
         if not isinstance(handle, str):
             raise UnknownHandleError(str(handle))
-        m = re.search(r"om-[0-9a-f]{10}", handle)
-        return self.store.get(m.group() if m else handle)
+        return self.store.get(find_handle(handle))
 
     def reset(self, session: str | None = None) -> None:
         """Forget frozen decisions (all sessions, or one)."""
@@ -867,7 +841,7 @@ class Compactor:
         marker_cost = 0
         if self.marker is not None:
             marker_cost = (
-                self._counter.count(self.marker.format(tokens=999, handle="om-0000000000", what="")) + 1
+                self._counter.count(self.marker.format(tokens=999, handle=make_handle(""), what="")) + 1
             )
         keep = [False] * nu
         prot = protected.tolist()

@@ -25,7 +25,7 @@ def expand_omitted_function(compactor: Compactor) -> Callable[[str], str]:
     """
 
     def expand_omitted(handle: str) -> str:
-        """Return the exact text an omission marker like '[… 120 tokens omitted · om-1a2b3c4d5e …]' stands for."""
+        """Return the exact text an omission marker like '[… 120 tokens omitted · om-…32 hex… …]' stands for."""
         try:
             return compactor.expand_omitted(handle)
         except TokenleanError as exc:

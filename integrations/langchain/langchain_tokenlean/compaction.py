@@ -5,7 +5,8 @@
   a compacted view of the history (``wrap_model_call`` / ``awrap_model_call`` hand
   ``request.override(messages=...)`` to the handler) while the graph state keeps the full history.
   ``rewrite_history=True`` instead rewrites the stored history in ``before_model`` (smaller
-  checkpoints, but the originals are then only reachable through ``expand_omitted``).
+  checkpoints; the originals are then only reachable through ``expand_omitted``, so this needs a
+  durable omission store: the default SQLite file or Redis, which any later process reads).
   ``expose_expand_tool=True`` registers the ``expand_omitted`` tool with the agent.
 * ``compact_messages(messages, ratio=..., query=...)`` is dual-mode like ``trim_messages``:
   messages in, messages out; called with options only it returns a ``Runnable``.
@@ -32,7 +33,7 @@ from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langchain_tokenlean._convert import messages_to_core
 from tokenlean.compaction import Compacted, Compactor
 from tokenlean.compaction.tools import expand_omitted_function
-from tokenlean.errors import TokenleanError
+from tokenlean.errors import ConfigError, TokenleanError
 
 __all__ = ["TokenleanCompaction", "compact_messages", "expand_omitted_tool"]
 
@@ -116,6 +117,12 @@ class TokenleanCompaction(AgentMiddleware):
         super().__init__()
         options.setdefault("incremental", True)
         self.compactor = compactor or Compactor(**options)
+        if rewrite_history and not getattr(self.compactor.store, "durable", False):
+            raise ConfigError(
+                "rewrite_history=True replaces the stored history by markers, so the omitted text must "
+                "outlive this process: use a durable omission store (the default SQLite one, or "
+                "RedisOmissionStore), not a volatile one"
+            )
         self.rewrite_history = rewrite_history
         self.query = query
         self.last_result: Compacted | None = None
