@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -78,6 +79,19 @@ def _check_texts(texts: Sequence[str]) -> None:
     for t in texts:
         if not isinstance(t, str):
             raise InputError(f"embed() takes str items, got {type(t).__name__}")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _encodable(text: str) -> str:
+    """``text`` with lone surrogates as U+FFFD: tokenizers reject them, and one broken character
+    (a truncated emoji in a tool output) must not cost the whole call its embeddings."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
 
 
 class SentenceTransformerEmbedder:
@@ -168,7 +182,7 @@ class SentenceTransformerEmbedder:
                     missing.setdefault(k, []).append(i)
         if missing:
             order = list(missing)
-            batch = [texts[missing[k][0]] for k in order]
+            batch = [_encodable(texts[missing[k][0]]) for k in order]
             vecs = model.encode(
                 batch,
                 batch_size=self.batch_size,
@@ -356,7 +370,7 @@ class StaticEmbedder:
         out = np.zeros((len(texts), table.shape[1]), dtype=np.float32)
         if not texts:
             return out
-        ids = tokenizer.encode(list(texts))
+        ids = tokenizer.encode([_encodable(t) for t in texts])
         for i, row in enumerate(ids):
             if row:
                 vec = table[row].mean(axis=0)

@@ -42,6 +42,7 @@ import math
 import os
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -63,6 +64,7 @@ from tokenlean.compaction.scoring import (
     DEFAULT_WEIGHTS,
     LEXICAL_WEIGHTS,
     STOPWORDS,
+    EmbeddingAbandoned,
     features,
     tokenize,
 )
@@ -112,6 +114,10 @@ class Omission:
     tokens: int
     policy: str
     marker: str
+
+
+class _OutOfTime(Exception):
+    """A call's deadline passed before scoring could start: the caller passes messages through."""
 
 
 # -- result ----------------------------------------------------------------------------------
@@ -258,6 +264,15 @@ class Compactor:
     absolute budget for the whole request (it wins when both are given); with neither, only the
     message-level policies run. ``mode="auto"`` uses embeddings when the ``embeddings`` extra is
     installed and falls back to lexical scoring (BM25 and cues) otherwise.
+
+    ``deadline`` (seconds, ``None`` for none) bounds one call, because compaction sits in front
+    of a model call the user is waiting for: embedding stops at the deadline (or when the
+    embedder fails) and the call is scored lexically instead; if even that cannot start in time
+    (a huge input), the messages pass through unchanged. Both are logged, neither is an error.
+    ``max_sessions`` bounds the incremental sessions kept (least recently used go first; a
+    forgotten session is decided afresh on its next call, see ``stats``).
+    ``store`` keeps omitted text (see ``tokenlean.compaction.omissions``): ``None`` is the
+    durable SQLite default, ``"memory"`` a volatile one, a path a SQLite file.
     """
 
     def __init__(
@@ -289,7 +304,13 @@ class Compactor:
         incremental: bool = False,
         model: str | None = None,
         store: OmissionStore | str | os.PathLike[str] | None = None,
+        deadline: float | None = 5.0,
+        max_sessions: int = 10_000,
     ) -> None:
+        if deadline is not None and not deadline > 0:
+            raise ConfigError(f"deadline is seconds > 0 (or None), got {deadline!r}")
+        if max_sessions < 1:
+            raise ConfigError("max_sessions must be >= 1")
         if ratio is not None and not (0.0 <= ratio < 1.0):
             raise ConfigError(f"ratio is the share of tokens to remove and must be in [0, 1), got {ratio}")
         if target_tokens is not None and target_tokens < 0:
@@ -332,9 +353,12 @@ class Compactor:
         self.incremental = incremental
         self.model = model
         self.store = open_omission_store(store)
+        self.deadline = deadline
+        self.max_sessions = max_sessions
+        self.stats: dict[str, int] = {"lexical_fallbacks": 0, "pass_throughs": 0, "sessions_evicted": 0}
         self._counter = get_counter(model)
         self._lock = threading.RLock()
-        self._sessions: dict[str, _Session] = {}
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._seg_cache: OrderedDict[tuple[bytes, str], list[Unit]] = OrderedDict()
         self._tok_cache: dict[str, tuple[int, list[str]]] = {}
 
@@ -419,11 +443,41 @@ class Compactor:
             )
         if query is not None and not isinstance(query, str):
             raise InputError("query must be a string")
+        deadline = self._start_clock()
         with self._lock:
-            result = self._compact_messages(msgs, query, session)
+            try:
+                result = self._compact_messages(msgs, query, session, deadline)
+            except _OutOfTime as exc:
+                self.stats["pass_throughs"] += 1
+                self._sessions.pop(session, None)  # its state may be half-updated: decide afresh
+                log.warning("compaction passed %d messages through: %s", len(msgs), exc)
+                result = self._unchanged(msgs, query)
         if request is not None:
             result = replace(result, request=request.with_messages(result.messages))
         return result
+
+    def _start_clock(self) -> float | None:
+        """This call's deadline; loading the embedder (once per process) is not charged to it."""
+        _ = self.embedder
+        return None if self.deadline is None else time.monotonic() + self.deadline
+
+    def _unchanged(self, msgs: tuple[Message, ...], query: str | None) -> Compacted:
+        before = sum(self._count_msg(m) for m in msgs) + 3 if msgs else 0
+        budget = self._budget(before)
+        whole = tuple(((0, len(m.text)),) if m.text else () for m in msgs)
+        return Compacted(
+            messages=msgs,
+            original=msgs,
+            tokens_before=before,
+            tokens_after=before,
+            dropped={},
+            kept=whole,
+            omissions=(),
+            budget=budget,
+            budget_met=budget is None or before <= budget,
+            query=query or "",
+            _pieces=tuple(None for _ in msgs),
+        )
 
     # -- budgets and counting ------------------------------------------------------------------
     def _budget(self, before: int) -> int | None:
@@ -476,6 +530,7 @@ class Compactor:
         an off-topic chunk can lose everything while the relevant one keeps its context, and a
         sentence repeated by overlapping chunks is kept once. No message-level policy applies.
         """
+        deadline = self._start_clock()
         docs = list(texts)
         for t in docs:
             if not isinstance(t, str):
@@ -489,7 +544,8 @@ class Compactor:
         before = sum(sum(it.tokens) for it in items)
         budget = self._budget(before)
         whole = tuple(((0, len(t)),) if t else () for t in docs)
-        if not any(docs) or budget is None or before <= budget:
+
+        def unchanged() -> Compacted:
             return Compacted(
                 messages=msgs,
                 original=msgs,
@@ -503,9 +559,19 @@ class Compactor:
                 query=query or "",
                 _pieces=whole,
             )
+
+        if not any(docs) or budget is None or before <= budget:
+            return unchanged()
         q = query if query else _keywords("\n".join(docs))
         with self._lock:
-            pieces, omissions, _dropped_tokens, met = self._select(items, q, budget, None)
+            try:
+                pieces, omissions, _dropped_tokens, met = self._select(
+                    items, q, budget, None, deadline=deadline
+                )
+            except _OutOfTime as exc:
+                self.stats["pass_throughs"] += 1
+                log.warning("compaction passed %d texts through: %s", len(docs), exc)
+                return unchanged()
         new_msgs = tuple(
             Message(role="user", content=_render(t, pc)) for t, pc in zip(docs, pieces, strict=True)
         )
@@ -560,7 +626,9 @@ class Compactor:
                 names[tc.id] = tc.name
         return names
 
-    def _compact_messages(self, msgs: tuple[Message, ...], query: str | None, session: str) -> Compacted:
+    def _compact_messages(
+        self, msgs: tuple[Message, ...], query: str | None, session: str, deadline: float | None = None
+    ) -> Compacted:
         n = len(msgs)
         counts = [self._count_msg(m) for m in msgs]
         before = sum(counts) + 3 if n else 0
@@ -590,7 +658,7 @@ class Compactor:
             return not (m.role in ("tool", "function") and self._tool_of(m, tool_names) in self.exclude_tools)
 
         freeze_age = max(self.keep_last_turns, self.mask_observations_after or 0)
-        sess = self._sessions.setdefault(session, _Session()) if self.incremental else None
+        sess = self._session(session) if self.incremental else None
         pieces: list[tuple[Piece, ...] | None] = [None] * n
         new_msgs: list[Message] = list(msgs)
         omissions: list[Omission] = []
@@ -716,7 +784,9 @@ class Compactor:
                     units = self._segment(msgs[i].text)
                     items.append(_Item(i, msgs[i].text, units, [self._unit_info(u.text)[0] for u in units]))
                 content_budget = max(0, unit_budget - sum(overhead.values()))
-                sel_pieces, sel_om, _dt, met = self._select(items, q, content_budget, sess, chat=True)
+                sel_pieces, sel_om, _dt, met = self._select(
+                    items, q, content_budget, sess, chat=True, deadline=deadline
+                )
                 omissions.extend(sel_om)
                 for item, pc in zip(items, sel_pieces, strict=True):
                     i = item.index
@@ -773,8 +843,25 @@ class Compactor:
         return names.get(m.tool_call_id or "", "")
 
     # -- selection -------------------------------------------------------------------------------
+    def _session(self, name: str) -> _Session:
+        sess = self._sessions.get(name)
+        if sess is None:
+            sess = self._sessions[name] = _Session()
+            while len(self._sessions) > self.max_sessions:
+                self._sessions.popitem(last=False)
+                self.stats["sessions_evicted"] += 1
+        else:
+            self._sessions.move_to_end(name)
+        return sess
+
     def _select(
-        self, items: list[_Item], query: str, budget: int, sess: _Session | None, chat: bool = False
+        self,
+        items: list[_Item],
+        query: str,
+        budget: int,
+        sess: _Session | None,
+        chat: bool = False,
+        deadline: float | None = None,
     ) -> tuple[list[list[Piece]], list[Omission], int, bool]:
         """Choose units across ``items`` to fit ``budget`` tokens; build pieces and markers."""
         flat: list[tuple[int, int]] = []  # (item index, unit index)
@@ -796,6 +883,8 @@ class Compactor:
                 c, t = self._unit_info(u.text)
                 costs.append(c)
                 toks.append(t)
+                if deadline is not None and not len(flat) % 1024 and time.monotonic() > deadline:
+                    raise _OutOfTime(f"deadline passed while tokenising ({len(flat)} units so far)")
             g0 += (it.units[-1].group + 1) if it.units else 0
             s0 += (it.units[-1].sentence + 1) if it.units else 0
         nu = len(flat)
@@ -805,17 +894,28 @@ class Compactor:
         else:
             bm25 = None
         emb = self.embedder
-        feats = features(
-            texts,
-            groups,
-            kinds,
-            query,
-            token_counts=costs,
-            embedder=emb,
-            bm25=bm25,
-            unit_tokens=toks,
-            sentences=sents,
-        )
+        if deadline is not None and time.monotonic() > deadline:
+            raise _OutOfTime("deadline passed before scoring")
+        try:
+            feats = features(
+                texts,
+                groups,
+                kinds,
+                query,
+                token_counts=costs,
+                embedder=emb,
+                bm25=bm25,
+                unit_tokens=toks,
+                sentences=sents,
+                deadline=deadline,
+            )
+        except EmbeddingAbandoned as exc:
+            self.stats["lexical_fallbacks"] += 1
+            log.warning("compaction scores %d units lexically this call: %s", nu, exc)
+            emb = None
+            feats = features(
+                texts, groups, kinds, query, token_counts=costs, bm25=bm25, unit_tokens=toks, sentences=sents
+            )
         if self.weights is not None:
             weights = self.weights
         elif chat:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -280,6 +281,32 @@ AGENT_WEIGHTS: dict[str, float] = {
 
 
 MAX_QUERY_EMBED_CHARS = 600
+EMBED_CHUNK = 64  # texts per embedder call when a deadline is set: the granularity of giving up
+
+
+class EmbeddingAbandoned(Exception):
+    """Embedding stopped: past the call's deadline, or the embedder itself failed.
+
+    Internal: the compactor catches it and scores lexically instead, so a slow or broken embedder
+    costs quality on one call, never the user's chain.
+    """
+
+
+def _embed(embedder: Embedder, texts: list[str], deadline: float | None) -> np.ndarray:
+    """``embedder.embed(texts)`` in chunks, giving up (``EmbeddingAbandoned``) past ``deadline``."""
+    try:
+        if deadline is None:
+            return np.asarray(embedder.embed(texts), dtype=np.float32)
+        parts = []
+        for a in range(0, len(texts), EMBED_CHUNK):
+            if time.monotonic() > deadline:
+                raise EmbeddingAbandoned(f"deadline passed after {a} of {len(texts)} texts")
+            parts.append(np.asarray(embedder.embed(texts[a : a + EMBED_CHUNK]), dtype=np.float32))
+        return np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
+    except EmbeddingAbandoned:
+        raise
+    except Exception as exc:  # the embedder is third-party code (torch, tokenizers): any failure
+        raise EmbeddingAbandoned(f"embedder failed: {type(exc).__name__}: {exc}") from exc
 
 
 def _z(x: np.ndarray) -> np.ndarray:
@@ -334,8 +361,12 @@ def features(
     bm25: BM25 | None = None,
     unit_tokens: Sequence[Sequence[str]] | None = None,
     sentences: Sequence[int] | None = None,
+    deadline: float | None = None,
 ) -> UnitFeatures:
     """Compute the standardised feature matrix for ``texts`` against ``query``.
+
+    ``deadline`` (a ``time.monotonic()`` instant) bounds the embedding work: past it, or when the
+    embedder fails, ``EmbeddingAbandoned`` is raised and the caller scores without embeddings.
 
     ``bm25`` may carry document frequencies from earlier calls (incremental mode); otherwise the
     units themselves are the corpus. ``unit_tokens`` lets a caller pass cached tokenisations.
@@ -409,12 +440,12 @@ def features(
             joined = [""] * len(sid)
             for i, t in enumerate(texts):
                 joined[sinv[i]] += t
-            vecs = np.asarray(embedder.embed(joined), dtype=np.float32)[sinv]
+            vecs = _embed(embedder, joined, deadline)[sinv]
         else:
-            vecs = np.asarray(embedder.embed(list(texts)), dtype=np.float32)
+            vecs = _embed(embedder, list(texts), deadline)
         # the model reads at most 256 word pieces anyway; the head of a long query (an agent's
         # latest observation) carries the request, and embedding it is paid on every call
-        qv = np.asarray(embedder.embed([query[:MAX_QUERY_EMBED_CHARS]]), dtype=np.float32)[0]
+        qv = _embed(embedder, [query[:MAX_QUERY_EMBED_CHARS]], None)[0]
         su = vecs @ qv
         cols["emb_unit"] = _z(su.astype(np.float64))
         gsum = np.zeros((len(uniq), vecs.shape[1]), dtype=np.float32)

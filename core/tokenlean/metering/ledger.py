@@ -41,7 +41,9 @@ from tokenlean.metering.records import EMPTY_MAPPING, UsageRecord, current_task_
 from tokenlean.types import Usage, normalize_usage
 
 __all__ = [
+    "ROLLED_UP",
     "UNTRACKED",
+    "Aggregate",
     "Ledger",
     "Meter",
     "TaskHandle",
@@ -148,79 +150,181 @@ class TaskSummary:
         }
 
 
-def summarize(task_id: str, records: Iterable[UsageRecord]) -> TaskSummary:
-    """Aggregate ``records`` (any grouping) into one ``TaskSummary`` labelled ``task_id``."""
-    calls = hits = unpriced = 0
-    inp = cached = write = out = reasoning = 0
-    cost: Decimal | None = None
-    ttfts: list[float] = []
-    durations: list[float] = []
-    gen_tokens = 0
-    gen_time = 0.0
-    models: dict[str, None] = {}
-    start: float | None = None
-    end: float | None = None
-    for r in records:
-        calls += 1
+class Aggregate:
+    """Running totals of a group of calls: what a ``TaskSummary`` is computed from.
+
+    Sums are exact however many calls were added. TTFT and duration percentiles are exact up to
+    ``SAMPLE`` calls and estimated from a uniform reservoir sample beyond, so memory per group
+    stays bounded.
+    """
+
+    SAMPLE = 1024
+    __slots__ = (
+        "cached",
+        "calls",
+        "cost",
+        "durations",
+        "end",
+        "gen_time",
+        "gen_tokens",
+        "hits",
+        "inp",
+        "models",
+        "out",
+        "reasoning",
+        "start",
+        "timed",
+        "ttfts",
+        "unpriced",
+        "write",
+    )
+
+    def __init__(self) -> None:
+        self.calls = self.hits = self.unpriced = self.timed = 0
+        self.inp = self.cached = self.write = self.out = self.reasoning = 0
+        self.cost: Decimal | None = None
+        self.ttfts: list[float] = []
+        self.durations: list[float] = []
+        self.gen_tokens = 0
+        self.gen_time = 0.0
+        self.models: dict[str, None] = {}
+        self.start: float | None = None
+        self.end: float | None = None
+
+    def _sample(self, values: list[float], v: float) -> None:
+        if len(values) < self.SAMPLE:
+            values.append(v)
+        else:  # reservoir sampling (Vitter's algorithm R), deterministic per group
+            j = hash((self.timed, len(values))) % self.timed
+            if j < self.SAMPLE:
+                values[j] = v
+
+    def add(self, r: UsageRecord) -> None:
+        self.calls += 1
         u = r.usage
-        inp += u.input_tokens
-        cached += u.cached_input_tokens
-        write += u.cache_write_tokens
-        out += u.output_tokens
-        reasoning += u.reasoning_tokens
-        models[r.model] = None
+        self.inp += u.input_tokens
+        self.cached += u.cached_input_tokens
+        self.write += u.cache_write_tokens
+        self.out += u.output_tokens
+        self.reasoning += u.reasoning_tokens
+        self.models[r.model] = None
         if r.cost is None:
-            unpriced += 1
+            self.unpriced += 1
         else:
-            cost = r.cost if cost is None else cost + r.cost
-        start = r.started_at if start is None else min(start, r.started_at)
+            self.cost = r.cost if self.cost is None else self.cost + r.cost
+        self.start = r.started_at if self.start is None else min(self.start, r.started_at)
         if r.ended_at is not None:
-            end = r.ended_at if end is None else max(end, r.ended_at)
+            self.end = r.ended_at if self.end is None else max(self.end, r.ended_at)
         if r.cache_hit:
-            hits += 1
-            continue  # a replayed answer says nothing about the model's latency
+            self.hits += 1
+            return  # a replayed answer says nothing about the model's latency
+        self.timed += 1
         if (t := r.ttft_s) is not None:
-            ttfts.append(t)
+            self._sample(self.ttfts, t)
         if (d := r.duration_s) is not None:
-            durations.append(d)
+            self._sample(self.durations, d)
         gen = r.generation_s
         if gen is not None and gen > 0 and u.output_tokens:
-            gen_tokens += u.output_tokens
-            gen_time += gen
-    return TaskSummary(
-        task_id=task_id,
-        calls=calls,
-        cache_hits=hits,
-        input_tokens=inp,
-        cached_input_tokens=cached,
-        cache_write_tokens=write,
-        output_tokens=out,
-        reasoning_tokens=reasoning,
-        cost=cost,
-        unpriced_calls=unpriced,
-        ttft_p50_s=percentile(ttfts, 0.5),
-        ttft_p95_s=percentile(ttfts, 0.95),
-        duration_p50_s=percentile(durations, 0.5),
-        duration_p95_s=percentile(durations, 0.95),
-        output_tokens_per_s=gen_tokens / gen_time if gen_time > 0 else None,
-        models=tuple(models),
-        started_at=start,
-        ended_at=end,
-    )
+            self.gen_tokens += u.output_tokens
+            self.gen_time += gen
+
+    def merge(self, other: Aggregate) -> None:
+        """Fold ``other`` in (sums exact; the latency samples are concatenated, then bounded)."""
+        self.calls += other.calls
+        self.hits += other.hits
+        self.unpriced += other.unpriced
+        self.inp += other.inp
+        self.cached += other.cached
+        self.write += other.write
+        self.out += other.out
+        self.reasoning += other.reasoning
+        if other.cost is not None:
+            self.cost = other.cost if self.cost is None else self.cost + other.cost
+        self.timed += other.timed
+        for v in other.ttfts:
+            self._sample(self.ttfts, v)
+        for v in other.durations:
+            self._sample(self.durations, v)
+        self.gen_tokens += other.gen_tokens
+        self.gen_time += other.gen_time
+        self.models.update(other.models)
+        if other.start is not None:
+            self.start = other.start if self.start is None else min(self.start, other.start)
+        if other.end is not None:
+            self.end = other.end if self.end is None else max(self.end, other.end)
+
+    def summary(self, task_id: str) -> TaskSummary:
+        return TaskSummary(
+            task_id=task_id,
+            calls=self.calls,
+            cache_hits=self.hits,
+            input_tokens=self.inp,
+            cached_input_tokens=self.cached,
+            cache_write_tokens=self.write,
+            output_tokens=self.out,
+            reasoning_tokens=self.reasoning,
+            cost=self.cost,
+            unpriced_calls=self.unpriced,
+            ttft_p50_s=percentile(self.ttfts, 0.5),
+            ttft_p95_s=percentile(self.ttfts, 0.95),
+            duration_p50_s=percentile(self.durations, 0.5),
+            duration_p95_s=percentile(self.durations, 0.95),
+            output_tokens_per_s=self.gen_tokens / self.gen_time if self.gen_time > 0 else None,
+            models=tuple(self.models),
+            started_at=self.start,
+            ended_at=self.end,
+        )
+
+
+def summarize(task_id: str, records: Iterable[UsageRecord]) -> TaskSummary:
+    """Aggregate ``records`` (any grouping) into one ``TaskSummary`` labelled ``task_id``."""
+    agg = Aggregate()
+    for r in records:
+        agg.add(r)
+    return agg.summary(task_id)
+
+
+ROLLED_UP = "(rolled up)"
+"""Task id under which the oldest tasks are merged once a ledger holds ``max_tasks`` tasks."""
 
 
 class Ledger:
-    """Keeps every ``UsageRecord`` and summarises them per task, per model and overall.
+    """Keeps recent ``UsageRecord`` objects and summarises all calls per task, per model and overall.
+
+    Bounded memory, nothing dropped silently: a long-running process records calls forever, so
+    the ledger keeps at most ``max_records`` records (the oldest go first) but folds every record
+    into running per-task, per-model and overall aggregates as it arrives, and ``task()``,
+    ``tasks()``, ``by_model()`` and ``summary()`` read those, so they stay complete and cost the
+    same however many calls came before. Beyond ``max_tasks`` tasks (``ROLLED_UP`` included)
+    the oldest task aggregates are merged into one ``ROLLED_UP`` task.
+    ``records()`` and ``group()`` see the retained records only;
+    ``rolled_up`` counts the records no longer retained. Duplicate record ids are recognised
+    among the retained records. ``None`` for either bound means unbounded.
 
     ``sink`` (a path, a ``JsonlSink`` or any callable taking a record) receives each record as it
-    is added, e.g. for a crash-safe JSONL log; a failing sink is logged and never loses the
-    in-memory record or raises into the caller.
+    is added, e.g. for a crash-safe JSONL log of every call; a failing sink is logged and never
+    loses the in-memory record or raises into the caller.
     """
 
-    def __init__(self, sink: str | Path | Sink | Sequence[Sink] | None = None) -> None:
+    def __init__(
+        self,
+        sink: str | Path | Sink | Sequence[Sink] | None = None,
+        *,
+        max_records: int | None = 10_000,
+        max_tasks: int | None = 10_000,
+    ) -> None:
+        for name, v, low in (("max_records", max_records, 1), ("max_tasks", max_tasks, 2)):
+            if v is not None and (not isinstance(v, int) or v < low):
+                raise MeteringError(f"{name} must be an int >= {low} or None, got {v!r}")
+        self.max_records = max_records
+        self.max_tasks = max_tasks
         self._lock = threading.Lock()
-        self._records: list[UsageRecord] = []
+        self._records: deque[UsageRecord] = deque()
         self._ids: set[str] = set()
+        self._tasks: dict[str, Aggregate] = {}
+        self._models: dict[str, Aggregate] = {}
+        self._total = Aggregate()
+        self.rolled_up = 0
         self._sinks: list[Sink] = []
         # Appended to without a lock (deque.append / popleft are atomic); ``_drain_lock`` makes
         # concurrent readers build the queued records one at a time, in order.
@@ -281,13 +385,46 @@ class Ledger:
             self._drain()  # keep call order: queued calls were made before this one
         return self._store(rec)
 
+    def _add(self, rec: UsageRecord) -> bool:
+        """Retain and aggregate ``rec`` (lock held); ``False`` for a duplicate id."""
+        if rec.id in self._ids:
+            return False
+        self._ids.add(rec.id)
+        self._records.append(rec)
+        task_id = rec.task_id or UNTRACKED
+        agg = self._tasks.get(task_id)
+        if agg is None:
+            agg = self._tasks[task_id] = Aggregate()
+            while self.max_tasks is not None and len(self._tasks) > self.max_tasks:
+                self._roll_up_oldest_task()
+        agg.add(rec)
+        model = self._models.get(rec.model)
+        if model is None:
+            model = self._models[rec.model] = Aggregate()
+        model.add(rec)
+        self._total.add(rec)
+        if self.max_records is not None:
+            while len(self._records) > self.max_records:
+                self._ids.discard(self._records.popleft().id)
+                self.rolled_up += 1
+        return True
+
+    def _roll_up_oldest_task(self) -> None:
+        for task_id in self._tasks:  # insertion order: the oldest task first
+            if task_id != ROLLED_UP:
+                old = self._tasks.pop(task_id)
+                break
+        else:  # pragma: no cover - only ROLLED_UP left, and max_tasks >= 1
+            return
+        rolled = self._tasks.pop(ROLLED_UP, None) or Aggregate()
+        rolled.merge(old)
+        self._tasks[ROLLED_UP] = rolled
+
     def _store(self, rec: UsageRecord) -> UsageRecord:
         with self._lock:
-            if rec.id in self._ids:
+            if not self._add(rec):
                 log.debug("record %s already in the ledger; ignoring the duplicate", rec.id)
                 return rec
-            self._ids.add(rec.id)
-            self._records.append(rec)
             sinks = tuple(self._sinks)
         for sink in sinks:
             try:
@@ -302,27 +439,30 @@ class Ledger:
         self._drain()
         with self._lock:
             for rec in recs:
-                if rec.id not in self._ids:
-                    self._ids.add(rec.id)
-                    self._records.append(rec)
+                self._add(rec)
 
     def clear(self) -> None:
         self._deferred.clear()
         with self._lock:
             self._records.clear()
             self._ids.clear()
+            self._tasks.clear()
+            self._models.clear()
+            self._total = Aggregate()
+            self.rolled_up = 0
 
     @classmethod
     def from_jsonl(cls, path: str | Path, *, strict: bool = True) -> Ledger:
-        """A ledger holding the records of a JSONL file written by ``JsonlSink``."""
+        """A ledger holding every record of a JSONL file written by ``JsonlSink`` (unbounded)."""
         from tokenlean.metering.exporters import read_jsonl
 
-        ledger = cls()
+        ledger = cls(max_records=None, max_tasks=None)
         ledger.extend(read_jsonl(path, strict=strict))
         return ledger
 
     # -- reading -------------------------------------------------------------------------------
     def __len__(self) -> int:
+        """Records retained (``summary().calls`` counts every call)."""
         self._drain()
         with self._lock:
             return len(self._records)
@@ -331,7 +471,7 @@ class Ledger:
         return iter(self.records())
 
     def records(self, task_id: str | None = None) -> list[UsageRecord]:
-        """A snapshot of the records, optionally of one task (``UNTRACKED`` for task-less calls)."""
+        """A snapshot of the retained records, optionally of one task (``UNTRACKED`` for task-less calls)."""
         self._drain()
         with self._lock:
             snapshot = list(self._records)
@@ -340,31 +480,43 @@ class Ledger:
         return [r for r in snapshot if (r.task_id or UNTRACKED) == task_id]
 
     def group(self, key: Callable[[UsageRecord], str]) -> dict[str, TaskSummary]:
-        """Summaries of the records grouped by ``key(record)``, in order of first appearance."""
+        """Summaries of the retained records grouped by ``key(record)``, in order of first appearance."""
         groups: dict[str, list[UsageRecord]] = {}
         for r in self.records():
             groups.setdefault(key(r), []).append(r)
         return {k: summarize(k, rs) for k, rs in groups.items()}
 
+    def _summaries(self, aggs: dict[str, Aggregate]) -> dict[str, TaskSummary]:
+        self._drain()
+        with self._lock:
+            return {k: a.summary(k) for k, a in aggs.items()}
+
     def tasks(self) -> dict[str, TaskSummary]:
         """One ``TaskSummary`` per task id; calls outside any task are under ``UNTRACKED``."""
-        return self.group(lambda r: r.task_id or UNTRACKED)
+        return self._summaries(self._tasks)
 
     def task(self, task_id: str) -> TaskSummary:
-        """The summary of one task (zero calls if it has none)."""
-        return summarize(task_id, self.records(task_id))
+        """The summary of one task (zero calls if it has none, or if it was rolled up)."""
+        self._drain()
+        with self._lock:
+            agg = self._tasks.get(task_id)
+            return agg.summary(task_id) if agg is not None else Aggregate().summary(task_id)
 
     def by_model(self) -> dict[str, TaskSummary]:
-        return self.group(lambda r: r.model)
+        return self._summaries(self._models)
 
     def summary(self) -> TaskSummary:
-        """Everything in the ledger as one summary (``task_id`` ``"*"``)."""
-        return summarize("*", self.records())
+        """Every call the ledger has seen as one summary (``task_id`` ``"*"``)."""
+        self._drain()
+        with self._lock:
+            return self._total.summary("*")
 
     def throughput(self, model: str | None = None) -> float | None:
         """Measured output tokens/s (of ``model`` or all calls), e.g. for ``ModelPrice.self_hosted``."""
-        recs = [r for r in self.records() if model is None or r.model == model]
-        return summarize(model or "*", recs).output_tokens_per_s
+        self._drain()
+        with self._lock:
+            agg = self._total if model is None else self._models.get(model)
+            return None if agg is None else agg.summary(model or "*").output_tokens_per_s
 
 
 _DEFAULT_METER: Meter | None = None
