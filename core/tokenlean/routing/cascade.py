@@ -26,7 +26,7 @@ import numpy as np
 
 from tokenlean.errors import ConfigError
 from tokenlean.routing.endpoints import mean_logprob
-from tokenlean.routing.policies import Decision, OutputControl
+from tokenlean.routing.policies import Decision, OutputControl, check_count
 from tokenlean.types import Message, Request, Response
 
 __all__ = [
@@ -250,6 +250,7 @@ class SelfCheck:
     name = "self_check"
 
     def __init__(self, prompt: str = SELF_CHECK_PROMPT, max_tokens: int = 4) -> None:
+        check_count(max_tokens, "SelfCheck.max_tokens", minimum=1)
         self.prompt, self.max_tokens = prompt, max_tokens
 
     def prepare(self, request: Request) -> Request:

@@ -10,6 +10,11 @@ Errors are always typed (``tokenlean.errors``): connection refused and 5xx becom
 ``EndpointUnavailable`` (retryable), timeouts ``EndpointTimeout`` (retryable), 4xx and broken
 JSON ``EndpointProtocolError`` (not retryable: the same bytes will fail the same way).
 
+Only failures of the server or the wire are endpoint errors (``TRANSPORT_ERRORS``). The parsers
+check the shape of what the server sent and raise ``EndpointProtocolError`` themselves, so any
+other exception (a ``TypeError`` in our own code) is a tokenlean bug: it propagates unchanged
+instead of counting against a healthy replica, ejecting it or sending the call to a fallback.
+
 ``VLLMEndpoint`` adds what a replica router needs from a vLLM server: ``/health``,
 ``/v1/models`` discovery and a scrape of ``/metrics`` (queue depth, KV-cache use, prefix-cache
 hit counters), and sends a per-tenant ``cache_salt`` so tenants never share prefix-cache blocks.
@@ -30,22 +35,26 @@ from typing import Any, Protocol, runtime_checkable
 import httpx
 
 from tokenlean.errors import (
+    EmptyInputError,
     EndpointError,
     EndpointProtocolError,
     EndpointTimeout,
     EndpointUnavailable,
+    InputError,
     MessageFormatError,
     UsageFormatError,
 )
 from tokenlean.types import Message, Request, Response, ToolCall, Usage, normalize_usage
 
 __all__ = [
+    "TRANSPORT_ERRORS",
     "Endpoint",
     "EndpointMetrics",
     "OpenAICompatibleEndpoint",
     "StreamChunk",
     "VLLMEndpoint",
     "backoff_delay",
+    "check_request",
     "parse_prometheus",
 ]
 
@@ -127,6 +136,26 @@ def backoff_delay(
     return r.uniform(0.0, min(cap, base * (2**attempt)))
 
 
+_TOKEN_CAPS = ("max_tokens", "max_completion_tokens")
+
+
+def check_request(request: Request) -> None:
+    """Reject a call that no server can answer, before it is routed or sent.
+
+    An empty conversation has nothing to answer, and the OpenAI API refuses a token cap below
+    one. Sent anyway, such a call costs a round trip and comes back as a 4xx that reads like the
+    endpoint's fault (or a server reads it its own way); caught here, it is the caller's mistake.
+    """
+    if not request.messages:
+        raise EmptyInputError("a call needs at least one message")
+    for key in _TOKEN_CAPS:
+        value = request.params.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{key} must be a positive integer, got {value!r}")
+
+
 def _classify_status(status: int, text: str, endpoint: str) -> EndpointError:
     snippet = text[:200].replace("\n", " ")
     if status == 408 or status == 504:
@@ -136,23 +165,51 @@ def _classify_status(status: int, text: str, endpoint: str) -> EndpointError:
     return EndpointProtocolError(f"{endpoint}: HTTP {status}: {snippet}", endpoint=endpoint, status=status)
 
 
+#: What a call to a server may fail with that is the server's or the network's doing: our own
+#: typed errors, everything httpx raises about the request it sent (transport, timeouts, status,
+#: undecodable bodies, redirect loops) and socket-level ``OSError``. Catch these and only these
+#: around I/O; anything else is a bug in tokenlean and must reach the caller as itself.
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = (EndpointError, httpx.HTTPError, OSError)
+
+
 def _classify_exception(exc: Exception, endpoint: str) -> EndpointError:
+    """The typed endpoint error for one of ``TRANSPORT_ERRORS``.
+
+    Callers catch ``TRANSPORT_ERRORS`` only, so nothing else reaches here; should it anyway, it
+    is re-raised as itself rather than passed off as the server's fault.
+    """
     if isinstance(exc, EndpointError):
         return exc
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
         return EndpointTimeout(f"{endpoint}: timed out ({type(exc).__name__})", endpoint=endpoint)
+    if isinstance(exc, httpx.HTTPStatusError):
+        return _classify_status(exc.response.status_code, exc.response.text, endpoint)
     if isinstance(exc, (httpx.TransportError, OSError)):
         return EndpointUnavailable(f"{endpoint}: {type(exc).__name__}: {exc}", endpoint=endpoint)
-    return EndpointProtocolError(f"{endpoint}: {type(exc).__name__}: {exc}", endpoint=endpoint)
+    if isinstance(exc, httpx.HTTPError):  # an undecodable body, a redirect loop: the server's answer
+        return EndpointProtocolError(f"{endpoint}: {type(exc).__name__}: {exc}", endpoint=endpoint)
+    raise exc
 
 
-def _logprobs_of(choice: Mapping[str, Any]) -> tuple[float, ...]:
+def _malformed(endpoint: str, what: str) -> EndpointProtocolError:
+    return EndpointProtocolError(f"{endpoint}: {what}", endpoint=endpoint)
+
+
+def _logprobs_of(choice: Mapping[str, Any], endpoint: str) -> tuple[float, ...]:
     lp = choice.get("logprobs")
     if not isinstance(lp, Mapping):
         return ()
     content = lp.get("content")
     if isinstance(content, list):
-        return tuple(float(t["logprob"]) for t in content if isinstance(t, Mapping) and "logprob" in t)
+        out: list[float] = []
+        for t in content:
+            if not isinstance(t, Mapping) or "logprob" not in t:
+                continue
+            value = t["logprob"]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise _malformed(endpoint, f"token logprob must be a number, got {value!r}")
+            out.append(float(value))
+        return tuple(out)
     tokens = lp.get("token_logprobs")  # legacy completions shape, some servers still send it
     if isinstance(tokens, list):
         return tuple(float(x) for x in tokens if isinstance(x, (int, float)))
@@ -184,7 +241,7 @@ def _parse_body(raw: bytes, endpoint: str, latency_s: float) -> Response:
     extra = dict(resp.extra)
     extra["endpoint"] = endpoint
     extra["latency_s"] = latency_s
-    lps = _logprobs_of(choice)
+    lps = _logprobs_of(choice, endpoint)
     if lps:
         extra["logprobs"] = lps
     return Response(resp.message, resp.model, resp.usage, resp.finish_reason, resp.id, extra)
@@ -228,8 +285,9 @@ class _StreamAssembler:
             raise EndpointUnavailable(
                 f"{self.endpoint}: stream error: {event['error']}", endpoint=self.endpoint
             )
-        self.model = event.get("model") or self.model
-        self.id = event.get("id") or self.id
+        model, rid = event.get("model"), event.get("id")
+        self.model = model if model and isinstance(model, str) else self.model  # as Response.from_openai
+        self.id = rid if rid and isinstance(rid, str) else self.id
         usage = None
         if event.get("usage"):
             try:
@@ -243,13 +301,24 @@ class _StreamAssembler:
         finish: str | None = None
         lps: tuple[float, ...] = ()
         choices = event.get("choices") or []
+        if not isinstance(choices, list):
+            raise _malformed(self.endpoint, "SSE 'choices' is not a list")
         if choices and isinstance(choices[0], Mapping):
             choice = choices[0]
             delta = choice.get("delta") or {}
+            if not isinstance(delta, Mapping):
+                raise _malformed(self.endpoint, "SSE 'delta' is not an object")
             text = delta.get("content") or ""
-            raw_deltas = tuple(delta.get("tool_calls") or ())
+            if not isinstance(text, str):
+                raise _malformed(
+                    self.endpoint, f"SSE delta content must be a string, got {type(text).__name__}"
+                )
+            calls = delta.get("tool_calls") or ()
+            if not isinstance(calls, (list, tuple)):
+                raise _malformed(self.endpoint, "SSE delta 'tool_calls' is not a list")
+            raw_deltas = tuple(calls)
             finish = choice.get("finish_reason")
-            lps = _logprobs_of(choice)
+            lps = _logprobs_of(choice, self.endpoint)
         deltas = tuple(self._normalise_delta(d) for d in raw_deltas if isinstance(d, Mapping))
         if text:
             self.text.append(text)
@@ -267,14 +336,22 @@ class _StreamAssembler:
         Some servers (llama.cpp) repeat the id and the full name on every delta; passed on as-is,
         every consumer that concatenates pieces would build "addaddadd".
         """
-        index = int(d.get("index", 0))
+        index = d.get("index", 0)
         fn = d.get("function") or {}
-        name, args = fn.get("name") or "", fn.get("arguments") or ""
+        if isinstance(index, bool) or not isinstance(index, int) or not isinstance(fn, Mapping):
+            raise _malformed(self.endpoint, f"bad tool-call delta: {dict(d)!r:.120}")
+        name, args, call_id = fn.get("name") or "", fn.get("arguments") or "", d.get("id")
+        if (
+            not isinstance(name, str)
+            or not isinstance(args, str)
+            or not isinstance(call_id, (str, type(None)))
+        ):
+            raise _malformed(self.endpoint, f"bad tool-call delta: {dict(d)!r:.120}")
         slot = self.tool_calls.get(index)
         first = slot is None
         if slot is None:
             slot = self.tool_calls[index] = {"id": None, "name": "", "arguments": ""}
-        new_id = d.get("id") if d.get("id") and d.get("id") != slot["id"] and slot["id"] is None else None
+        new_id = call_id if call_id and call_id != slot["id"] and slot["id"] is None else None
         if new_id:
             slot["id"] = new_id
         if name == slot["name"]:
@@ -412,6 +489,7 @@ class OpenAICompatibleEndpoint:
 
     # -- non-streaming ---------------------------------------------------------------------------
     def complete(self, request: Request) -> Response:
+        check_request(request)
         body = self._body(request, stream=False)
         attempt = 0
         while True:
@@ -421,12 +499,13 @@ class OpenAICompatibleEndpoint:
                 if r.status_code >= 400:
                     raise _classify_status(r.status_code, r.text, self.name)
                 return _parse_body(r.content, self.name, time.monotonic() - t0)
-            except Exception as exc:
+            except TRANSPORT_ERRORS as exc:
                 self._retry_or_raise(exc, attempt)
             time.sleep(self._delay(attempt))
             attempt += 1
 
     async def acomplete(self, request: Request) -> Response:
+        check_request(request)
         body = self._body(request, stream=False)
         attempt = 0
         while True:
@@ -436,7 +515,7 @@ class OpenAICompatibleEndpoint:
                 if r.status_code >= 400:
                     raise _classify_status(r.status_code, r.text, self.name)
                 return _parse_body(r.content, self.name, time.monotonic() - t0)
-            except Exception as exc:
+            except TRANSPORT_ERRORS as exc:
                 self._retry_or_raise(exc, attempt)
             await asyncio.sleep(self._delay(attempt))
             attempt += 1
@@ -448,6 +527,7 @@ class OpenAICompatibleEndpoint:
         Retries happen only before the first token: after that, replaying would duplicate text
         the caller already showed.
         """
+        check_request(request)
         body = self._body(request, stream=True)
         attempt = 0
         while True:
@@ -467,12 +547,13 @@ class OpenAICompatibleEndpoint:
                 return
             except GeneratorExit:
                 raise
-            except Exception as exc:
+            except TRANSPORT_ERRORS as exc:
                 self._retry_or_raise(exc, attempt, yielded=yielded)
             time.sleep(self._delay(attempt))
             attempt += 1
 
     async def astream(self, request: Request) -> AsyncIterator[StreamChunk]:
+        check_request(request)
         body = self._body(request, stream=True)
         attempt = 0
         while True:
@@ -492,7 +573,7 @@ class OpenAICompatibleEndpoint:
                 return
             except GeneratorExit:
                 raise
-            except Exception as exc:
+            except TRANSPORT_ERRORS as exc:
                 self._retry_or_raise(exc, attempt, yielded=yielded)
             await asyncio.sleep(self._delay(attempt))
             attempt += 1
@@ -501,7 +582,7 @@ class OpenAICompatibleEndpoint:
     def list_models(self) -> list[str]:
         try:
             r = self.client.get(f"{self.base_url}/models")
-        except Exception as exc:
+        except TRANSPORT_ERRORS as exc:
             raise _classify_exception(exc, self.name) from exc
         if r.status_code >= 400:
             raise _classify_status(r.status_code, r.text, self.name)
@@ -650,21 +731,21 @@ class VLLMEndpoint(OpenAICompatibleEndpoint):
     def health(self) -> bool:
         try:
             r = self.client.get(f"{self.root_url}/health", timeout=2.0)
-        except Exception:
+        except TRANSPORT_ERRORS:
             return False
         return r.status_code == 200
 
     async def ahealth(self) -> bool:
         try:
             r = await self.aclient.get(f"{self.root_url}/health", timeout=2.0)
-        except Exception:
+        except TRANSPORT_ERRORS:
             return False
         return r.status_code == 200
 
     def metrics(self) -> EndpointMetrics | None:
         try:
             r = self.client.get(f"{self.root_url}/metrics", timeout=2.0)
-        except Exception as exc:
+        except TRANSPORT_ERRORS as exc:
             log.debug("%s: metrics scrape failed: %s", self.name, exc)
             return None
         if r.status_code != 200:

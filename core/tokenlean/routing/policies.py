@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
@@ -52,6 +53,18 @@ log = logging.getLogger("tokenlean.routing.policies")
 # -- decisions --------------------------------------------------------------------------------------
 
 
+def check_count(value: object, name: str, *, minimum: int) -> None:
+    """Raise ``ConfigError`` unless ``value`` is ``None`` or a whole number >= ``minimum``.
+
+    Token bounds are compared and sent as they are: a negative or fractional one would be
+    silently meaningless (a rule that never matches, a cap every server refuses).
+    """
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ConfigError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class OutputControl:
     """ "Generate less": a per-route cap on output, applied to the request before it is sent.
@@ -63,6 +76,9 @@ class OutputControl:
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
     instruction: str | None = None
+
+    def __post_init__(self) -> None:
+        check_count(self.max_tokens, "OutputControl.max_tokens", minimum=1)
 
     def apply(self, request: Request) -> Request:
         params = dict(request.params)
@@ -156,6 +172,15 @@ class Rule:
     when: Callable[[Request], bool] | None = None
     output: OutputControl | None = None
     name: str | None = None
+
+    def __post_init__(self) -> None:
+        check_count(self.min_tokens, "Rule.min_tokens", minimum=0)
+        check_count(self.max_tokens, "Rule.max_tokens", minimum=0)
+        if self.min_tokens is not None and self.max_tokens is not None and self.min_tokens > self.max_tokens:
+            raise ConfigError(
+                f"Rule.min_tokens ({self.min_tokens}) is above Rule.max_tokens ({self.max_tokens}): "
+                "the rule could never match"
+            )
 
     def matches(self, request: Request, n_tokens: Callable[[], int]) -> str | None:
         """The reason when the rule matches, else ``None``."""

@@ -34,7 +34,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tokenlean.errors import ConfigError, EndpointError, NoRouteError
-from tokenlean.routing.endpoints import Endpoint, EndpointMetrics, StreamChunk
+from tokenlean.routing.endpoints import (
+    TRANSPORT_ERRORS,
+    Endpoint,
+    EndpointMetrics,
+    StreamChunk,
+    check_request,
+)
 from tokenlean.types import Request, Response
 
 __all__ = ["ReplicaGroup", "ReplicaState", "stable_prefix_key"]
@@ -146,14 +152,18 @@ class ReplicaGroup:
         return max(float(r.in_flight), remote or 0.0)
 
     def refresh_metrics(self) -> None:
-        """Scrape every replica's ``metrics()`` now (blocking); failures leave old values to age out."""
+        """Scrape every replica's ``metrics()`` now (blocking); failures leave old values to age out.
+
+        Only a server's or the network's failure is shrugged off; a bug in a scraper propagates
+        (from the background refresh, to ``threading.excepthook``) instead of hiding in a debug log.
+        """
         for r in self.replicas:
             fn = getattr(r.endpoint, "metrics", None)
             if fn is None:
                 continue
             try:
                 m = fn()
-            except Exception as exc:  # a scrape must never break a call
+            except TRANSPORT_ERRORS as exc:  # a server that cannot be scraped must not break a call
                 log.debug("%s: metrics failed: %s", r.name, exc)
                 continue
             if m is not None:
@@ -325,6 +335,7 @@ class ReplicaGroup:
         return NoRouteError(f"all replicas of {self.model!r} failed: " + "; ".join(errors))
 
     def complete(self, request: Request) -> Response:
+        check_request(request)  # refused here whatever the endpoint type
         errors: list[str] = []
         for r in self.order(request):
             t0, ahead = self._begin(r)
@@ -340,6 +351,7 @@ class ReplicaGroup:
         raise self._give_up(errors)
 
     async def acomplete(self, request: Request) -> Response:
+        check_request(request)  # refused here whatever the endpoint type
         errors: list[str] = []
         for r in self.order(request):
             t0, ahead = self._begin(r)
@@ -355,6 +367,7 @@ class ReplicaGroup:
         raise self._give_up(errors)
 
     def stream(self, request: Request) -> Iterator[StreamChunk]:
+        check_request(request)  # refused here whatever the endpoint type
         errors: list[str] = []
         for r in self.order(request):
             t0, ahead = self._begin(r)
@@ -373,6 +386,7 @@ class ReplicaGroup:
         raise self._give_up(errors)
 
     async def astream(self, request: Request) -> AsyncIterator[StreamChunk]:
+        check_request(request)  # refused here whatever the endpoint type
         errors: list[str] = []
         for r in self.order(request):
             t0, ahead = self._begin(r)

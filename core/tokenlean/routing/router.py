@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from tokenlean.errors import EndpointError, NoRouteError
-from tokenlean.routing.endpoints import Endpoint, StreamChunk
+from tokenlean.routing.endpoints import Endpoint, StreamChunk, check_request
 from tokenlean.routing.policies import Decision, RoutingPolicy
 from tokenlean.routing.replicas import ReplicaGroup
 from tokenlean.types import Request, Response, Usage
@@ -80,7 +80,12 @@ class Router:
 
     # -- deciding --------------------------------------------------------------------------------
     def route(self, request: Request) -> Decision:
-        """Ask the policies in order; the first decision wins. Pure CPU: no call is made."""
+        """Ask the policies in order; the first decision wins. Pure CPU: no call is made.
+
+        A call no model can answer (no messages, a token cap below one) raises ``InputError``
+        before any policy sees it: policies would otherwise pick a model for it.
+        """
+        check_request(request)
         t0 = time.perf_counter()
         decision = None
         for policy in self.policies:
@@ -268,6 +273,7 @@ class Router:
         raise NoRouteError("; ".join(errors))
 
     def _drive(self, request: Request, decision: Decision) -> tuple[Response, Decision]:
+        check_request(request)  # a decision made earlier may come with a different request
         plan = self._plan(request, decision)
         fell: list[str] = []
         call: _Call | None = next(plan)
@@ -301,7 +307,10 @@ class Router:
         answer as one chunk. Otherwise a target that fails before its first token falls back
         to the next target.
         """
-        decision = decision or self.route(request)
+        if decision is None:
+            decision = self.route(request)
+        else:
+            check_request(request)
         if decision.cascade is not None:
             yield from self._single_chunks(self._drive(request, decision)[0])
             return
@@ -337,6 +346,7 @@ class Router:
         raise NoRouteError("; ".join(errors))
 
     async def _adrive(self, request: Request, decision: Decision) -> tuple[Response, Decision]:
+        check_request(request)
         plan = self._plan(request, decision)
         fell: list[str] = []
         call: _Call | None = next(plan)
@@ -362,7 +372,10 @@ class Router:
         return (await self.acomplete_with_decision(request))[0]
 
     async def astream(self, request: Request, decision: Decision | None = None) -> AsyncIterator[StreamChunk]:
-        decision = decision or self.route(request)
+        if decision is None:
+            decision = self.route(request)
+        else:
+            check_request(request)
         if decision.cascade is not None:
             for chunk in self._single_chunks((await self._adrive(request, decision))[0]):
                 yield chunk
