@@ -28,7 +28,9 @@ for _var, _val in {
 if "TOKENLEAN_OMISSIONS" not in os.environ:
     import tempfile
 
-    os.environ["TOKENLEAN_OMISSIONS"] = str(Path(tempfile.mkdtemp(prefix="tokenlean-om-")) / "omissions.sqlite3")
+    os.environ["TOKENLEAN_OMISSIONS"] = str(
+        Path(tempfile.mkdtemp(prefix="tokenlean-om-")) / "omissions.sqlite3"
+    )
 
 import pytest  # noqa: E402
 
@@ -155,3 +157,33 @@ def static_embedder() -> object:
     emb = get_static_embedder()
     emb.embed(["warm up"])
     return emb
+
+
+@pytest.fixture
+def loop_watch(caplog: pytest.LogCaptureFixture) -> Any:
+    """asyncio debug mode's slow-callback check: ``async with loop_watch(0.3) as blocked: ...``
+    turns debug on for the block; ``blocked`` collects every step of the loop that held it for
+    longer than the threshold (asyncio logs them as "Executing ... took N s")."""
+    import asyncio
+    import contextlib
+    import logging
+
+    @contextlib.asynccontextmanager
+    async def watch(threshold: float) -> Any:
+        loop = asyncio.get_running_loop()
+        old = (loop.get_debug(), loop.slow_callback_duration)
+        loop.set_debug(True)
+        loop.slow_callback_duration = threshold
+        await asyncio.sleep(0)  # the loop decides per step whether to time it: start a fresh one
+        found: list[str] = []
+        caplog.clear()
+        try:
+            with caplog.at_level(logging.WARNING, logger="asyncio"):
+                yield found
+                await asyncio.sleep(0)  # end the step in progress: the loop times it now
+                found.extend(r.getMessage() for r in caplog.records if "Executing" in r.getMessage())
+        finally:
+            loop.set_debug(old[0])
+            loop.slow_callback_duration = old[1]
+
+    return watch

@@ -3,6 +3,8 @@ engine (VectorStoreIndex + our MiniLM embedder + OpenAILike on the local llama.c
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
@@ -12,6 +14,8 @@ from llama_index.postprocessor.tokenlean.compaction import (
     TokenleanCompactionPostprocessor,
     expand_omitted_tool,
 )
+from tokenlean.compaction import Compactor, SQLiteOmissionStore
+from tokenlean.compaction.omissions import HANDLE_PATTERN
 
 PASSAGES = [
     "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris. It was named after "
@@ -63,10 +67,31 @@ def test_expand_tool() -> None:
     )
     out = pp.postprocess_nodes(_nodes(), query_bundle=QueryBundle("Eiffel Tower height"))
     text = " ".join(n.node.get_content() for n in out)
-    handle = text[text.index("om-") : text.index("om-") + 13]
+    handle = HANDLE_PATTERN.search(text).group()
     tool = expand_omitted_tool(pp.compactor)
     restored = tool.call(handle=handle).content
     assert restored and any(restored.strip() in p for p in PASSAGES)
+
+
+class _SlowStore(SQLiteOmissionStore):
+    def put_many(self, texts):  # type: ignore[no-untyped-def]
+        time.sleep(0.5)  # a busy disk
+        return super().put_many(texts)
+
+
+async def test_memory_block_compacts_off_the_event_loop(loop_watch, tmp_path) -> None:
+    comp = Compactor(
+        ratio=0.6, keep_last_turns=0, keep_last_user=False, min_tokens=16, store=_SlowStore(tmp_path / "om")
+    )
+    block = TokenleanCompactedHistoryBlock(ratio=0.6, compactor=comp)
+    await block.aput([ChatMessage(role=MessageRole.USER, content=p) for p in PASSAGES])
+    async with loop_watch(0.4) as blocked:
+        got = await block.aget(
+            messages=[ChatMessage(role=MessageRole.USER, content="How tall is the Eiffel Tower?")]
+        )
+    assert sum(len(str(m.content)) for m in got) < sum(len(p) for p in PASSAGES)
+    assert len(comp.store) > 0  # the slow store was written to
+    assert blocked == []
 
 
 async def test_memory_block_returns_compacted_history() -> None:

@@ -1,7 +1,11 @@
 """Getting records out of the process: a crash-safe JSONL log and Prometheus text exposition.
 
 JSONL: one record per line, appended with a single ``write`` on an ``O_APPEND`` descriptor and
-``fsync``-ed before the call returns, so a crash loses at most the line being written. Such a
+``fsync``-ed before the call returns, so a crash loses at most the line being written. On an
+asyncio event loop's thread the write is handed to a background writer instead (an ``fsync``
+there would stall every coroutine of the application): the call returns at once, lines keep
+their order, and a crash can lose the lines still queued; ``flush()`` waits for them, and
+``close()`` and interpreter exit flush. Such a
 torn last line is expected after a crash: the reader skips it with a warning, and a sink that
 reopens the file cuts it off before appending (otherwise the next record would be glued to
 the fragment and both would be lost). Any *other* unreadable line is real corruption and is
@@ -14,11 +18,15 @@ the file atomically so a scraper never reads half a file.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
+import sys
 import tempfile
 import threading
+import weakref
+from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -38,19 +46,48 @@ def _encode(rec: UsageRecord) -> bytes:
     return (json.dumps(rec.to_dict(), separators=(",", ":"), default=str) + "\n").encode("ascii")
 
 
+def _on_event_loop() -> bool:
+    """Whether this thread is running an asyncio event loop (without importing asyncio)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+_open_sinks: weakref.WeakSet[JsonlSink] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all() -> None:
+    for sink in list(_open_sinks):
+        sink.flush(timeout=10.0)
+
+
 class JsonlSink:
     """Appends each record to a JSONL file, one ``fsync``-ed line per record (a ``Ledger`` sink).
 
     Thread-safe; several processes may append to one file (each line is one ``O_APPEND`` write).
     ``fsync=False`` trades durability on power loss for speed (a process crash still loses
-    nothing that was written, the OS has it).
+    nothing that was written, the OS has it). Called on an event loop's thread it never blocks:
+    the line goes to a background writer (see the module docstring).
     """
+
+    IDLE_S = 30.0  # the background writer exits after this long without work
 
     def __init__(self, path: str | Path, *, fsync: bool = True) -> None:
         self.path = Path(path)
         self.fsync = fsync
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self._cv = threading.Condition()
+        self._pending: deque[bytes] = deque()
+        self._busy = False
+        self._writer: threading.Thread | None = None
+        _open_sinks.add(self)
 
     def _open(self) -> int:
         if self._fd is None:
@@ -84,19 +121,65 @@ class JsonlSink:
 
     def __call__(self, rec: UsageRecord) -> None:
         data = _encode(rec)
+        if _on_event_loop():
+            self._enqueue(data)
+            return
+        with self._cv:  # lines queued from the loop come first: keep call order
+            queued = bool(self._pending or self._busy)
+        if queued:
+            self.flush()
+        self._write([data])
+
+    def _write(self, lines: list[bytes]) -> None:
         with self._lock:
             fd = self._open()
             try:
-                view = memoryview(data)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
+                for data in lines:
+                    view = memoryview(data)
+                    while view:
+                        n = os.write(fd, view)
+                        view = view[n:]
                 if self.fsync:
                     os.fsync(fd)
             except OSError as exc:
                 raise MeteringError(f"cannot append to ledger file {self.path}: {exc}") from exc
 
+    def _enqueue(self, data: bytes) -> None:
+        with self._cv:
+            self._pending.append(data)
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._run, name="tokenlean-jsonl-writer", daemon=True)
+                self._writer.start()
+            self._cv.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                if not self._pending:
+                    self._cv.wait(self.IDLE_S)
+                if not self._pending:
+                    self._writer = None
+                    self._cv.notify_all()
+                    return
+                batch = list(self._pending)
+                self._pending.clear()
+                self._busy = True
+            try:
+                self._write(batch)  # one fsync for everything queued meanwhile
+            except MeteringError:
+                log.exception("%d usage records could not be written to %s", len(batch), self.path)
+            finally:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued line is written; ``False`` if ``timeout`` passed first."""
+        with self._cv:
+            return self._cv.wait_for(lambda: not self._pending and not self._busy, timeout)
+
     def close(self) -> None:
+        self.flush()
         with self._lock:
             if self._fd is not None:
                 os.close(self._fd)

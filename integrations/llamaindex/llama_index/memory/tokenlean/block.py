@@ -69,7 +69,8 @@ class TokenleanCompactedHistoryBlock(BaseMemoryBlock[list[ChatMessage]]):
                 break
         core = messages_to_core(self._messages)
         try:
-            result = self._compactor.compact(core, query=query)
+            # off the event loop: scoring is CPU-bound and omissions are written to their store
+            result = await self._compactor.acompact(core, query=query)
         except TokenleanError as exc:
             log.warning("history compaction skipped (%s)", exc)
             return list(self._messages)
