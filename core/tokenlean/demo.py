@@ -479,9 +479,9 @@ def run_demo(
         compactors = {
             # agent: an observation repeated later (the same test log, the same file) goes in its
             # earlier copy; nothing else is cut, so the history stays a stable prefix until then
-            "agent": Compactor(ratio=None, keep_last_turns=1, mode="lexical"),
+            "agent": Compactor(ratio=None, keep_last_turns=1, mode="lexical", store="memory"),
             # RAG: keep what answers the question (query-aware selection over the documents)
-            "rag": Compactor(ratio=0.5, keep_last_turns=0, mode="lexical"),
+            "rag": Compactor(ratio=0.5, keep_last_turns=0, mode="lexical", store="memory"),
         }
 
         def prepare(step: Any) -> Any:
@@ -551,7 +551,7 @@ def run_demo(
         policy=_ProfilePolicy(policies),
         targets={WEAK: weak_alias, STRONG: strong_alias},
         cache=default_cache(),
-        compactor=Compactor(ratio=0.5, keep_last_turns=1, mode="lexical"),
+        compactor=Compactor(ratio=0.5, keep_last_turns=1, mode="lexical", store="memory"),
     )
     report = profiler.profile(_trace_of(base, strong_alias))
     notes = [

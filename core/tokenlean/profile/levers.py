@@ -215,7 +215,7 @@ def default_compactor() -> Any:
     """
     from tokenlean.compaction import Compactor
 
-    return Compactor(ratio=None, mask_observations_after=3, dedupe=True, mode="lexical")
+    return Compactor(ratio=None, mask_observations_after=3, dedupe=True, mode="lexical", store="memory")
 
 
 def _sample_positions(n: int, k: int | None) -> list[int]:
