@@ -160,3 +160,29 @@ async def test_real_agent_async_and_rewrite_history(local_chat_model) -> None:
     assert len(tool_msg.content) < len(LOG)  # stored history was rewritten in before_model
     assert tool_msg.response_metadata.get("tokenlean_compacted") is True
     assert stored[-2].content == history[-1].content
+
+
+def test_lone_surrogate_does_not_kill_an_agent_run() -> None:
+    """A truncated emoji in a tool output once made auto compaction raise TypeError mid-run."""
+    pytest.importorskip("sentence_transformers")
+    from langchain.agents import create_agent
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
+    seen: list[list] = []
+
+    class _Model(GenericFakeChatModel):
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append(list(messages))
+            return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+    model = _Model(messages=iter([AIMessage("worker-13")]))
+    compaction = TokenleanCompaction(ratio=0.7, keep_last_turns=1, store="memory")  # auto mode: embeddings
+    history = _history()
+    history[2] = ToolMessage(LOG + "\nbroken emoji: \ud83d", tool_call_id="call_1", name="read_log", id="t1")
+    state = create_agent(model, tools=[], middleware=[compaction]).invoke({"messages": history})
+    assert state["messages"][-1].content == "worker-13"
+    assert (
+        compaction.last_result is not None
+        and compaction.last_result.tokens_after < compaction.last_result.tokens_before
+    )
+    assert len(seen[0][2].content) < len(history[2].content)  # the model saw the compacted tool output
