@@ -5,6 +5,11 @@ embedded one composes the two protocols, the Redis one (:mod:`tokenlean.cache.re
 both in Redis. The index is rebuilt from the stored embeddings on start, and before every search it
 catches up with entries and deletions committed by other processes (a cheap ``data_version`` check
 when nothing changed).
+
+The index holds a bounded number of namespace shards (``max_shards``); the store holds everything.
+A shard that is in memory is always whole (every entry of its namespace up to the sync marks), so
+catching up only feeds shards already in memory, and a namespace whose shard is not (never
+searched here, evicted, or emptied) is loaded whole from the store when it is searched or written.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 
 from tokenlean.cache.index import FaissIndex, VectorIndex
 from tokenlean.cache.store import CacheEntry, CacheStore, SQLiteStore
+from tokenlean.errors import ConfigError
 
 __all__ = ["CacheBackend", "EmbeddedBackend"]
 
@@ -52,7 +58,9 @@ class EmbeddedBackend:
     """faiss + SQLite in this process; the file may be shared with other processes.
 
     ``path`` is the SQLite file (``":memory:"`` for a throw-away cache). ``index`` defaults to a
-    :class:`FaissIndex` of the embedder's dimension, created on the first vector.
+    :class:`FaissIndex` of the embedder's dimension, created on the first vector, holding at most
+    ``max_shards`` namespaces in memory (None: no cap). A ``store`` that cannot read one namespace
+    (no ``namespace_vectors``) could not bring a dropped shard back, so then the cap is off.
     """
 
     def __init__(
@@ -63,10 +71,16 @@ class EmbeddedBackend:
         index: VectorIndex | None = None,
         hnsw_threshold: int = 20_000,
         synchronous: str = "NORMAL",
+        max_shards: int | None = 4096,
     ) -> None:
+        if max_shards is not None and (
+            isinstance(max_shards, bool) or not isinstance(max_shards, int) or max_shards < 1
+        ):
+            raise ConfigError(f"max_shards must be a positive integer or None, got {max_shards!r}")
         self.store: Any = store if store is not None else SQLiteStore(path, synchronous=synchronous)
         self.index: VectorIndex | None = index
         self.hnsw_threshold = hnsw_threshold
+        self.max_shards = max_shards
         self._lock = threading.RLock()
         self._marks = (0, 0)
         self._version = -1
@@ -75,8 +89,33 @@ class EmbeddedBackend:
     # -- index upkeep --------------------------------------------------------------------------
     def _ensure_index(self, dim: int) -> VectorIndex:
         if self.index is None:
-            self.index = FaissIndex(dim, hnsw_threshold=self.hnsw_threshold)
+            cap = self.max_shards if self._reloads else None
+            self.index = FaissIndex(dim, hnsw_threshold=self.hnsw_threshold, max_shards=cap)
         return self.index
+
+    @property
+    def _reloads(self) -> bool:
+        """Whether a namespace's shard can be (re)loaded alone from the store."""
+        return hasattr(self.store, "namespace_vectors")
+
+    def _resident(self, namespace: str) -> bool:
+        """Whether the index holds ``namespace`` whole (an index that cannot tell holds everything)."""
+        if not self._reloads:
+            return True
+        if self.index is None:
+            return False
+        has = getattr(self.index, "has", None)
+        return True if has is None else bool(has(namespace))
+
+    def _load(self, namespace: str) -> None:
+        """Bring ``namespace``'s shard into memory from the store unless it is there already."""
+        if self._resident(namespace):
+            return
+        rows = self.store.namespace_vectors(namespace)
+        if rows:
+            self._ensure_index(len(rows[0][1])).add(
+                namespace, [r[0] for r in rows], np.stack([r[1] for r in rows])
+            )
 
     def _sync(self) -> None:
         """Load everything on first use, then apply other processes' writes since last time."""
@@ -90,17 +129,20 @@ class EmbeddedBackend:
         version = store.data_version()
         if self._loaded and version == self._version:
             return
-        added, deleted, new_id, new_seq = store.changes_since(*self._marks)
+        changes = store.changes_since(*self._marks)
+        if changes.reset and self.index is not None:
+            self.index.clear()
         by_ns: dict[str, list[tuple[int, np.ndarray]]] = {}
-        for i, ns, vec in added:
+        for i, ns, vec in changes.added:
             by_ns.setdefault(ns, []).append((i, vec))
         for ns, rows in by_ns.items():
-            idx = self._ensure_index(len(rows[0][1]))
-            idx.add(ns, [r[0] for r in rows], np.stack([r[1] for r in rows]))
+            if changes.reset or self._resident(ns):  # other shards load whole when needed
+                idx = self._ensure_index(len(rows[0][1]))
+                idx.add(ns, [r[0] for r in rows], np.stack([r[1] for r in rows]))
         if self.index is not None:
-            for i, ns in deleted:
+            for i, ns in changes.deleted:
                 self.index.remove(ns, [i])
-        self._marks = (new_id, new_seq)
+        self._marks = (changes.last_id, changes.last_seq)
         self._version = version
         self._loaded = True
 
@@ -115,6 +157,7 @@ class EmbeddedBackend:
     def search(self, namespace: str, vector: np.ndarray, k: int) -> list[tuple[CacheEntry, float]]:
         with self._lock:
             self._sync()
+            self._load(namespace)
             if self.index is None:
                 return []
             found = self.index.search(namespace, vector, k)
@@ -138,13 +181,15 @@ class EmbeddedBackend:
         if ttl is not None:
             entry.expires_at = entry.created_at + ttl
         with self._lock:
-            self._sync()  # catch up first so our marks never skip another process's rows
+            self._sync()
             self.store.put(entry)
             assert entry.id is not None
             if entry.embedding is not None:
-                self._ensure_index(len(entry.embedding)).add(
-                    entry.namespace, [int(entry.id)], np.asarray(entry.embedding, np.float32).reshape(1, -1)
-                )
+                if self._resident(entry.namespace):
+                    vec = np.asarray(entry.embedding, np.float32).reshape(1, -1)
+                    self._ensure_index(vec.shape[1]).add(entry.namespace, [int(entry.id)], vec)
+                else:
+                    self._load(entry.namespace)  # the store already has the new entry
         return entry
 
     def touch(self, entry: CacheEntry) -> None:
@@ -185,6 +230,10 @@ class EmbeddedBackend:
             mem = getattr(self.index, "memory_bytes", None)
             if mem is not None:
                 out["index_bytes"] = mem()
+            for name, attr in (("shards", "shards"), ("shard_evictions", "evictions")):
+                value = getattr(self.index, attr, None)
+                if value is not None:
+                    out[name] = int(value)
         return out
 
     def clear(self) -> None:
@@ -192,6 +241,7 @@ class EmbeddedBackend:
         with self._lock:
             if self.index is not None:
                 self.index.clear()
+            self._marks, self._loaded = (0, 0), False
 
     def close(self) -> None:
         self.store.close()
@@ -212,5 +262,8 @@ class EmbeddedBackend:
                 if e.embedding is not None:
                     by_ns.setdefault(e.namespace, []).append(e)
             for ns, rows in by_ns.items():
+                if not self._resident(ns):
+                    self._load(ns)  # the store already has the new entries
+                    continue
                 vecs = np.stack([np.asarray(e.embedding, np.float32) for e in rows])
                 self._ensure_index(vecs.shape[1]).add(ns, [int(e.id or 0) for e in rows], vecs)

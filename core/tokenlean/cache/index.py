@@ -9,11 +9,17 @@ inner product is cosine) and turns into HNSW once it passes ``hnsw_threshold`` e
 of 100k x 384 floats reads 150 MB per query (~15 ms), HNSW answers in well under a millisecond.
 HNSW cannot delete, so removed ids become tombstones filtered from results, and the shard is
 rebuilt when a fifth of it is dead.
+
+Shards are held in memory as an LRU of at most ``max_shards``: under ``context="prefix"`` every
+conversation turn is its own namespace, so without a bound a long-running process would keep a
+shard for every conversation it ever saw. A dropped shard is only a cache of the store: the
+embedded backend reloads it from the store when its namespace is searched again.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -135,7 +141,8 @@ class FaissIndex:
     """The embedded ``VectorIndex``: faiss shards, one per namespace, guarded by one lock.
 
     ``hnsw_threshold`` (default 20,000) is where a shard switches from exact search to HNSW; set it
-    very high to keep exact search everywhere.
+    very high to keep exact search everywhere. ``max_shards`` caps the namespaces held at once
+    (least recently used dropped first, counted in ``evictions``); None removes the cap.
     """
 
     def __init__(
@@ -146,14 +153,21 @@ class FaissIndex:
         hnsw_m: int = 32,
         ef_construction: int = 80,
         ef_search: int = 64,
+        max_shards: int | None = 4096,
     ) -> None:
         if dim < 1 or hnsw_threshold < 1:
             raise ConfigError("dim and hnsw_threshold must be positive")
+        if max_shards is not None and (
+            isinstance(max_shards, bool) or not isinstance(max_shards, int) or max_shards < 1
+        ):
+            raise ConfigError(f"max_shards must be a positive integer or None, got {max_shards!r}")
         _faiss()
         self.dim = dim
         self.hnsw_threshold = hnsw_threshold
+        self.max_shards = max_shards
+        self.evictions = 0
         self._params = (hnsw_m, ef_construction, ef_search)
-        self._shards: dict[str, _Shard] = {}
+        self._shards: OrderedDict[str, _Shard] = OrderedDict()
         self._lock = threading.RLock()
 
     def _check(self, vectors: np.ndarray) -> np.ndarray:
@@ -170,6 +184,11 @@ class FaissIndex:
             shard = self._shards.get(namespace)
             if shard is None:
                 shard = self._shards[namespace] = _Shard(self.dim, self.hnsw_threshold, *self._params)
+                while self.max_shards is not None and len(self._shards) > self.max_shards:
+                    self._shards.popitem(last=False)
+                    self.evictions += 1
+            else:
+                self._shards.move_to_end(namespace)
             shard.add(list(ids), arr)
 
     def remove(self, namespace: str, ids: Sequence[int]) -> None:
@@ -184,7 +203,26 @@ class FaissIndex:
         arr = self._check(vector)
         with self._lock:
             shard = self._shards.get(namespace)
-            return shard.search(arr, k) if shard is not None else []
+            if shard is None:
+                return []
+            self._shards.move_to_end(namespace)
+            return shard.search(arr, k)
+
+    def has(self, namespace: str) -> bool:
+        """Whether ``namespace``'s shard is in memory (never created, emptied or evicted: not)."""
+        with self._lock:
+            return namespace in self._shards
+
+    def ids(self, namespace: str) -> set[int]:
+        """The store ids held for ``namespace``."""
+        with self._lock:
+            shard = self._shards.get(namespace)
+            return set(shard.where) if shard is not None else set()
+
+    @property
+    def shards(self) -> int:
+        with self._lock:
+            return len(self._shards)
 
     def __len__(self) -> int:
         with self._lock:

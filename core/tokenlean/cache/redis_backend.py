@@ -10,6 +10,11 @@ retries are off, and after a failure the backend stays "open circuit" for ``retr
 ``SemanticCache`` turns that into a logged pass-through). The first call after the interval tries
 again, so the cache comes back by itself when Redis does; the search index is re-created if the
 server came back empty.
+
+The entry cap is kept with a sorted set of last access times. Redis expires an entry's hash by
+itself but cannot take its member out of that set, so every write also sweeps a slice of the set
+(``prune_batch`` members, resumed where the previous write stopped) and drops members whose entry
+is gone: the set stays about as large as the live entries without a full scan on any one call.
 """
 
 from __future__ import annotations
@@ -29,6 +34,17 @@ from tokenlean.errors import CacheBackendError, ConfigError, MissingDependencyEr
 __all__ = ["RedisBackend"]
 
 logger = logging.getLogger("tokenlean.cache.redis")
+
+#: Count a hit only on an entry that still exists: a plain HINCRBY on an expired hash would
+#: re-create it as a stub without payload or TTL that nothing ever removes.
+_TOUCH = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'hits', 1)
+  redis.call('HSET', KEYS[1], 'last_access', ARGV[1])
+  redis.call('ZADD', KEYS[2], 'XX', ARGV[1], ARGV[2])
+end
+return 0
+"""
 
 _FIELDS = (
     "ns",
@@ -61,7 +77,10 @@ def _search_rows(raw: Any) -> list[tuple[str, dict[bytes, bytes]]]:
 
 
 class RedisBackend:
-    """``CacheBackend`` on Redis Stack (RediSearch vector index, HNSW, cosine)."""
+    """``CacheBackend`` on Redis Stack (RediSearch vector index, HNSW, cosine).
+
+    ``prune_batch``: how many members of the LRU set each write checks for entries that expired.
+    """
 
     def __init__(
         self,
@@ -74,9 +93,12 @@ class RedisBackend:
         ef_construction: int = 200,
         ef_runtime: int = 20,
         client: Any = None,
+        prune_batch: int = 100,
     ) -> None:
         if not prefix or any(c in prefix for c in " {}"):
             raise ConfigError("prefix must be non-empty without spaces or braces")
+        if isinstance(prune_batch, bool) or not isinstance(prune_batch, int) or prune_batch < 1:
+            raise ConfigError(f"prune_batch must be a positive integer, got {prune_batch!r}")
         try:
             import redis
             from redis.backoff import NoBackoff
@@ -97,6 +119,10 @@ class RedisBackend:
             retry_on_timeout=False,
             health_check_interval=0,
         )
+        self.prune_batch = prune_batch
+        self.pruned = 0
+        self._sweep_cursor = 0
+        self._touch = self.client.register_script(_TOUCH)
         self._dim: int | None = None
         self._index_ready = False
         self._down_until = 0.0
@@ -127,6 +153,31 @@ class RedisBackend:
     @property
     def _lru(self) -> str:
         return f"{self.prefix}lru"
+
+    def _prune(self) -> int:
+        """Drop LRU members whose entry is gone (expired or removed behind our back); bounded work.
+
+        One ``ZSCAN`` step of about ``prune_batch`` members from where the last call stopped (a
+        small set comes back whole), then one pipelined existence check. A hash without a payload
+        is no entry either, so such a leftover is deleted too.
+        """
+        cursor, items = self._call(self.client.zscan, self._lru, self._sweep_cursor, count=self.prune_batch)
+        self._sweep_cursor = int(cursor)
+        members = [m for m, _ in items]
+        if not members:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for m in members:
+            pipe.hexists(self._ekey(m.decode()), "payload")
+        alive = self._call(pipe.execute)
+        dead = [m for m, ok in zip(members, alive, strict=True) if not ok]
+        if dead:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zrem(self._lru, *dead)
+            pipe.delete(*(self._ekey(m.decode()) for m in dead))
+            self._call(pipe.execute)
+            self.pruned += len(dead)
+        return len(dead)
 
     def _ensure_index(self, dim: int) -> None:
         if self._index_ready and self._dim == dim:
@@ -247,17 +298,18 @@ class RedisBackend:
             self._call(self.client.delete, self._ekey(previous.decode()))
             self._call(self.client.zrem, self._lru, previous)
         entry.id = entry_id  # type: ignore[assignment]
+        try:
+            self._prune()
+        except CacheBackendError:  # housekeeping: the entry is stored, the next write sweeps again
+            logger.debug("LRU sweep failed", exc_info=True)
         return entry
 
     def touch(self, entry: CacheEntry) -> None:
         if entry.id is None:
             return
-        now = time.time()
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hincrby(self._ekey(str(entry.id)), "hits", 1)
-        pipe.hset(self._ekey(str(entry.id)), "last_access", now)
-        pipe.zadd(self._lru, {str(entry.id): now}, xx=True)
-        self._call(pipe.execute)
+        self._call(
+            self._touch, keys=[self._ekey(str(entry.id)), self._lru], args=[time.time(), str(entry.id)]
+        )
 
     def set_min_score(self, entry: CacheEntry, value: float) -> None:
         if entry.id is not None:
@@ -279,29 +331,35 @@ class RedisBackend:
         """TTL is native; the entry cap is kept with a sorted set of last access times (LRU).
 
         LFU is approximated by LRU on Redis (Redis' own ``maxmemory-policy allkeys-lfu`` is the
-        better tool for memory-bounded LFU).
+        better tool for memory-bounded LFU). Members of expired entries that the write sweep has
+        not reached yet still count towards the cap; popping one is clean-up, not an eviction, so
+        the loop pops again until the set is within the cap. Returns the live entries evicted.
         """
         if max_entries is None:
             return 0
-        over = int(self._call(self.client.zcard, self._lru)) - max_entries
-        if over <= 0:
-            return 0
-        victims = self._call(self.client.zpopmin, self._lru, over)
-        for member, _ in victims:
-            eid = member.decode()
-            ns, key = self._call(self.client.hmget, self._ekey(eid), "ns", "key")
-            self._call(self.client.delete, self._ekey(eid))
-            if ns is not None and key is not None:
+        evicted = 0
+        while (over := int(self._call(self.client.zcard, self._lru)) - max_entries) > 0:
+            victims = self._call(self.client.zpopmin, self._lru, over)
+            if not victims:
+                break
+            for member, _ in victims:
+                eid = member.decode()
+                ns, key = self._call(self.client.hmget, self._ekey(eid), "ns", "key")
+                self._call(self.client.delete, self._ekey(eid))
+                if ns is None or key is None:
+                    continue  # its entry had expired already
+                evicted += 1
                 xkey = self._xkey(ns.decode(), key.decode())
                 if self._call(self.client.get, xkey) == member:
                     self._call(self.client.delete, xkey)
-        return len(victims)
+        return evicted
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "backend": "redis",
             "url": self.url,
             "entries": int(self._call(self.client.zcard, self._lru)),
+            "pruned": self.pruned,
         }
         try:
             info = self._call(self.client.execute_command, "FT.INFO", self.index_name)
@@ -322,6 +380,7 @@ class RedisBackend:
         for key in self._call(lambda: list(self.client.scan_iter(match=f"{self.prefix}*", count=1000))):
             self._call(self.client.delete, key)
         self._index_ready = False
+        self._sweep_cursor = 0
 
     def close(self) -> None:
         try:

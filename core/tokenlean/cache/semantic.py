@@ -82,6 +82,9 @@ class ScopeConfig:
     (the ``last_n`` messages before it must match too) or ``"prefix"`` (the whole conversation
     before it; the default, because a follow-up such as "What are its types?" means nothing without
     it). Messages after the last user turn (tool calls and results) are always part of the scope.
+    Under ``"prefix"`` every conversation turn is a namespace of its own; the embedded backend keeps
+    only its ``max_shards`` most recently used namespaces in memory (the rest load from the store
+    when needed) and counts the ones it drops in ``stats()["backend"]["shard_evictions"]``.
 
     ``volatile``: what to do with per-request lines (a clock, a request id, "today is ...") at the
     start of the last user turn, where the layout lever moves them out of the system prompt.

@@ -4,7 +4,9 @@ SQLite in WAL mode is the embedded default because it gives, for free, what a ca
 threads and processes needs: a committed entry survives ``kill -9`` (the WAL is fsynced by the OS
 on process death), readers never see a torn row, and several processes can write the same file.
 Every process keeps its own in-memory vector index; ``changes_since`` lets it pick up entries and
-deletions written by other processes (checked cheaply with ``PRAGMA data_version``).
+deletions written by other processes (checked cheaply with ``PRAGMA data_version``). Deletions are
+kept as a log for that purpose; the log is bounded (``max_deletions``), and a process that fell
+further behind than the log reaches rebuilds its index from the entries instead of missing deletions.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
 from tokenlean.errors import CacheBackendError, ConfigError
 
-__all__ = ["CacheEntry", "CacheStore", "SQLiteStore"]
+__all__ = ["CacheEntry", "CacheStore", "Changes", "SQLiteStore"]
 
 
 @dataclass(slots=True)
@@ -78,6 +80,21 @@ class CacheStore(Protocol):
     def close(self) -> None: ...
 
 
+class Changes(NamedTuple):
+    """What an index must apply to catch up with the file, all read from one snapshot of it.
+
+    ``last_id`` and ``last_seq`` are the marks to pass next time: everything up to them is covered
+    by this answer. ``reset`` means the answer is not a delta: ``added`` holds every entry and the
+    index must drop what it has first (first sync, or deletions since the old mark were pruned).
+    """
+
+    added: list[tuple[int, str, np.ndarray]]
+    deleted: list[tuple[int, str]]
+    last_id: int
+    last_seq: int
+    reset: bool
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -129,11 +146,26 @@ class SQLiteStore:
 
     ``path=":memory:"`` keeps everything in RAM (one process only). ``synchronous="FULL"`` also
     survives power loss at the cost of an fsync per write; the default survives process crashes.
+
+    ``max_deletions`` bounds the deletion log that other processes sync from: the oldest records
+    beyond it are pruned, and a process whose mark predates the pruned ones gets a full reload from
+    ``changes_since`` instead of a delta. Only a process that stayed idle through that many
+    deletions pays for it, so the bound trades a rare reload for a log that cannot grow forever.
     """
 
-    def __init__(self, path: str | Path = ":memory:", *, synchronous: str = "NORMAL", timeout: float = 10.0):
+    def __init__(
+        self,
+        path: str | Path = ":memory:",
+        *,
+        synchronous: str = "NORMAL",
+        timeout: float = 10.0,
+        max_deletions: int = 10_000,
+    ):
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ConfigError(f"unknown synchronous mode {synchronous!r}")
+        if isinstance(max_deletions, bool) or not isinstance(max_deletions, int) or max_deletions < 1:
+            raise ConfigError(f"max_deletions must be a positive integer, got {max_deletions!r}")
+        self.max_deletions = max_deletions
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -182,6 +214,30 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise CacheBackendError(f"cache database read failed: {exc}") from exc
 
+    def _snapshot(self) -> _Snapshot:
+        return SQLiteStore._Snapshot(self)
+
+    class _Snapshot:
+        """A read transaction: every statement inside sees the file as of the first one."""
+
+        def __init__(self, store: SQLiteStore) -> None:
+            self.store = store
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.store._lock.acquire()
+            try:
+                self.store._db.execute("BEGIN")
+            except BaseException:
+                self.store._lock.release()
+                raise
+            return self.store._db
+
+        def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+            try:
+                self.store._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            finally:
+                self.store._lock.release()
+
     def _write(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
         try:
             with self._tx() as db:
@@ -203,9 +259,7 @@ class SQLiteStore:
                 ).fetchall()
                 for (old_id,) in old:
                     db.execute("DELETE FROM entries WHERE id=?", (old_id,))
-                    db.execute(
-                        "INSERT INTO deletions(entry_id, namespace) VALUES (?, ?)", (old_id, entry.namespace)
-                    )
+                self._log_deletions(db, [(int(i), entry.namespace) for (i,) in old])
                 cur = db.execute(
                     f"INSERT INTO entries({_COLS}) VALUES (NULL,?,?,?,?,?,?,?,?,?,?,?)",
                     (
@@ -271,6 +325,36 @@ class SQLiteStore:
     def set_min_score(self, entry_id: int, value: float) -> None:
         self._write("UPDATE entries SET min_score = ? WHERE id = ?", (float(value), entry_id))
 
+    @staticmethod
+    def _seq(db: sqlite3.Connection, table: str) -> int:
+        """The last id AUTOINCREMENT handed out for ``table`` (it survives deleting that row)."""
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name=?", (table,)).fetchone()
+        return int(row[0]) if row else 0
+
+    @staticmethod
+    def _floor(db: sqlite3.Connection) -> int:
+        """Deletion records up to this seq may have been pruned."""
+        row = db.execute("SELECT v FROM meta WHERE k='deletions_floor'").fetchone()
+        return int(row[0]) if row else 0
+
+    @staticmethod
+    def _set_floor(db: sqlite3.Connection, seq: int) -> None:
+        db.execute("DELETE FROM deletions WHERE seq <= ?", (seq,))
+        db.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('deletions_floor', ?)", (str(seq),))
+
+    def _log_deletions(self, db: sqlite3.Connection, gone: Sequence[tuple[int, str]]) -> None:
+        """Record deletions for other processes' indexes; prune the log past ``max_deletions``.
+
+        Pruning waits until the log is well past the bound, so it runs once per many deletions
+        rather than adding work to every one.
+        """
+        if not gone:
+            return
+        db.executemany("INSERT INTO deletions(entry_id, namespace) VALUES (?, ?)", gone)
+        horizon = self._seq(db, "deletions") - self.max_deletions
+        if horizon - self._floor(db) > self.max_deletions // 4:
+            self._set_floor(db, horizon)
+
     def _delete_where(self, where: str, args: Sequence[Any]) -> list[tuple[int, str]]:
         try:
             with self._tx() as db:
@@ -278,9 +362,8 @@ class SQLiteStore:
                     (int(i), ns)
                     for i, ns in db.execute(f"SELECT id, namespace FROM entries WHERE {where}", args)
                 ]
-                for i, ns in gone:
-                    db.execute("DELETE FROM entries WHERE id=?", (i,))
-                    db.execute("INSERT INTO deletions(entry_id, namespace) VALUES (?, ?)", (i, ns))
+                db.executemany("DELETE FROM entries WHERE id=?", [(i,) for i, _ in gone])
+                self._log_deletions(db, gone)
                 return gone
         except sqlite3.Error as exc:
             raise CacheBackendError(f"cache database write failed: {exc}") from exc
@@ -318,29 +401,54 @@ class SQLiteStore:
         return int(self._read("PRAGMA data_version")[0][0])
 
     def marks(self) -> tuple[int, int]:
-        """``(last entry id, last deletion seq)``: where a process's index is up to date."""
-        row = self._read(
-            "SELECT (SELECT coalesce(max(id),0) FROM entries), (SELECT coalesce(max(seq),0) FROM deletions)"
-        )
-        return int(row[0][0]), int(row[0][1])
+        """``(last entry id, last deletion seq)`` handed out so far, read from one snapshot."""
+        try:
+            with self._snapshot() as db:
+                return self._seq(db, "entries"), self._seq(db, "deletions")
+        except sqlite3.Error as exc:
+            raise CacheBackendError(f"cache database read failed: {exc}") from exc
 
-    def changes_since(
-        self, last_id: int, last_seq: int
-    ) -> tuple[list[tuple[int, str, np.ndarray]], list[tuple[int, str]], int, int]:
-        """Entries added after ``last_id`` and deletions after ``last_seq``, with the new marks."""
-        added = [
-            (int(i), ns, np.frombuffer(emb, dtype=np.float32))
-            for i, ns, emb in self._read(
-                "SELECT id, namespace, embedding FROM entries WHERE id > ? AND embedding IS NOT NULL",
-                (last_id,),
+    def changes_since(self, last_id: int, last_seq: int) -> Changes:
+        """Entries added after ``last_id`` and deletions after ``last_seq``, and the new marks.
+
+        Everything is read in one read transaction, and the new marks are the ids that transaction
+        had handed out: a row committed while this runs is either in the answer or after the new
+        marks, never silently behind them. Nothing can appear later below the marks either: every
+        write takes SQLite's single write lock before allocating an id and keeps it until it
+        commits (a stale reader cannot start writing), so ids become visible in increasing order;
+        the holes a rolled-back write leaves are never filled.
+
+        A fresh index (``last_id == 0``) or one whose ``last_seq`` is older than the pruned part
+        of the deletion log gets ``reset=True`` and every entry instead of a delta.
+        """
+        try:
+            with self._snapshot() as db:
+                new_id, new_seq = self._seq(db, "entries"), self._seq(db, "deletions")
+                reset = last_id <= 0 or last_seq < self._floor(db)
+                rows = db.execute(
+                    "SELECT id, namespace, embedding FROM entries WHERE id > ? AND embedding IS NOT NULL",
+                    (0 if reset else last_id,),
+                ).fetchall()
+                dels = (
+                    []
+                    if reset
+                    else db.execute(
+                        "SELECT entry_id, namespace FROM deletions WHERE seq > ? ORDER BY seq", (last_seq,)
+                    ).fetchall()
+                )
+        except sqlite3.Error as exc:
+            raise CacheBackendError(f"cache database read failed: {exc}") from exc
+        added = [(int(i), ns, np.frombuffer(emb, dtype=np.float32)) for i, ns, emb in rows]
+        return Changes(added, [(int(i), ns) for i, ns in dels], new_id, new_seq, reset)
+
+    def namespace_vectors(self, namespace: str) -> list[tuple[int, np.ndarray]]:
+        """Every embedded entry of ``namespace`` (to load one index shard on demand)."""
+        return [
+            (int(i), np.frombuffer(emb, dtype=np.float32))
+            for i, emb in self._read(
+                "SELECT id, embedding FROM entries WHERE namespace=? AND embedding IS NOT NULL", (namespace,)
             )
         ]
-        dels = self._read("SELECT seq, entry_id, namespace FROM deletions WHERE seq > ?", (last_seq,))
-        new_id = max([last_id, *(a[0] for a in added)])
-        top = self._read("SELECT coalesce(max(id), 0) FROM entries")[0][0]
-        new_id = max(new_id, int(top))
-        new_seq = max([last_seq, *(int(d[0]) for d in dels)])
-        return added, [(int(d[1]), d[2]) for d in dels], new_id, new_seq
 
     def stats(self) -> dict[str, Any]:
         row = self._read(
@@ -350,7 +458,14 @@ class SQLiteStore:
         return {"entries": int(row[0]), "hits": int(row[1]), "namespaces": int(row[2]), "bytes": int(row[3])}
 
     def clear(self) -> None:
-        self._delete_where("1=1", ())
+        """Delete every entry; other processes see a pruned log and rebuild (one row, not one each)."""
+        try:
+            with self._tx() as db:
+                db.execute("DELETE FROM entries")
+                db.execute("INSERT INTO deletions(entry_id, namespace) VALUES (0, '')")
+                self._set_floor(db, self._seq(db, "deletions"))
+        except sqlite3.Error as exc:
+            raise CacheBackendError(f"cache database write failed: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:
