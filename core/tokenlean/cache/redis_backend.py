@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from tokenlean.cache.store import CacheEntry
+from tokenlean.cache.store import CacheEntry, dump_json
 from tokenlean.errors import CacheBackendError, ConfigError, MissingDependencyError
 
 __all__ = ["RedisBackend"]
@@ -266,14 +266,14 @@ class RedisBackend:
             "ns": entry.namespace,
             "key": entry.key,
             "query": entry.query,
-            "payload": json.dumps(entry.payload, ensure_ascii=False),
+            "payload": dump_json(entry.payload),
             "created_at": entry.created_at,
             "last_access": entry.last_access,
             "hits": entry.hits,
             "min_score": entry.min_score,
         }
         if entry.chunks is not None:
-            mapping["chunks"] = json.dumps(entry.chunks, ensure_ascii=False)
+            mapping["chunks"] = dump_json(entry.chunks)
         if entry.expires_at is not None:
             mapping["expires_at"] = entry.expires_at
         if entry.embedding is not None:

@@ -24,7 +24,22 @@ import numpy as np
 
 from tokenlean.errors import CacheBackendError, ConfigError
 
-__all__ = ["CacheEntry", "CacheStore", "Changes", "SQLiteStore"]
+__all__ = ["CacheEntry", "CacheStore", "Changes", "SQLiteStore", "dump_json"]
+
+
+def dump_json(value: Any) -> str:
+    """JSON for a stored answer: readable UTF-8, or ``\\u`` escapes when it holds a lone surrogate.
+
+    A model can emit half an emoji (a stream cut between surrogates); SQLite and Redis only take
+    valid UTF-8, and an answer already paid for must not fail its store. The escaped form reads
+    back to the identical string.
+    """
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value)
+    return text
 
 
 @dataclass(slots=True)
@@ -266,8 +281,8 @@ class SQLiteStore:
                         entry.namespace,
                         entry.key,
                         entry.query,
-                        json.dumps(entry.payload, ensure_ascii=False),
-                        None if entry.chunks is None else json.dumps(entry.chunks, ensure_ascii=False),
+                        dump_json(entry.payload),
+                        None if entry.chunks is None else dump_json(entry.chunks),
                         emb,
                         entry.created_at,
                         entry.expires_at,
@@ -289,8 +304,8 @@ class SQLiteStore:
                     emb = None if e.embedding is None else np.asarray(e.embedding, np.float32).tobytes()
                     cur = db.execute(
                         f"INSERT INTO entries({_COLS}) VALUES (NULL,?,?,?,?,?,?,?,?,?,?,?)",
-                        (e.namespace, e.key, e.query, json.dumps(e.payload, ensure_ascii=False),
-                         None if e.chunks is None else json.dumps(e.chunks), emb, e.created_at, e.expires_at,
+                        (e.namespace, e.key, e.query, dump_json(e.payload),
+                         None if e.chunks is None else dump_json(e.chunks), emb, e.created_at, e.expires_at,
                          e.hits, e.last_access, e.min_score),
                     )  # fmt: skip
                     e.id = int(cur.lastrowid or 0)
