@@ -201,13 +201,18 @@ class SQLiteStore:
 
     # -- plumbing ------------------------------------------------------------------------------
     class _Tx:
-        def __init__(self, store: SQLiteStore) -> None:
+        """A transaction holding the store's lock: ``BEGIN IMMEDIATE`` for writes (the write lock
+        is taken up front), plain ``BEGIN`` for a read snapshot (every statement inside sees the
+        file as of the first one)."""
+
+        def __init__(self, store: SQLiteStore, begin: str = "BEGIN IMMEDIATE") -> None:
             self.store = store
+            self.begin = begin
 
         def __enter__(self) -> sqlite3.Connection:
             self.store._lock.acquire()
             try:
-                self.store._db.execute("BEGIN IMMEDIATE")
+                self.store._db.execute(self.begin)
             except BaseException:
                 self.store._lock.release()
                 raise
@@ -229,29 +234,8 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise CacheBackendError(f"cache database read failed: {exc}") from exc
 
-    def _snapshot(self) -> _Snapshot:
-        return SQLiteStore._Snapshot(self)
-
-    class _Snapshot:
-        """A read transaction: every statement inside sees the file as of the first one."""
-
-        def __init__(self, store: SQLiteStore) -> None:
-            self.store = store
-
-        def __enter__(self) -> sqlite3.Connection:
-            self.store._lock.acquire()
-            try:
-                self.store._db.execute("BEGIN")
-            except BaseException:
-                self.store._lock.release()
-                raise
-            return self.store._db
-
-        def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-            try:
-                self.store._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-            finally:
-                self.store._lock.release()
+    def _snapshot(self) -> SQLiteStore._Tx:
+        return SQLiteStore._Tx(self, "BEGIN")
 
     def _write(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
         try:

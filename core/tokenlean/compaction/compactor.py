@@ -461,8 +461,16 @@ class Compactor:
         _ = self.embedder
         return None if self.deadline is None else time.monotonic() + self.deadline
 
-    def _unchanged(self, msgs: tuple[Message, ...], query: str | None) -> Compacted:
-        before = sum(self._count_msg(m) for m in msgs) + 3 if msgs else 0
+    def _unchanged(
+        self,
+        msgs: tuple[Message, ...],
+        query: str | None,
+        before: int | None = None,
+        pieces: tuple[tuple[Piece, ...] | None, ...] | None = None,
+    ) -> Compacted:
+        """The messages as they came: a pass-through result (``before`` given for plain texts)."""
+        if before is None:
+            before = sum(self._count_msg(m) for m in msgs) + 3 if msgs else 0
         budget = self._budget(before)
         whole = tuple(((0, len(m.text)),) if m.text else () for m in msgs)
         return Compacted(
@@ -476,7 +484,7 @@ class Compactor:
             budget=budget,
             budget_met=budget is None or before <= budget,
             query=query or "",
-            _pieces=tuple(None for _ in msgs),
+            _pieces=pieces if pieces is not None else tuple(None for _ in msgs),
         )
 
     # -- budgets and counting ------------------------------------------------------------------
@@ -543,22 +551,9 @@ class Compactor:
         # units tile the text and carry BPE-aligned whitespace: their counts sum to the text's
         before = sum(sum(it.tokens) for it in items)
         budget = self._budget(before)
-        whole = tuple(((0, len(t)),) if t else () for t in docs)
 
         def unchanged() -> Compacted:
-            return Compacted(
-                messages=msgs,
-                original=msgs,
-                tokens_before=before,
-                tokens_after=before,
-                dropped={},
-                kept=whole,
-                omissions=(),
-                budget=budget,
-                budget_met=budget is None or before <= budget,
-                query=query or "",
-                _pieces=whole,
-            )
+            return self._unchanged(msgs, query, before, tuple(((0, len(t)),) if t else () for t in docs))
 
         if not any(docs) or budget is None or before <= budget:
             return unchanged()
