@@ -437,7 +437,7 @@ class SemanticCache:
             return self._miss(CacheResult(hit=False, rejected_by="uncacheable", reason=sampled), t0)
         try:
             scope = scope_of(request, self.scope, tenant)
-        except (EmptyInputError, TextEncodingError) as exc:  # nothing to key on: the call goes through
+        except EmptyInputError as exc:
             return self._miss(CacheResult(hit=False, rejected_by="uncacheable", reason=str(exc)), t0)
         key = _h(normalize_text(scope.query))
         result = CacheResult(hit=False, query=scope.query, namespace=scope.namespace)
@@ -618,7 +618,7 @@ class SemanticCache:
         request = _as_request(query, model)
         try:
             scope = scope_of(request, self.scope, tenant)
-        except (EmptyInputError, TextEncodingError) as exc:
+        except EmptyInputError as exc:
             self._stats.skipped += 1
             return StoreResult(False, str(exc))
         why = None if force else self.cacheable(request, response, model_call=isinstance(query, Request))

@@ -1,11 +1,12 @@
-"""An answer already paid for is never lost to its own characters: lone surrogates in answers and
-queries, on the embedded and the Redis backend."""
+"""An answer already paid for is never lost to its own characters: lone surrogates in answers
+(stored and replayed identical) and queries (a typed error), on the embedded and the Redis backend."""
 
 from __future__ import annotations
 
 import pytest
 
 from tokenlean.cache import RedisBackend, SemanticCache
+from tokenlean.errors import TextEncodingError
 from tokenlean.types import Message, Request, Response
 
 ANSWER = "Half an emoji at the cut: \ud83d and a stray \udc00 — ünïcødé stays."
@@ -22,10 +23,13 @@ def _check(cache: SemanticCache) -> None:
     resp = Response(Message(role="assistant", content=ANSWER), model="m", finish_reason="stop")
     assert cache.store(_call("And as a model call?"), resp).stored
     assert cache.lookup(_call("And as a model call?")).text == ANSWER
-    # a query that cannot be keyed is a miss and a skipped store, never an exception in the chain
+    # a query that cannot be keyed is a typed error (the framework adapters turn it into a
+    # pass-through), never a UnicodeEncodeError
     bad = _call("broken \ud800 question")
-    assert not cache.lookup(bad).hit and cache.lookup(bad).rejected_by == "uncacheable"
-    assert not cache.store(bad, resp).stored
+    with pytest.raises(TextEncodingError):
+        cache.lookup(bad)
+    with pytest.raises(TextEncodingError):
+        cache.store(bad, resp)
 
 
 def test_embedded_backend(tmp_path) -> None:
