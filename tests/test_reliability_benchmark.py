@@ -1,0 +1,32 @@
+"""``benchmarks/reliability.py --quick`` runs end to end and every zero it promises is a zero."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_run_keeps_its_promises(tmp_path: Path, static_embedder: object) -> None:
+    out = tmp_path / "reliability.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "reliability.py"), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert set(data) >= {"faults", "load", "fuzz", "isolation", "not_measured"}
+    kill9 = data["faults"]["sqlite_kill9"]
+    assert kill9["acknowledged"] >= 2 and kill9["lost"] == 0
+    shared = data["faults"]["sqlite_8_processes"]
+    assert shared["acknowledged"] == 8 * 150
+    assert shared["missing_from_file"] == 0 and shared["unseen_by_another_process"] == 0
+    iso = data["isolation"]
+    assert iso["semantic_tier"] and iso["semantic_hits"] > 0  # the semantic tier was exercised
+    assert iso["hits"] > 0 and iso["cross_tenant_hits"] == 0 and iso["wrong_question_hits"] == 0
+    assert "lost 0" in proc.stdout
