@@ -9,6 +9,13 @@ JSON lists what this script does not measure yet, so no zero below stands for a 
 * ``faults.sqlite_kill9`` — an application process stores entries in a SQLite (WAL) cache and
   prints each acknowledged store; it is killed with SIGKILL mid-write; a fresh process reopens the
   file and looks every acknowledged entry up. Figure: acknowledged N, lost (must be 0).
+* ``faults.redis_kill9`` — the same writer on a Redis Stack backend, killed the same way; then the
+  Redis server itself is killed with SIGKILL and restarted on its append-only file, started with
+  ``appendfsync always`` (every acknowledged write fsynced first; Redis's default ``everysec``
+  can lose up to a second of acknowledged writes when the server dies). Figure: lost (must be 0).
+* ``faults.redis_restart`` — user calls (lookup; on a miss a stand-in model answers and the answer
+  is stored) go on while Redis is killed and, later, restarted. Figures: failed user calls (must
+  be 0), wrong answers (must be 0), and the time from the restart to the first cache hit.
 * ``faults.sqlite_8_processes`` — eight processes write to one cache file at once while syncing
   their in-memory indexes; when all are done each syncs once more and reports what its index
   holds. Figure: acknowledged entries missing from some other process's index (must be 0).
@@ -41,8 +48,6 @@ if CORE not in sys.path:
     sys.path.insert(0, CORE)
 
 NOT_MEASURED = [
-    "faults.redis_kill9 (appendfsync always)",
-    "faults.redis_restart (pass-through while down, time to recovery)",
     "faults.replica_killed (llama.cpp, streaming and non-streaming)",
     "load (open-loop rate through the LangChain middleware stack)",
     "soak (1,000,000 metered calls, 100,000 cache entries: RSS growth)",
@@ -54,8 +59,10 @@ NOT_MEASURED = [
 _WRITER = """
 import sys
 sys.path.insert(0, {core!r})
-from tokenlean.cache import SemanticCache
-cache = SemanticCache(sys.argv[1], semantic=False)
+from tokenlean.cache import RedisBackend, SemanticCache
+target = sys.argv[1]
+backend = RedisBackend(target, prefix="k9:") if target.startswith("redis://") else target
+cache = SemanticCache(backend, semantic=False)
 start = int(sys.argv[2])
 for i in range(start, start + 10_000_000):
     if cache.store("question %d" % i, "answer %d" % i).stored:
@@ -66,16 +73,28 @@ for i in range(start, start + 10_000_000):
 _CHECK = """
 import sys, json
 sys.path.insert(0, CORE)
-from tokenlean.cache import SemanticCache
-c = SemanticCache(sys.argv[1], semantic=False)
+from tokenlean.cache import RedisBackend, SemanticCache
+target = sys.argv[1]
+c = SemanticCache(RedisBackend(target, prefix="k9:") if target.startswith("redis://") else target, semantic=False)
 ids = json.loads(sys.stdin.read())
 print(json.dumps([i for i in ids if c.lookup(f"question {i}").text != f"answer {i}"]))
 """
 
 
-def sqlite_kill9(workdir: Path, rounds: int, acks_per_round: int, time_limit: float) -> dict[str, Any]:
-    """Kill the writer with SIGKILL after ``acks_per_round`` acknowledged stores, ``rounds`` times."""
-    path = workdir / "kill9.db"
+def kill9(
+    workdir: Path,
+    rounds: int,
+    acks_per_round: int,
+    time_limit: float,
+    target: str | None = None,
+    crash_server: Any = None,
+) -> dict[str, Any]:
+    """Kill the writer with SIGKILL after ``acks_per_round`` acknowledged stores, ``rounds`` times.
+
+    ``target`` is a SQLite path (default: a file in ``workdir``) or a ``redis://`` URL; with
+    ``crash_server`` (a ``RedisStackServer``) the server is killed and restarted before the check.
+    """
+    path = target or str(workdir / "kill9.db")
     script = workdir / "kill9_writer.py"
     script.write_text(_WRITER.format(core=CORE))
     acked: list[int] = []
@@ -100,7 +119,10 @@ def sqlite_kill9(workdir: Path, rounds: int, acks_per_round: int, time_limit: fl
             proc.stdout.close()
         start = (max(acked) + 1) if acked else start
         start += 1_000_000  # the next writer's keys never collide with a half-written one
-    # a fresh process reads the file back
+    if crash_server is not None:
+        crash_server.kill()
+        crash_server.start()
+    # a fresh process reads everything back
     check = _CHECK.replace("CORE", repr(CORE))
     out = subprocess.run(
         [sys.executable, "-c", check, str(path)],
@@ -110,11 +132,67 @@ def sqlite_kill9(workdir: Path, rounds: int, acks_per_round: int, time_limit: fl
         check=True,
     )
     lost = json.loads(out.stdout)
+    result: dict[str, Any] = {"rounds": rounds, "acknowledged": len(acked), "lost": len(lost)}
+    if crash_server is not None:
+        result["server"] = f"killed and restarted, appendfsync {crash_server.appendfsync}"
+    else:
+        result["journal"] = "WAL, synchronous=NORMAL"
+    return result
+
+
+def redis_restart(url: str, server: Any, calls: int, down_after: int, down_calls: int) -> dict[str, Any]:
+    """User calls through a Redis-backed cache while the server is killed and later restarted."""
+    from tokenlean.cache import RedisBackend, SemanticCache
+
+    cache = SemanticCache(RedisBackend(url, prefix="rs:", retry_interval=0.2), semantic=False)
+    questions = [f"restart question {i}" for i in range(50)]
+
+    def model(q: str) -> str:  # the stand-in for a model call: always right
+        return f"answer to {q}"
+
+    failed = wrong = hits = down_count = 0
+    restarted_at: float | None = None
+    recovery_s: float | None = None
+    call_s: list[float] = []
+    n = -1
+    while True:
+        n += 1
+        # every planned call, then (bounded) until the cache serves again after the restart
+        if n >= calls and (
+            restarted_at is None or recovery_s is not None or time.monotonic() > restarted_at + 10
+        ):
+            break
+        if n == down_after:
+            server.kill()
+        if n == down_after + down_calls:
+            server.start()
+            restarted_at = time.monotonic()
+        q = questions[n % len(questions)]
+        t0 = time.perf_counter()
+        try:
+            r = cache.lookup(q)
+            answer = r.text if r.hit else model(q)
+            if not r.hit:
+                cache.store(q, answer)
+        except Exception:  # what the promise excludes: a user call that fails because of the cache
+            failed += 1
+            continue
+        call_s.append(time.perf_counter() - t0)
+        hits += r.hit
+        if r.hit and restarted_at is not None and recovery_s is None:
+            recovery_s = time.monotonic() - restarted_at
+        if down_after <= n < down_after + down_calls:
+            down_count += 1
+        wrong += answer != model(q)
+    call_s.sort()
     return {
-        "rounds": rounds,
-        "acknowledged": len(acked),
-        "lost": len(lost),
-        "journal": "WAL, synchronous=NORMAL",
+        "calls": n,
+        "calls_while_down": down_count,
+        "failed_user_calls": failed,
+        "wrong_answers": wrong,
+        "hits": hits,
+        "recovery_s": None if recovery_s is None else round(recovery_s, 3),
+        "call_p99_ms": round(call_s[int(0.99 * (len(call_s) - 1))] * 1000, 2) if call_s else None,
     }
 
 
@@ -263,6 +341,34 @@ def isolation(tenants: int, lookups: int, seed: int = 0) -> dict[str, Any]:
     }
 
 
+def redis_faults(work: Path, quick: bool) -> dict[str, Any]:
+    """The Redis Stack figures, or why they could not be measured (no server here)."""
+    from tokenlean.cache import RedisStackServer
+    from tokenlean.errors import TokenleanError
+
+    server = RedisStackServer(data_dir=work / "redis", persist=True, appendfsync="always")
+    try:
+        url = server.start()
+    except TokenleanError as exc:
+        reason = f"Redis Stack could not start: {exc}"
+        print(f"reliability: {reason}", file=sys.stderr)
+        return {"redis_kill9": {"skipped": reason}, "redis_restart": {"skipped": reason}}
+    try:
+        k9 = kill9(
+            work,
+            rounds=2 if quick else 10,
+            acks_per_round=200 if quick else 2000,
+            time_limit=60,
+            target=url,
+            crash_server=server,
+        )
+        rs = redis_restart(url, server, calls=600 if quick else 6000, down_after=200 if quick else 2000,
+                           down_calls=200 if quick else 2000)  # fmt: skip
+    finally:
+        server.stop()
+    return {"redis_kill9": k9, "redis_restart": rs}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small counts (under a minute)")
@@ -272,23 +378,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tokenlean-reliability-") as tmp:
         work = Path(tmp)
         t0 = time.monotonic()
-        faults = {
-            "sqlite_kill9": sqlite_kill9(
+        faults: dict[str, Any] = {
+            "sqlite_kill9": kill9(
                 work, rounds=2 if q else 10, acks_per_round=200 if q else 2000, time_limit=60
             ),
             "sqlite_8_processes": sqlite_shared(
                 work, processes=8, per_process=150 if q else 2000, time_limit=120
             ),
         }
+        faults.update(redis_faults(work, q))
         iso = isolation(tenants=50, lookups=5_000 if q else 100_000)
         elapsed = time.monotonic() - t0
     out = {"faults": faults, "load": {}, "fuzz": {}, "isolation": iso, "not_measured": NOT_MEASURED}
     out["seconds"] = round(elapsed, 1)
+    rk, rr = faults["redis_kill9"], faults["redis_restart"]
     rows = [
         (
             "kill -9 mid-write (SQLite WAL)",
             f"acknowledged {faults['sqlite_kill9']['acknowledged']}",
             f"lost {faults['sqlite_kill9']['lost']}",
+        ),
+        (
+            "kill -9 app + Redis (fsync always)",
+            f"acknowledged {rk.get('acknowledged', '-')}",
+            f"lost {rk.get('lost', rk.get('skipped'))}",
+        ),
+        (
+            "Redis killed, later restarted",
+            f"calls while down {rr.get('calls_while_down', '-')}",
+            f"failed {rr.get('failed_user_calls', rr.get('skipped'))}, wrong {rr.get('wrong_answers', '-')}, "
+            f"first hit {rr.get('recovery_s', '-')} s after restart",
         ),
         (
             "8 processes, one SQLite file",

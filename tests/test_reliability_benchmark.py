@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_quick_run_keeps_its_promises(tmp_path: Path, static_embedder: object) -> None:
+def test_quick_run_keeps_its_promises(tmp_path: Path, static_embedder: object, redis_stack: str) -> None:
     out = tmp_path / "reliability.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "reliability.py"), "--quick", "--json", str(out)],
@@ -23,6 +23,15 @@ def test_quick_run_keeps_its_promises(tmp_path: Path, static_embedder: object) -
     assert set(data) >= {"faults", "load", "fuzz", "isolation", "not_measured"}
     kill9 = data["faults"]["sqlite_kill9"]
     assert kill9["acknowledged"] >= 2 and kill9["lost"] == 0
+    redis_k9, restart = data["faults"]["redis_kill9"], data["faults"]["redis_restart"]
+    assert "skipped" not in redis_k9, redis_k9  # the redis_stack fixture proved Redis Stack starts here
+    assert redis_k9["acknowledged"] >= 2 and redis_k9["lost"] == 0
+    assert (
+        restart["calls_while_down"] > 0
+        and restart["failed_user_calls"] == 0
+        and restart["wrong_answers"] == 0
+    )
+    assert restart["recovery_s"] is not None  # the cache served again after the restart
     shared = data["faults"]["sqlite_8_processes"]
     assert shared["acknowledged"] == 8 * 150
     assert shared["missing_from_file"] == 0 and shared["unseen_by_another_process"] == 0

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from tokenlean.errors import MissingDependencyError, ServerError
+from tokenlean.errors import ConfigError, MissingDependencyError, ServerError
 
 __all__ = ["RedisStackServer", "find_redis_stack"]
 
@@ -135,7 +135,10 @@ class RedisStackServer:
 
     ``data_dir`` holds the log and, when given, an append-only file so a restart keeps the data
     (tests use ``stop()`` then ``start()`` on the same port to simulate an outage). Without it a
-    temporary folder is used and removed by ``stop()``.
+    temporary folder is used and removed by ``stop()``. ``appendfsync`` is Redis's own trade-off
+    for that file: ``"always"`` fsyncs every write before acknowledging it (an acknowledged cache
+    entry survives a crash of the server too), ``"everysec"`` (Redis's default) can lose up to a
+    second of acknowledged writes when the server or its machine dies, for much cheaper writes.
 
     >>> server = RedisStackServer()
     >>> url = server.start()        # "redis://127.0.0.1:PORT"
@@ -150,7 +153,11 @@ class RedisStackServer:
         startup_timeout: float = 30.0,
         persist: bool | None = None,
         modules: tuple[str, ...] = ("rejson", "redisearch"),
+        appendfsync: str = "everysec",
     ) -> None:
+        if appendfsync not in ("always", "everysec", "no"):
+            raise ConfigError(f"appendfsync is always, everysec or no, got {appendfsync!r}")
+        self.appendfsync = appendfsync
         self.port = port
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self._own_dir: Path | None = None
@@ -195,6 +202,7 @@ class RedisStackServer:
             "--dir", str(self.data_dir),
             "--save", "",
             "--appendonly", "yes" if self.persist else "no",
+            "--appendfsync", self.appendfsync,
             "--enable-debug-command", "local",
         ]  # fmt: skip
         for name in self.modules:
@@ -281,6 +289,17 @@ class RedisStackServer:
         if cleanup and self._own_dir is not None:
             shutil.rmtree(self._own_dir, ignore_errors=True)
             self._own_dir = None
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would (data folder kept, so ``start()`` recovers it)."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        if self._log_fh is not None:
+            with contextlib.suppress(Exception):
+                self._log_fh.close()  # type: ignore[attr-defined]
+            self._log_fh = None
 
     def __enter__(self) -> RedisStackServer:
         self.start()

@@ -110,3 +110,19 @@ def test_slow_redis_times_out_quickly(redis_stack: str, embedder: object) -> Non
     time.sleep(0.15)
     assert cache.lookup("How can I reset my password?").hit  # recovered
     backend.clear()
+
+
+def test_appendfsync_is_checked_and_passed_to_the_server(tmp_path: Path) -> None:
+    from tokenlean.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        RedisStackServer(appendfsync="sometimes")
+    server = RedisStackServer(data_dir=tmp_path / "r", persist=True, appendfsync="always")
+    import redis
+
+    client = redis.Redis.from_url(server.start())
+    try:
+        assert client.config_get("appendfsync") == {"appendfsync": "always"}
+    finally:
+        client.close()
+        server.stop()
