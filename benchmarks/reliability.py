@@ -19,6 +19,11 @@ JSON lists what this script does not measure yet, so no zero below stands for a 
 * ``faults.sqlite_8_processes`` — eight processes write to one cache file at once while syncing
   their in-memory indexes; when all are done each syncs once more and reports what its index
   holds. Figure: acknowledged entries missing from some other process's index (must be 0).
+* ``soak`` — 1,000,000 metered calls (default ``Meter``, one task per 20 calls) and 100,000 cache
+  entries (embedded SQLite file + faiss, semantic tier on the static embedder when available) in
+  one process. Figures: RSS at start, after a warm-up tenth, and at the end; growth after warm-up.
+  The cache keeps every entry's vector in memory by design (``max_entries`` bounds it), so the
+  cache part is reported on its own.
 * ``isolation`` — 50 tenants store their own answer to the same questions; random lookups (exact
   and reworded, semantic tier on the static embedder when available) must only ever return the
   asking tenant's answer. Figure: cross-tenant hits (must be 0).
@@ -50,7 +55,6 @@ if CORE not in sys.path:
 NOT_MEASURED = [
     "faults.replica_killed (llama.cpp, streaming and non-streaming)",
     "load (open-loop rate through the LangChain middleware stack)",
-    "soak (1,000,000 metered calls, 100,000 cache entries: RSS growth)",
     "fuzz (hypothesis over every public entry point and adapter)",
 ]
 
@@ -369,6 +373,80 @@ def redis_faults(work: Path, quick: bool) -> dict[str, Any]:
     return {"redis_kill9": k9, "redis_restart": rs}
 
 
+def _rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def soak(work: Path, calls: int, entries: int) -> dict[str, Any]:
+    """RSS over many metered calls, then over many cache entries (one process, bounded counts)."""
+    import gc
+
+    from tokenlean.cache import SemanticCache
+    from tokenlean.metering import Meter
+    from tokenlean.types import Usage
+
+    meter = Meter()
+    usage = Usage(1200, 80, cached_input_tokens=1024)
+    start = _rss_mb()
+    warm = max(1, calls // 10)
+    after_warm = start
+    t0 = time.monotonic()
+    for i in range(calls):
+        meter.record(
+            model="gpt-4o-mini", usage=usage, task_id=f"task-{i // 20}", started_at=t0, ended_at=t0 + 0.5
+        )
+        if i == warm:
+            gc.collect()
+            after_warm = _rss_mb()
+    meter.ledger.summary()
+    gc.collect()
+    end = _rss_mb()
+    metering = {
+        "calls": calls,
+        "rss_start_mb": round(start, 1),
+        "rss_after_warmup_mb": round(after_warm, 1),
+        "rss_end_mb": round(end, 1),
+        "growth_after_warmup_mb": round(end - after_warm, 1),
+        "ledger_records_kept": len(meter.ledger),
+        "summary_calls": meter.ledger.summary().calls,
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+    embedder = None
+    try:
+        from tokenlean.embeddings import get_static_embedder
+
+        embedder = get_static_embedder()
+        embedder.embed(["warm up"])
+    except Exception as exc:
+        print(f"soak: semantic tier off ({type(exc).__name__}: {exc})", file=sys.stderr)
+    cache = SemanticCache(str(work / "soak.db"), semantic=embedder is not None, embedder=embedder)
+    t0 = time.monotonic()
+    warm = max(1, entries // 10)
+    before = _rss_mb()
+    after_warm = before
+    for i in range(entries):
+        cache.store(f"soak question {i} about item {i * 7919 % 100_003}", f"answer {i}")
+        if i == warm:
+            gc.collect()
+            after_warm = _rss_mb()
+    gc.collect()
+    end = _rss_mb()
+    caching = {
+        "entries": entries,
+        "semantic_tier": embedder is not None,
+        "rss_before_mb": round(before, 1),
+        "rss_after_warmup_mb": round(after_warm, 1),
+        "rss_end_mb": round(end, 1),
+        "growth_after_warmup_mb": round(end - after_warm, 1),
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+    return {"metering": metering, "cache": caching}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small counts (under a minute)")
@@ -388,8 +466,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         faults.update(redis_faults(work, q))
         iso = isolation(tenants=50, lookups=5_000 if q else 100_000)
+        soaked = soak(work, calls=100_000 if q else 1_000_000, entries=5_000 if q else 100_000)
         elapsed = time.monotonic() - t0
-    out = {"faults": faults, "load": {}, "fuzz": {}, "isolation": iso, "not_measured": NOT_MEASURED}
+    out = {
+        "faults": faults,
+        "load": {},
+        "fuzz": {},
+        "isolation": iso,
+        "soak": soaked,
+        "not_measured": NOT_MEASURED,
+    }
     out["seconds"] = round(elapsed, 1)
     rk, rr = faults["redis_kill9"], faults["redis_restart"]
     rows = [
@@ -420,6 +506,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"cross-tenant {iso['cross_tenant_hits']}",
         ),
     ]
+    sm, sc = soaked["metering"], soaked["cache"]
+    rows.append(
+        (
+            f"soak: {sm['calls']:,} metered calls",
+            f"RSS {sm['rss_after_warmup_mb']} -> {sm['rss_end_mb']} MB",
+            f"growth after warm-up {sm['growth_after_warmup_mb']} MB",
+        )
+    )
+    rows.append(
+        (
+            f"soak: {sc['entries']:,} cache entries",
+            f"RSS {sc['rss_after_warmup_mb']} -> {sc['rss_end_mb']} MB",
+            f"growth after warm-up {sc['growth_after_warmup_mb']} MB",
+        )
+    )
     width = max(len(r[0]) for r in rows)
     print(f"reliability ({'quick' if q else 'full'}, {elapsed:.0f} s)")
     for name, a, b in rows:

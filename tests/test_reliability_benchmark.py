@@ -20,7 +20,7 @@ def test_quick_run_keeps_its_promises(tmp_path: Path, static_embedder: object, r
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = json.loads(out.read_text())
-    assert set(data) >= {"faults", "load", "fuzz", "isolation", "not_measured"}
+    assert set(data) >= {"faults", "load", "fuzz", "isolation", "soak", "not_measured"}
     kill9 = data["faults"]["sqlite_kill9"]
     assert kill9["acknowledged"] >= 2 and kill9["lost"] == 0
     redis_k9, restart = data["faults"]["redis_kill9"], data["faults"]["redis_restart"]
@@ -38,4 +38,9 @@ def test_quick_run_keeps_its_promises(tmp_path: Path, static_embedder: object, r
     iso = data["isolation"]
     assert iso["semantic_tier"] and iso["semantic_hits"] > 0  # the semantic tier was exercised
     assert iso["hits"] > 0 and iso["cross_tenant_hits"] == 0 and iso["wrong_question_hits"] == 0
+    soak = data["soak"]["metering"]
+    assert (
+        soak["summary_calls"] == soak["calls"] and soak["ledger_records_kept"] <= 10_000
+    )  # bounded, all counted
+    assert data["soak"]["cache"]["entries"] > 0 and data["soak"]["cache"]["rss_end_mb"] > 0
     assert "lost 0" in proc.stdout
