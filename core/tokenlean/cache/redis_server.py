@@ -282,10 +282,7 @@ class RedisStackServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
-        if self._log_fh is not None:
-            with contextlib.suppress(Exception):
-                self._log_fh.close()  # type: ignore[attr-defined]
-            self._log_fh = None
+        self._close_log()
         if cleanup and self._own_dir is not None:
             shutil.rmtree(self._own_dir, ignore_errors=True)
             self._own_dir = None
@@ -296,6 +293,9 @@ class RedisStackServer:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+        self._close_log()
+
+    def _close_log(self) -> None:
         if self._log_fh is not None:
             with contextlib.suppress(Exception):
                 self._log_fh.close()  # type: ignore[attr-defined]
