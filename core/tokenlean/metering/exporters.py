@@ -1,15 +1,16 @@
 """Getting records out of the process: a crash-safe JSONL log and Prometheus text exposition.
 
 JSONL: one record per line, appended with a single ``write`` on an ``O_APPEND`` descriptor and
-``fsync``-ed before the call returns, so a crash loses at most the line being written. On an
-asyncio event loop's thread the write is handed to a background writer instead (an ``fsync``
-there would stall every coroutine of the application): the call returns at once, lines keep
-their order, and a crash can lose the lines still queued; ``flush()`` waits for them, and
-``close()`` and interpreter exit flush. Such a
+``fsync``-ed before the call returns, so a crash loses at most the line being written. Such a
 torn last line is expected after a crash: the reader skips it with a warning, and a sink that
 reopens the file cuts it off before appending (otherwise the next record would be glued to
 the fragment and both would be lost). Any *other* unreadable line is real corruption and is
 reported with its line number (or skipped with ``strict=False``).
+
+On an asyncio event loop's thread the write is handed to a background writer instead (an
+``fsync`` there would stall every coroutine of the application): the call returns at once, lines
+keep their order, and a crash can also lose the lines still queued; ``flush()`` waits for them,
+and ``close()`` and interpreter exit flush.
 
 Prometheus: the text exposition format (version 0.0.4), one series per (task, model), meant for
 the node-exporter textfile collector or a ``/metrics`` handler. ``write_prometheus`` replaces
@@ -124,10 +125,7 @@ class JsonlSink:
         if _on_event_loop():
             self._enqueue(data)
             return
-        with self._cv:  # lines queued from the loop come first: keep call order
-            queued = bool(self._pending or self._busy)
-        if queued:
-            self.flush()
+        self.flush()  # lines queued from the loop come first: keep call order (no wait if none)
         self._write([data])
 
     def _write(self, lines: list[bytes]) -> None:
