@@ -181,7 +181,7 @@ class EmbeddedBackend:
         if ttl is not None:
             entry.expires_at = entry.created_at + ttl
         with self._lock:
-            self._sync()
+            self._sync()  # catch up first so our marks never skip another process's rows
             self.store.put(entry)
             assert entry.id is not None
             if entry.embedding is not None:
