@@ -19,21 +19,34 @@ JSON lists what this script does not measure yet, so no zero below stands for a 
 * ``faults.sqlite_8_processes`` — eight processes write to one cache file at once while syncing
   their in-memory indexes; when all are done each syncs once more and reports what its index
   holds. Figure: acknowledged entries missing from some other process's index (must be 0).
+* ``faults.replica_killed`` — two real llama.cpp servers behind a ``ReplicaGroup``; worker threads
+  keep non-streaming and streaming calls going; one replica is killed with SIGKILL (as soon as a
+  stream it serves has delivered a token), restarted later, then the other (see
+  ``reliability_replicas.py``). Figures: non-streaming calls failed (must be 0, also those in
+  flight on the killed replica), streams that failed before their first token (must be 0),
+  streams cut after tokens that ended with the explicit ``StreamInterrupted`` error, and streams
+  that ended silently truncated (must be 0).
+* ``load`` — an open-loop request rate (half the stack's measured capacity) of async calls through
+  the LangChain agent middleware stack (layout + compaction + cache + metering) and, on the same
+  schedule, a bare agent, both against a local stub upstream (see ``reliability_load.py``).
+  Figures: errors per arm (must be 0), latency p50 / p99 per arm and the added latency.
 * ``soak`` — 1,000,000 metered calls (default ``Meter``, one task per 20 calls) and 100,000 cache
   entries (embedded SQLite file + faiss, semantic tier on the static embedder when available) in
   one process. Figures: RSS at start, after a warm-up tenth, and at the end; growth after warm-up.
-  The cache keeps every entry's vector in memory by design (``max_entries`` bounds it), so the
-  cache part is reported on its own.
+  The cache keeps every entry's vector in memory (as 8-bit codes plus HNSW links; ``max_entries``
+  bounds it), so the cache part is reported on its own, from before its first entry and after
+  a warm-up tenth.
 * ``isolation`` — 50 tenants store their own answer to the same questions; random lookups (exact
   and reworded, semantic tier on the static embedder when available) must only ever return the
   asking tenant's answer. Figure: cross-tenant hits (must be 0).
 
-JSON: ``{"faults": {...}, "load": {}, "fuzz": {}, "isolation": {...}, "not_measured": [...]}``.
+JSON: ``{"faults": {...}, "load": {...}, "fuzz": {}, "isolation": {...}, "not_measured": [...]}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import random
@@ -53,8 +66,6 @@ if CORE not in sys.path:
     sys.path.insert(0, CORE)
 
 NOT_MEASURED = [
-    "faults.replica_killed (llama.cpp, streaming and non-streaming)",
-    "load (open-loop rate through the LangChain middleware stack)",
     "fuzz (hypothesis over every public entry point and adapter)",
 ]
 
@@ -373,6 +384,26 @@ def redis_faults(work: Path, quick: bool) -> dict[str, Any]:
     return {"redis_kill9": k9, "redis_restart": rs}
 
 
+def replica_fault(work: Path, quick: bool) -> dict[str, Any]:
+    """Two llama.cpp replicas, one killed mid-run (``reliability_replicas``), or why not measured."""
+    from reliability_replicas import replica_killed
+
+    from tokenlean.errors import MissingDependencyError, ServerError
+    from tokenlean.server import find_local_model
+
+    try:
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise MissingDependencyError("llama-cpp-python[server]", "server")
+        find_local_model()
+    except (MissingDependencyError, ServerError) as exc:
+        reason = f"no local llama.cpp model: {exc}"
+        print(f"reliability: {reason}", file=sys.stderr)
+        return {"skipped": reason}
+    if quick:
+        return replica_killed(work, rounds=1, before_kill_s=1.0, down_s=2.0, after_restart_s=1.0)
+    return replica_killed(work, rounds=4, before_kill_s=3.0, down_s=4.0, after_restart_s=6.0, time_limit=400)
+
+
 def _rss_mb() -> float:
     with open("/proc/self/status") as fh:
         for line in fh:
@@ -442,6 +473,8 @@ def soak(work: Path, calls: int, entries: int) -> dict[str, Any]:
         "rss_after_warmup_mb": round(after_warm, 1),
         "rss_end_mb": round(end, 1),
         "growth_after_warmup_mb": round(end - after_warm, 1),
+        "growth_mb": round(end - before, 1),
+        "index_estimate_mb": round(cache.stats()["backend"].get("index_bytes", 0) / 2**20, 1),
         "seconds": round(time.monotonic() - t0, 1),
     }
     return {"metering": metering, "cache": caching}
@@ -453,6 +486,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     q = args.quick
+    from reliability_load import load  # sibling module (benchmarks/ is on sys.path when run)
+
     with tempfile.TemporaryDirectory(prefix="tokenlean-reliability-") as tmp:
         work = Path(tmp)
         t0 = time.monotonic()
@@ -465,12 +500,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ),
         }
         faults.update(redis_faults(work, q))
+        faults["replica_killed"] = replica_fault(work, q)
+        loaded = load(duration_s=5 if q else 60)
         iso = isolation(tenants=50, lookups=5_000 if q else 100_000)
         soaked = soak(work, calls=100_000 if q else 1_000_000, entries=5_000 if q else 100_000)
         elapsed = time.monotonic() - t0
     out = {
         "faults": faults,
-        "load": {},
+        "load": loaded,
         "fuzz": {},
         "isolation": iso,
         "soak": soaked,
@@ -506,6 +543,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"cross-tenant {iso['cross_tenant_hits']}",
         ),
     ]
+    rk = faults["replica_killed"]
+    if "skipped" in rk:
+        rows.append(("llama.cpp replica killed", "not measured", rk["skipped"][:60]))
+    else:
+        ns, st = rk["non_streaming"], rk["streaming"]
+        rows.append(
+            (
+                f"llama.cpp replica killed x{len(rk['kills'])}",
+                f"calls {ns['calls']} + {st['calls']} streamed",
+                f"failed {ns['failed']} (in flight {ns['in_flight_at_kill']}); streams: failed before a "
+                f"token {st['failed_before_token']}, interrupted (explicit) {st['interrupted']} "
+                f"+ {st['failed_after_token_other']}, silently truncated {st['silently_truncated']}",
+            )
+        )
+    ld = loaded
+    rows.append(
+        (
+            f"load: {ld['rate_rps']} req/s open loop, {ld['duration_s']} s",
+            f"saturation {ld['saturation_rps']} req/s",
+            f"errors {ld['errors']['bare']} bare / {ld['errors']['stack']} stack; added latency "
+            f"p50 {ld['added_ms']['p50']} ms, p99 {ld['added_ms']['p99']} ms",
+        )
+    )
     sm, sc = soaked["metering"], soaked["cache"]
     rows.append(
         (
@@ -517,8 +577,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows.append(
         (
             f"soak: {sc['entries']:,} cache entries",
-            f"RSS {sc['rss_after_warmup_mb']} -> {sc['rss_end_mb']} MB",
-            f"growth after warm-up {sc['growth_after_warmup_mb']} MB",
+            f"RSS {sc['rss_before_mb']} -> {sc['rss_end_mb']} MB",
+            f"growth {sc['growth_mb']} MB ({sc['growth_after_warmup_mb']} MB after warm-up)",
         )
     )
     width = max(len(r[0]) for r in rows)

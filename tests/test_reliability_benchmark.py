@@ -7,10 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_quick_run_keeps_its_promises(tmp_path: Path, static_embedder: object, redis_stack: str) -> None:
+def test_quick_run_keeps_its_promises(
+    tmp_path: Path, static_embedder: object, redis_stack: str, local_model_file: Path
+) -> None:
+    pytest.importorskip("langchain")
+    pytest.importorskip("langchain_openai")
     out = tmp_path / "reliability.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "reliability.py"), "--quick", "--json", str(out)],
@@ -35,6 +41,22 @@ def test_quick_run_keeps_its_promises(tmp_path: Path, static_embedder: object, r
     shared = data["faults"]["sqlite_8_processes"]
     assert shared["acknowledged"] == 8 * 150
     assert shared["missing_from_file"] == 0 and shared["unseen_by_another_process"] == 0
+    rk = data["faults"]["replica_killed"]
+    assert "skipped" not in rk, rk  # the local_model_file fixture proved llama.cpp can run here
+    assert len(rk["kills"]) == 1 and rk["workers_stuck"] == 0
+    assert rk["non_streaming"]["calls"] > 0 and rk["non_streaming"]["failed"] == 0
+    st = rk["streaming"]
+    assert st["calls"] > 0 and st["failed_before_token"] == 0 and st["silently_truncated"] == 0
+    assert st["ok"] + st["interrupted"] + st["failed_after_token_other"] == st["calls"]
+    # load: a correctness check, not a timing one (no latency is asserted)
+    ld = data["load"]
+    assert ld["requests"]["bare"] > 0 and ld["requests"]["bare"] == ld["requests"]["stack"]
+    assert ld["errors"] == {"bare": 0, "stack": 0}, ld["error_samples"]
+    assert ld["tokenlean_warnings"]["count"] == 0, ld["tokenlean_warnings"]
+    assert ld["metered"]["calls"] == ld["requests"]["stack"]  # every stack call was metered
+    assert ld["cache_hits"] == ld["metered"]["cache_hits"]
+    assert ld["compacted_requests"] == ld["kinds"]["history"] > 0
+    assert 0 < ld["rate_rps"] < ld["saturation_rps"]
     iso = data["isolation"]
     assert iso["semantic_tier"] and iso["semantic_hits"] > 0  # the semantic tier was exercised
     assert iso["hits"] > 0 and iso["cross_tenant_hits"] == 0 and iso["wrong_question_hits"] == 0

@@ -30,6 +30,7 @@ TokenleanError
 │   └── EndpointError                talking to one endpoint failed
 │       ├── EndpointTimeout                                                    (TimeoutError)
 │       ├── EndpointUnavailable      connection refused, 5xx, unhealthy
+│       │   └── StreamInterrupted    a stream broke after it had sent tokens
 │       └── EndpointProtocolError    4xx, broken JSON, unexpected shape
 ├── ServerError                      the local model server failed to start / stop
 └── ProfileError
@@ -60,6 +61,7 @@ __all__ = [
     "ProfileError",
     "RoutingError",
     "ServerError",
+    "StreamInterrupted",
     "TextEncodingError",
     "TokenizerError",
     "TokenleanError",
@@ -187,6 +189,14 @@ class EndpointUnavailable(EndpointError):
     """Connection refused, 5xx, or the endpoint is marked unhealthy."""
 
     retryable = True
+
+
+class StreamInterrupted(EndpointUnavailable):
+    """A stream broke after it had already sent tokens: what arrived is not the whole answer.
+
+    It is never retried (a replay would repeat text the caller has shown) and never passed off as
+    a finished answer: the caller must discard or mark the partial text.
+    """
 
 
 class EndpointProtocolError(EndpointError):

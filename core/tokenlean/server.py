@@ -121,6 +121,8 @@ class LocalModelServer:
             "--n_ctx", str(self.n_ctx),
             "--n_threads", str(self.threads),
             "--n_threads_batch", str(self.threads),
+            # queue concurrent requests instead of ending the running stream early with [DONE]
+            "--interrupt_requests", "False",
             *self.extra_args,
         ]  # fmt: skip
 

@@ -28,6 +28,9 @@ from tokenlean.errors import ConfigError
 
 __all__ = ["CacheBackend", "EmbeddedBackend"]
 
+# candidates fetched beyond ``k`` from an approximate index, for the exact rescoring to rank
+_RESCORE_EXTRA = 8
+
 
 @runtime_checkable
 class CacheBackend(Protocol):
@@ -59,8 +62,13 @@ class EmbeddedBackend:
 
     ``path`` is the SQLite file (``":memory:"`` for a throw-away cache). ``index`` defaults to a
     :class:`FaissIndex` of the embedder's dimension, created on the first vector, holding at most
-    ``max_shards`` namespaces in memory (None: no cap). A ``store`` that cannot read one namespace
-    (no ``namespace_vectors``) could not bring a dropped shard back, so then the cap is off.
+    ``max_shards`` namespaces in memory (None: no cap), its vectors held as ``vectors`` (``"sq8"``
+    by default, see :mod:`tokenlean.cache.index`). A ``store`` that cannot read one namespace (no
+    ``namespace_vectors``) could not bring a dropped shard back, so then the cap is off.
+
+    An index whose scores are not exact (``exact`` False) only proposes candidates: the search
+    asks it for a few more than ``k`` and ranks them by the inner product with each entry's stored
+    float32 embedding, so thresholds and guards always see exact similarities.
     """
 
     def __init__(
@@ -72,15 +80,19 @@ class EmbeddedBackend:
         hnsw_threshold: int = 20_000,
         synchronous: str = "NORMAL",
         max_shards: int | None = 4096,
+        vectors: str = "sq8",
     ) -> None:
         if max_shards is not None and (
             isinstance(max_shards, bool) or not isinstance(max_shards, int) or max_shards < 1
         ):
             raise ConfigError(f"max_shards must be a positive integer or None, got {max_shards!r}")
+        if vectors not in ("sq8", "fp16", "float32"):
+            raise ConfigError(f"vectors must be 'sq8', 'fp16' or 'float32', got {vectors!r}")
         self.store: Any = store if store is not None else SQLiteStore(path, synchronous=synchronous)
         self.index: VectorIndex | None = index
         self.hnsw_threshold = hnsw_threshold
         self.max_shards = max_shards
+        self.vectors = vectors
         self._lock = threading.RLock()
         self._marks = (0, 0)
         self._version = -1
@@ -90,7 +102,9 @@ class EmbeddedBackend:
     def _ensure_index(self, dim: int) -> VectorIndex:
         if self.index is None:
             cap = self.max_shards if self._reloads else None
-            self.index = FaissIndex(dim, hnsw_threshold=self.hnsw_threshold, max_shards=cap)
+            self.index = FaissIndex(
+                dim, hnsw_threshold=self.hnsw_threshold, max_shards=cap, vectors=self.vectors
+            )
         return self.index
 
     @property
@@ -160,11 +174,13 @@ class EmbeddedBackend:
             self._load(namespace)
             if self.index is None:
                 return []
-            found = self.index.search(namespace, vector, k)
+            exact = bool(getattr(self.index, "exact", True))
+            found = self.index.search(namespace, vector, k if exact else k + max(k, _RESCORE_EXTRA))
         if not found:
             return []
         getter = getattr(self.store, "get_many", None)
         entries = getter([i for i, _ in found]) if getter else {i: self.store.get(i) for i, _ in found}
+        query = np.asarray(vector, np.float32).reshape(-1)
         out: list[tuple[CacheEntry, float]] = []
         now = time.time()
         for i, sim in found:
@@ -174,8 +190,12 @@ class EmbeddedBackend:
             if entry.expired(now):
                 self.delete(entry)
                 continue
+            if not exact and entry.embedding is not None:
+                sim = float(np.dot(np.asarray(entry.embedding, np.float32), query))
             out.append((entry, sim))
-        return out
+        if not exact:
+            out.sort(key=lambda pair: -pair[1])
+        return out[:k]
 
     def put(self, entry: CacheEntry, ttl: float | None) -> CacheEntry:
         if ttl is not None:

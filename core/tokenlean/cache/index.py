@@ -10,6 +10,12 @@ of 100k x 384 floats reads 150 MB per query (~15 ms), HNSW answers in well under
 HNSW cannot delete, so removed ids become tombstones filtered from results, and the shard is
 rebuilt when a fifth of it is dead.
 
+Vectors are held as 8-bit codes by default (``vectors="sq8"``: a quarter of float32's memory, so
+a process can hold many entries); the index then only proposes candidates, and the embedded
+backend rescores them against the exact float32 embeddings it reads from the store with each
+candidate anyway, so every similarity a guard or threshold sees is exact. ``"fp16"`` halves
+memory instead, ``"float32"`` keeps exact vectors in memory (the index's own scores are final).
+
 Shards are held in memory as an LRU of at most ``max_shards``: under ``context="prefix"`` every
 conversation turn is its own namespace, so without a bound a long-running process would keep a
 shard for every conversation it ever saw. A dropped shard is only a cache of the store: the
@@ -19,6 +25,7 @@ embedded backend reloads it from the store when its namespace is searched again.
 from __future__ import annotations
 
 import threading
+from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -53,28 +60,51 @@ def _faiss() -> Any:
     return faiss
 
 
+# name -> faiss ScalarQuantizer type (None: IndexFlatIP / IndexHNSWFlat, float32) and bytes per dim
+_CODECS: dict[str, tuple[str | None, float]] = {
+    "sq8": ("QT_8bit_uniform", 1.0),
+    "fp16": ("QT_fp16", 2.0),
+    "float32": (None, 4.0),
+}
+
+
 class _Shard:
     """One namespace: a flat or HNSW faiss index plus the id mapping and tombstones."""
 
-    def __init__(self, dim: int, hnsw_threshold: int, m: int, ef_construction: int, ef_search: int) -> None:
+    def __init__(
+        self, dim: int, hnsw_threshold: int, m: int, ef_construction: int, ef_search: int, codec: str
+    ) -> None:
         self.dim = dim
+        self.codec = codec
         self.hnsw_threshold = hnsw_threshold
         self.m = m
         self.ef_construction = ef_construction
         self.ef_search = ef_search
         self.hnsw = False
-        self.labels: list[int] = []  # faiss label -> store id
+        self.labels = array("q")  # faiss label -> store id (8 bytes each, not a list of int objects)
         self.dead: set[int] = set()  # faiss labels removed
         self.where: dict[int, int] = {}  # store id -> faiss label
         self.index = self._new(False)
 
     def _new(self, hnsw: bool) -> Any:
         faiss = _faiss()
-        if not hnsw:
-            return faiss.IndexFlatIP(self.dim)
-        idx = faiss.IndexHNSWFlat(self.dim, self.m, faiss.METRIC_INNER_PRODUCT)
-        idx.hnsw.efConstruction = self.ef_construction
-        idx.hnsw.efSearch = self.ef_search
+        qtype = _CODECS[self.codec][0]
+        ip = faiss.METRIC_INNER_PRODUCT
+        if qtype is None:
+            idx = faiss.IndexHNSWFlat(self.dim, self.m, ip) if hnsw else faiss.IndexFlatIP(self.dim)
+        else:
+            qt = getattr(faiss.ScalarQuantizer, qtype)
+            idx = (
+                faiss.IndexHNSWSQ(self.dim, qt, self.m, ip)
+                if hnsw
+                else faiss.IndexScalarQuantizer(self.dim, qt, ip)
+            )
+            # unit vectors: every component lies in [-1, 1], so one fixed range needs no data to
+            # train on and never changes (codes stay comparable across rebuilds)
+            idx.train(np.stack([np.full(self.dim, -1.0, np.float32), np.ones(self.dim, np.float32)]))
+        if hnsw:
+            idx.hnsw.efConstruction = self.ef_construction
+            idx.hnsw.efSearch = self.ef_search
         return idx
 
     def __len__(self) -> int:
@@ -109,9 +139,9 @@ class _Shard:
         vecs = allv[keep] if keep else np.zeros((0, self.dim), np.float32)
         self.hnsw = hnsw
         self.index = self._new(hnsw)
-        self.labels, self.dead, self.where = [], set(), {}
+        self.labels, self.dead, self.where = array("q"), set(), {}
         if ids:
-            self.labels = list(ids)
+            self.labels = array("q", ids)
             self.where = {i: n for n, i in enumerate(ids)}
             block = np.ascontiguousarray(vecs, dtype=np.float32)
             self.index.add(block)
@@ -125,13 +155,13 @@ class _Shard:
         for s, label in zip(sims[0], labels[0], strict=True):
             if label < 0 or label in self.dead:
                 continue
-            out.append((self.labels[label], float(s)))
+            out.append((int(self.labels[label]), float(s)))
             if len(out) == k:
                 break
         return out
 
     def memory_bytes(self) -> int:
-        base = len(self.labels) * self.dim * 4
+        base = int(len(self.labels) * self.dim * _CODECS[self.codec][1])
         if self.hnsw:
             base += len(self.labels) * self.m * 2 * 4  # level-0 links (upper levels are tiny)
         return base + len(self.where) * 100
@@ -140,9 +170,11 @@ class _Shard:
 class FaissIndex:
     """The embedded ``VectorIndex``: faiss shards, one per namespace, guarded by one lock.
 
-    ``hnsw_threshold`` (default 20,000) is where a shard switches from exact search to HNSW; set it
-    very high to keep exact search everywhere. ``max_shards`` caps the namespaces held at once
-    (least recently used dropped first, counted in ``evictions``); None removes the cap.
+    ``hnsw_threshold`` (default 20,000) is where a shard switches from a full scan to HNSW; set it
+    very high to scan everywhere. ``max_shards`` caps the namespaces held at once (least recently
+    used dropped first, counted in ``evictions``); None removes the cap. ``vectors`` is how vectors
+    are held: ``"sq8"`` (default), ``"fp16"`` or ``"float32"``; unless float32, ``exact`` is False
+    and the scores returned are approximate (candidates for the caller to rescore).
     """
 
     def __init__(
@@ -150,11 +182,14 @@ class FaissIndex:
         dim: int,
         *,
         hnsw_threshold: int = 20_000,
-        hnsw_m: int = 32,
+        hnsw_m: int = 24,
         ef_construction: int = 80,
         ef_search: int = 64,
         max_shards: int | None = 4096,
+        vectors: str = "sq8",
     ) -> None:
+        if vectors not in _CODECS:
+            raise ConfigError(f"vectors must be one of {sorted(_CODECS)}, got {vectors!r}")
         if dim < 1 or hnsw_threshold < 1:
             raise ConfigError("dim and hnsw_threshold must be positive")
         if max_shards is not None and (
@@ -166,9 +201,15 @@ class FaissIndex:
         self.hnsw_threshold = hnsw_threshold
         self.max_shards = max_shards
         self.evictions = 0
-        self._params = (hnsw_m, ef_construction, ef_search)
+        self.vectors = vectors
+        self._params = (hnsw_m, ef_construction, ef_search, vectors)
         self._shards: OrderedDict[str, _Shard] = OrderedDict()
         self._lock = threading.RLock()
+
+    @property
+    def exact(self) -> bool:
+        """Whether search scores are exact inner products (float32 vectors held)."""
+        return self.vectors == "float32"
 
     def _check(self, vectors: np.ndarray) -> np.ndarray:
         arr = np.asarray(vectors, dtype=np.float32)

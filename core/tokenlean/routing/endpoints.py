@@ -42,6 +42,8 @@ from tokenlean.errors import (
     EndpointUnavailable,
     InputError,
     MessageFormatError,
+    StreamInterrupted,
+    TextEncodingError,
     UsageFormatError,
 )
 from tokenlean.types import Message, Request, Response, ToolCall, Usage, normalize_usage
@@ -146,6 +148,8 @@ def check_request(request: Request) -> None:
     one. Sent anyway, such a call costs a round trip and comes back as a 4xx that reads like the
     endpoint's fault (or a server reads it its own way); caught here, it is the caller's mistake.
     """
+    if not isinstance(request, Request):
+        raise MessageFormatError(f"expected a tokenlean Request, got {type(request).__name__}")
     if not request.messages:
         raise EmptyInputError("a call needs at least one message")
     for key in _TOKEN_CAPS:
@@ -154,6 +158,25 @@ def check_request(request: Request) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{key} must be a positive integer, got {value!r}")
+
+
+def _sendable(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` once it is known to serialise as the strict JSON a server accepts, else a typed error.
+
+    httpx serialises with ``allow_nan=False`` and encodes UTF-8 strictly, so a NaN or infinite
+    parameter or a lone surrogate in a message would escape from inside the HTTP client as a bare
+    ``ValueError`` / ``UnicodeEncodeError``, after routing, looking like tokenlean's bug. Checked
+    here they are the caller's ``InputError`` / ``TextEncodingError``, before any connection.
+    """
+    try:
+        json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise TextEncodingError(
+            f"the request holds text that is not valid Unicode (a lone surrogate at {exc.start}): {exc.reason}"
+        ) from exc
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"the request cannot be sent as JSON: {exc}") from exc
+    return body
 
 
 def _classify_status(status: int, text: str, endpoint: str) -> EndpointError:
@@ -367,6 +390,22 @@ class _StreamAssembler:
             out["id"] = new_id
         return out
 
+    def end(self) -> None:
+        """The server closed the stream: refuse an answer that never said it was finished.
+
+        An OpenAI-style stream states why it stopped (``finish_reason``) before it ends. One that
+        ends without it was cut: a server killed mid-answer, a proxy timeout on a body without
+        framing, or llama-cpp-python's server, which by default ends a stream early with a
+        regular ``[DONE]`` when another request arrives. Taking what arrived as the answer would
+        pass a truncated reply off as a whole one.
+        """
+        if self.finish_reason is None:
+            how = "[DONE] without a finish_reason" if self.done else "no finish_reason, no [DONE]"
+            raise EndpointUnavailable(
+                f"{self.endpoint}: the stream ended before the answer finished ({how})",
+                endpoint=self.endpoint,
+            )
+
     def response(self) -> Response:
         calls = tuple(
             ToolCall(id=v["id"] or f"call_{i}", name=v["name"], arguments=v["arguments"] or "{}")
@@ -482,15 +521,23 @@ class OpenAICompatibleEndpoint:
         """Return when the failed attempt should be retried, else raise it as a typed error.
 
         A stream that already yielded tokens is never retried: replaying would duplicate text.
+        When it broke on the way (the server or the connection failed, not a malformed event),
+        the error is a ``StreamInterrupted`` so the caller knows the text it has is partial.
         """
         err = _classify_exception(exc, self.name)
+        if yielded and err.retryable and not isinstance(err, StreamInterrupted):
+            raise StreamInterrupted(
+                f"{err} (the stream had already sent tokens: the answer is incomplete)",
+                endpoint=self.name,
+                status=err.status,
+            ) from exc
         if yielded or not self._should_retry(err, attempt):
             raise err from exc
 
     # -- non-streaming ---------------------------------------------------------------------------
     def complete(self, request: Request) -> Response:
         check_request(request)
-        body = self._body(request, stream=False)
+        body = _sendable(self._body(request, stream=False))
         attempt = 0
         while True:
             t0 = time.monotonic()
@@ -506,7 +553,7 @@ class OpenAICompatibleEndpoint:
 
     async def acomplete(self, request: Request) -> Response:
         check_request(request)
-        body = self._body(request, stream=False)
+        body = _sendable(self._body(request, stream=False))
         attempt = 0
         while True:
             t0 = time.monotonic()
@@ -528,7 +575,7 @@ class OpenAICompatibleEndpoint:
         the caller already showed.
         """
         check_request(request)
-        body = self._body(request, stream=True)
+        body = _sendable(self._body(request, stream=True))
         attempt = 0
         while True:
             asm = _StreamAssembler(self.name)
@@ -543,6 +590,7 @@ class OpenAICompatibleEndpoint:
                         if chunk is not None:
                             yielded = yielded or chunk.has_token
                             yield chunk
+                    asm.end()
                 yield StreamChunk(response=asm.response(), model=asm.model, id=asm.id)
                 return
             except GeneratorExit:
@@ -554,7 +602,7 @@ class OpenAICompatibleEndpoint:
 
     async def astream(self, request: Request) -> AsyncIterator[StreamChunk]:
         check_request(request)
-        body = self._body(request, stream=True)
+        body = _sendable(self._body(request, stream=True))
         attempt = 0
         while True:
             asm = _StreamAssembler(self.name)
@@ -569,6 +617,7 @@ class OpenAICompatibleEndpoint:
                         if chunk is not None:
                             yielded = yielded or chunk.has_token
                             yield chunk
+                    asm.end()
                 yield StreamChunk(response=asm.response(), model=asm.model, id=asm.id)
                 return
             except GeneratorExit:

@@ -200,7 +200,16 @@ class ReplicaGroup:
         return out
 
     def _eject(self, r: ReplicaState, why: str) -> None:
+        """Take ``r`` out for a cool-down that doubles with each ejection in a row.
+
+        Calls that were in flight together fail together when a server dies; their failures are
+        one incident, so a replica already out is not ejected again (its cool-down would double
+        once per queued call and keep a restarted server out for minutes).
+        """
         with self._lock:
+            if r.ejected_until > self.clock():
+                r.last_error = why
+                return
             r.ejections += 1
             cool = min(self.max_cooldown_s, self.cooldown_s * (2 ** (r.ejections - 1)))
             r.ejected_until = self.clock() + cool

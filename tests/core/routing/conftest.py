@@ -147,6 +147,19 @@ class StubServer:
                     self.wfile.write(b"data: {not json\n\n")
                     self.wfile.flush()
                     self.close_connection = True
+                elif mode in ("cutstream", "cutearly") and stream:
+                    # what llama-cpp-python's server does to a stream when another request
+                    # arrives: a regular [DONE], with no finish_reason before it
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    if mode == "cutstream":
+                        delta = {
+                            "choices": [{"index": 0, "delta": {"content": "partial"}, "finish_reason": None}]
+                        }
+                        self.wfile.write(f"data: {json.dumps(delta)}\n\n".encode())
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.wfile.flush()
                 elif stream:
                     self.send_response(200)
                     self.send_header("Content-Type", "text/event-stream")

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tokenlean.errors import ConfigError, EndpointProtocolError, NoRouteError
+from tokenlean.errors import (
+    ConfigError,
+    EndpointProtocolError,
+    EndpointUnavailable,
+    NoRouteError,
+    StreamInterrupted,
+)
 from tokenlean.routing import OpenAICompatibleEndpoint, ReplicaGroup, VLLMEndpoint, stable_prefix_key
 from tokenlean.types import Message, Request
 
@@ -124,6 +130,19 @@ def test_ejection_cooldown_and_half_open(stub, dead_url) -> None:
     assert g.replicas[0].ejected_until - clock() == pytest.approx(10)
 
 
+def test_calls_failing_together_are_one_ejection(dead_url) -> None:
+    """Calls queued on a server that dies all fail at once: one incident, not one per call."""
+    clock = Clock()
+    dead = OpenAICompatibleEndpoint(dead_url, "m", name="dead", max_retries=0)
+    g = ReplicaGroup([dead], cooldown_s=5, clock=clock)
+    for _ in range(4):  # the failures of four calls that were in flight together
+        g._mark_failure(g.replicas[0], EndpointUnavailable("connection reset", endpoint="dead"))
+    assert g.replicas[0].ejections == 1 and g.replicas[0].ejected_until - clock() == pytest.approx(5)
+    clock.t += 6  # cool-down over; the next try fails too: that is a second incident
+    g._mark_failure(g.replicas[0], EndpointUnavailable("connection refused", endpoint="dead"))
+    assert g.replicas[0].ejected_until - clock() == pytest.approx(10)
+
+
 def test_all_replicas_down_raises_no_route(dead_url, stub) -> None:
     g = ReplicaGroup(
         [
@@ -203,3 +222,22 @@ def test_stream_failure_after_first_token_is_raised(stub) -> None:
     g.replicas[1].in_flight = 1
     with pytest.raises(EndpointProtocolError):
         list(g.stream(_req()))
+
+
+def test_a_stream_cut_short_is_an_explicit_error_never_a_short_answer(stub) -> None:
+    """A stream that ends without a finish_reason was cut: retried before its first token,
+    ``StreamInterrupted`` after it (the caller knows its partial text is not the answer)."""
+    early = OpenAICompatibleEndpoint(stub.url("cutearly"), "m", name="early", max_retries=0)
+    ok = OpenAICompatibleEndpoint(stub.url("ok"), "m", name="ok")
+    g = ReplicaGroup([early, ok], strategy="round_robin", prefix_affinity=False)
+    chunks = list(g.stream(_req()))
+    final = chunks[-1].response
+    assert final is not None and final.text == "stub answer 42" and final.finish_reason == "stop"
+    assert stub.state.hits["cutearly"] == 1  # tried first, then failed over
+
+    cut = OpenAICompatibleEndpoint(stub.url("cutstream"), "m", name="cut", max_retries=3)
+    seen: list[str] = []
+    with pytest.raises(StreamInterrupted, match="incomplete"):
+        for c in ReplicaGroup([cut, ok], strategy="round_robin", prefix_affinity=False).stream(_req()):
+            seen.append(c.text)
+    assert "".join(seen) == "partial" and stub.state.hits["cutstream"] == 1  # never replayed
