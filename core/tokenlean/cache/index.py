@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import threading
 from array import array
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -68,6 +69,10 @@ _CODECS: dict[str, tuple[str | None, float]] = {
 }
 
 
+# vectors decoded at once when a shard is rebuilt (bounds the float32 copy in memory)
+_REBUILD_BLOCK = 4096
+
+
 class _Shard:
     """One namespace: a flat or HNSW faiss index plus the id mapping and tombstones."""
 
@@ -83,7 +88,11 @@ class _Shard:
         self.hnsw = False
         self.labels = array("q")  # faiss label -> store id (8 bytes each, not a list of int objects)
         self.dead: set[int] = set()  # faiss labels removed
-        self.where: dict[int, int] = {}  # store id -> faiss label
+        # store id -> faiss label: None while ids arrived in increasing order (the store hands them
+        # out so), when a binary search of ``labels`` is the map at no memory cost; the first id
+        # out of order turns it into a dict
+        self.where: dict[int, int] | None = None
+        self.live = 0
         self.index = self._new(False)
 
     def _new(self, hnsw: bool) -> Any:
@@ -108,46 +117,77 @@ class _Shard:
         return idx
 
     def __len__(self) -> int:
-        return len(self.where)
+        return self.live
+
+    def label_of(self, i: int) -> int | None:
+        """The faiss label of live store id ``i``, or None."""
+        if self.where is not None:
+            return self.where.get(i)
+        j = bisect_left(self.labels, i)
+        if j < len(self.labels) and self.labels[j] == i and j not in self.dead:
+            return j
+        return None
+
+    def ids(self) -> set[int]:
+        return {int(i) for label, i in enumerate(self.labels) if label not in self.dead}
+
+    def _append(self, i: int) -> None:
+        if self.where is None and self.labels and i <= self.labels[-1]:
+            self.where = {int(v): n for n, v in enumerate(self.labels) if n not in self.dead}
+        if self.where is not None:
+            self.where[i] = len(self.labels)
+        self.labels.append(i)
+        self.live += 1
 
     def add(self, ids: Sequence[int], vectors: np.ndarray) -> None:
-        fresh = [(i, v) for i, v in zip(ids, vectors, strict=True) if i not in self.where]
+        seen: set[int] = set()
+        fresh = []
+        for i, v in zip(ids, vectors, strict=True):
+            if i not in seen and self.label_of(i) is None:
+                seen.add(i)
+                fresh.append((int(i), v))
         if not fresh:
             return
-        start = len(self.labels)
         block = np.ascontiguousarray(np.stack([v for _, v in fresh]), dtype=np.float32)
-        for n, (i, _) in enumerate(fresh):
-            self.labels.append(i)
-            self.where[i] = start + n
+        for i, _ in fresh:
+            self._append(i)
         self.index.add(block)
-        if not self.hnsw and len(self.where) > self.hnsw_threshold:
+        if not self.hnsw and self.live > self.hnsw_threshold:
             self._rebuild(hnsw=True)
 
     def remove(self, ids: Sequence[int]) -> None:
         for i in ids:
-            label = self.where.pop(i, None)
+            label = self.label_of(i)
             if label is not None:
                 self.dead.add(label)
+                self.live -= 1
+                if self.where is not None:
+                    del self.where[i]
         if self.dead and len(self.dead) * 5 > len(self.labels):
-            self._rebuild(hnsw=self.hnsw and len(self.where) > self.hnsw_threshold // 2)
+            self._rebuild(hnsw=self.hnsw and self.live > self.hnsw_threshold // 2)
 
     def _rebuild(self, hnsw: bool) -> None:
-        total = int(self.index.ntotal)
-        allv = self.index.reconstruct_n(0, total) if total else np.zeros((0, self.dim), np.float32)
-        keep = [label for label in range(len(self.labels)) if label not in self.dead]
-        ids = [self.labels[label] for label in keep]
-        vecs = allv[keep] if keep else np.zeros((0, self.dim), np.float32)
+        """Move the live vectors into a fresh index, a block at a time.
+
+        Decoding the whole shard at once would allocate it as float32 (four times its codes) for a
+        moment, and the allocator keeps such a peak resident long after it is freed.
+        """
+        old, old_labels, dead = self.index, self.labels, self.dead
         self.hnsw = hnsw
         self.index = self._new(hnsw)
-        self.labels, self.dead, self.where = array("q"), set(), {}
-        if ids:
-            self.labels = array("q", ids)
-            self.where = {i: n for n, i in enumerate(ids)}
-            block = np.ascontiguousarray(vecs, dtype=np.float32)
-            self.index.add(block)
+        self.labels, self.dead, self.where, self.live = array("q"), set(), None, 0
+        for start in range(0, int(old.ntotal), _REBUILD_BLOCK):
+            n = min(_REBUILD_BLOCK, int(old.ntotal) - start)
+            keep = [j for j in range(n) if start + j not in dead]
+            if not keep:
+                continue
+            vecs = old.reconstruct_n(start, n)[keep]
+            for j in keep:
+                self._append(old_labels[start + j])
+            self.index.add(np.ascontiguousarray(vecs, dtype=np.float32))
 
     def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        if not self.where:
+        if not self.live:
             return []
         want = min(len(self.labels), k + len(self.dead))
         sims, labels = self.index.search(vector.reshape(1, -1), want)
@@ -164,7 +204,7 @@ class _Shard:
         base = int(len(self.labels) * self.dim * _CODECS[self.codec][1])
         if self.hnsw:
             base += len(self.labels) * self.m * 2 * 4  # level-0 links (upper levels are tiny)
-        return base + len(self.where) * 100
+        return base + len(self.labels) * 8 + (len(self.where) * 100 if self.where is not None else 0)
 
 
 class FaissIndex:
@@ -258,7 +298,7 @@ class FaissIndex:
         """The store ids held for ``namespace``."""
         with self._lock:
             shard = self._shards.get(namespace)
-            return set(shard.where) if shard is not None else set()
+            return shard.ids() if shard is not None else set()
 
     @property
     def shards(self) -> int:

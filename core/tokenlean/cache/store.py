@@ -445,7 +445,8 @@ class SQLiteStore:
         return [
             (int(i), np.frombuffer(emb, dtype=np.float32))
             for i, emb in self._read(
-                "SELECT id, embedding FROM entries WHERE namespace=? AND embedding IS NOT NULL", (namespace,)
+                "SELECT id, embedding FROM entries WHERE namespace=? AND embedding IS NOT NULL ORDER BY id",
+                (namespace,),
             )
         ]
 

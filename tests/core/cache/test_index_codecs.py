@@ -68,3 +68,22 @@ def test_unknown_vector_format_is_a_config_error() -> None:
         FaissIndex(8, vectors="int4")
     with pytest.raises(ConfigError):
         EmbeddedBackend(vectors="float64")
+
+
+def test_ids_out_of_order_removals_and_rebuilds_keep_the_map_right() -> None:
+    """Ids normally arrive in increasing order (the labels array is the map); another process's
+    write can arrive late, out of order, and removals and rebuilds must still find every id."""
+    vecs = _units(60, 16, seed=5)
+    index = FaissIndex(16, hnsw_threshold=10_000)
+    index.add("ns", list(range(0, 40, 2)), vecs[0:40:2])  # even ids, increasing
+    index.add("ns", [0, 2], vecs[[0, 2]])  # repeats are ignored
+    assert len(index) == 20 and index.ids("ns") == set(range(0, 40, 2))
+    index.add("ns", [5, 3, 3], vecs[[5, 3, 3]])  # late and out of order (and a duplicate)
+    assert len(index) == 22 and {3, 5} <= index.ids("ns")
+    index.remove("ns", [0, 2, 4, 6, 3, 999])  # enough dead to rebuild the shard
+    live = (set(range(0, 40, 2)) | {3, 5}) - {0, 2, 4, 6, 3}
+    assert index.ids("ns") == live and len(index) == len(live)
+    for i in sorted(live):
+        assert index.search("ns", vecs[i], 1)[0][0] == i
+    index.add("ns", [41], vecs[[41]])
+    assert index.search("ns", vecs[41], 1)[0][0] == 41 and len(index) == len(live) + 1
