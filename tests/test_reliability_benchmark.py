@@ -57,6 +57,13 @@ def test_quick_run_keeps_its_promises(
     assert ld["cache_hits"] == ld["metered"]["cache_hits"]
     assert ld["compacted_requests"] == ld["kinds"]["history"] > 0
     assert 0 < ld["rate_rps"] < ld["saturation_rps"]
+    fz = data["fuzz"]
+    assert fz["calls"] >= 600 and fz["entry_points"] >= 35
+    # every entry point was actually driven, not only skipped
+    assert all(v["calls"] > 0 for v in fz["by_entry_point"].values()), fz["by_entry_point"]
+    assert fz["untyped_exceptions"] == 0, fz["examples"]
+    assert fz["past_deadline"] == 0, fz["by_entry_point"]
+    assert data["not_measured"] == []
     iso = data["isolation"]
     assert iso["semantic_tier"] and iso["semantic_hits"] > 0  # the semantic tier was exercised
     assert iso["hits"] > 0 and iso["cross_tenant_hits"] == 0 and iso["wrong_question_hits"] == 0

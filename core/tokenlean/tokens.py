@@ -32,7 +32,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from tokenlean.errors import TextEncodingError, TokenizerError
+from tokenlean.errors import ConfigError, InputError, MessageFormatError, TextEncodingError, TokenizerError
 from tokenlean.types import Message
 
 __all__ = [
@@ -89,6 +89,8 @@ def encoding_for_model(model: str | None) -> tuple[str, bool]:
     """The encoding name for ``model`` and whether it is that model's own (exact) tokenizer."""
     if not model:
         return "o200k_base", False
+    if not isinstance(model, str):
+        raise ConfigError(f"model must be a model name (str) or None, got {type(model).__name__}")
     name = model.lower().rsplit("/", 1)[-1]
     best: tuple[str, str] | None = None
     for prefix, enc in _MODEL_PREFIXES:
@@ -197,7 +199,7 @@ def _as_text(text: str | bytes) -> str:
         except UnicodeDecodeError as exc:
             raise TextEncodingError(f"text is not valid UTF-8 (byte {exc.start}): decode it first") from exc
     if not isinstance(text, str):
-        raise TypeError(f"expected str or bytes, got {type(text).__name__}")
+        raise InputError(f"expected str or bytes, got {type(text).__name__}")
     return text
 
 
@@ -238,17 +240,33 @@ class TokenCounter:
         """Prompt tokens of a chat request: messages, tool schemas and the reply priming."""
         import json
 
+        if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
+            raise MessageFormatError(f"messages must be a list of messages, got {type(messages).__name__}")
+        if tools is None:  # "no tools", as in a request body that leaves them out
+            tools = ()
+        if isinstance(tools, (str, bytes, Mapping)) or not isinstance(tools, Iterable):
+            raise MessageFormatError(f"tools must be a list of tool schemas, got {type(tools).__name__}")
         n = REPLY_PRIMING
         for m in messages:
             n += self.count_message(m)
         for tool in tools:
-            n += TOKENS_PER_TOOL_SCHEMA + self.count(json.dumps(tool, sort_keys=True, ensure_ascii=False))
+            try:
+                schema = json.dumps(tool, sort_keys=True, ensure_ascii=False)
+            except (TypeError, ValueError) as exc:  # not JSON: no provider could be sent it either
+                raise MessageFormatError(f"a tool schema is not JSON: {exc}") from exc
+            n += TOKENS_PER_TOOL_SCHEMA + self.count(schema)
         return n
 
 
-@lru_cache(maxsize=256)
 def get_counter(model: str | None = None) -> TokenCounter:
     """The shared counter for ``model`` (None: o200k_base, the current OpenAI default)."""
+    if model is not None and not isinstance(model, str):  # checked before the cache hashes it
+        raise ConfigError(f"model must be a model name (str) or None, got {type(model).__name__}")
+    return _counter_for(model)
+
+
+@lru_cache(maxsize=256)
+def _counter_for(model: str | None) -> TokenCounter:
     encoding, exact = encoding_for_model(model)
     encoder, source = _load_encoder(encoding)
     return TokenCounter(

@@ -91,7 +91,10 @@ class ToolCall:
         args = fn.get("arguments", "{}")
         if not isinstance(args, str):
             # Some servers send an object; keep it as compact JSON rather than failing.
-            args = json.dumps(args, separators=(",", ":"), ensure_ascii=False)
+            try:
+                args = json.dumps(args, separators=(",", ":"), ensure_ascii=False)
+            except (TypeError, ValueError) as exc:  # not JSON at all (a set, a cycle, an object)
+                raise MessageFormatError(f"tool call arguments are not JSON: {exc}") from exc
         call_id = data.get("id")
         if not isinstance(call_id, str):
             raise MessageFormatError("tool call needs a string 'id'")
@@ -122,7 +125,8 @@ class Message:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.role not in ROLES:
+        # ``type(...) is str`` first: a list or dict role would make the set lookup raise TypeError.
+        if type(self.role) is not str or self.role not in ROLES:
             raise MessageFormatError(f"unknown message role {self.role!r}; expected one of {sorted(ROLES)}")
         if isinstance(self.content, list):
             object.__setattr__(self, "content", tuple(self.content))
@@ -132,6 +136,20 @@ class Message:
             raise MessageFormatError(
                 f"message content must be a string, a list of parts or null, got {type(self.content).__name__}"
             )
+        # Everything downstream (token counts, cache keys, to_openai) relies on these shapes; a
+        # wrong one must fail here, where the caller can see which message it was.
+        if isinstance(self.content, tuple) and not all(isinstance(p, Mapping) for p in self.content):
+            raise MessageFormatError("content parts must be JSON objects")
+        if not isinstance(self.tool_calls, tuple) or not all(
+            isinstance(c, ToolCall) for c in self.tool_calls
+        ):
+            raise MessageFormatError("tool_calls must be a list of ToolCall")
+        if self.tool_call_id is not None and not isinstance(self.tool_call_id, str):
+            raise MessageFormatError("'tool_call_id' must be a string")
+        if self.name is not None and not isinstance(self.name, str):
+            raise MessageFormatError("'name' must be a string")
+        if not isinstance(self.extra, Mapping):
+            raise MessageFormatError("a message's 'extra' must be a mapping")
         if self.role == "tool" and not self.tool_call_id:
             raise MessageFormatError("a tool message needs the tool_call_id of the call it answers")
 
@@ -223,6 +241,8 @@ class Message:
 
 
 def _messages(messages: Iterable[Message | Mapping[str, Any]]) -> tuple[Message, ...]:
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
+        raise MessageFormatError(f"messages must be a list of messages, got {type(messages).__name__}")
     out = []
     for m in messages:
         out.append(m if isinstance(m, Message) else Message.from_openai(m))
@@ -251,6 +271,12 @@ class Request:
             object.__setattr__(self, "messages", _messages(self.messages))
         if isinstance(self.tools, list):
             object.__setattr__(self, "tools", tuple(self.tools))
+        if self.model is not None and not isinstance(self.model, str):
+            raise MessageFormatError(f"'model' must be a string, got {type(self.model).__name__}")
+        if not isinstance(self.params, Mapping) or not isinstance(self.metadata, Mapping):
+            raise MessageFormatError("a request's params and metadata must be mappings")
+        if not isinstance(self.tools, tuple) or not all(isinstance(t, Mapping) for t in self.tools):
+            raise MessageFormatError("'tools' must be a list of objects")
 
     @property
     def task_id(self) -> str | None:
@@ -289,6 +315,8 @@ class Request:
     @classmethod
     def from_openai(cls, body: object, *, metadata: Mapping[str, Any] | None = None) -> Request:
         body = _require_mapping(body, "request body")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise MessageFormatError(f"metadata must be a mapping, got {type(metadata).__name__}")
         raw = body.get("messages")
         if not isinstance(raw, (list, tuple)):
             raise MessageFormatError("request body needs a 'messages' list")

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from tokenlean._checks import check_number, str_items
 from tokenlean.cache.backends import CacheBackend, EmbeddedBackend
 from tokenlean.cache.guards import ALL_GUARDS, DEFAULT_GUARDS, extract, failed_guard, normalize_text
 from tokenlean.cache.scoring import LabelledPair, PairScorer
@@ -147,6 +148,10 @@ def split_volatile(text: str) -> tuple[str, str]:
 
 def scope_of(request: Request, config: ScopeConfig = ScopeConfig(), tenant: str | None = None) -> Scope:
     """The namespace and query text of ``request`` under ``config``."""
+    if tenant is not None and not isinstance(tenant, str):
+        # A tenant is an isolation boundary: 5 and "5", or an object whose repr changes per
+        # process, must not silently become namespaces of their own.
+        raise InputError(f"tenant must be a string or None, got {type(tenant).__name__}")
     msgs = request.messages
     last = max((i for i, m in enumerate(msgs) if m.role == "user"), default=None)
     if last is None:
@@ -344,19 +349,27 @@ class SemanticCache:
         cache_refusals: bool = False,
         feedback_margin: float = 1e-6,
     ) -> None:
-        self.backend: CacheBackend = self._backend(backend)
-        self._embedder = embedder
-        self._scorer = scorer
-        self.guards = tuple(guards)
+        # Options first, the backend last: a bad option must not leave a store file open.
+        self.guards = str_items(guards, "guards")
         unknown = [g for g in self.guards if g not in ALL_GUARDS]
         if unknown:
             raise ConfigError(f"unknown guards {unknown}; known: {sorted(ALL_GUARDS)}")
         if eviction not in ("lru", "lfu"):
             raise ConfigError("eviction must be 'lru' or 'lfu'")
-        if ttl is not None and ttl <= 0:
-            raise ConfigError("ttl must be positive (seconds) or None")
-        if max_entries is not None and max_entries < 1:
-            raise ConfigError("max_entries must be >= 1 or None")
+        # NaN passes ``ttl <= 0`` and would make every entry's expiry NaN: checked by name.
+        check_number(ttl, "ttl (seconds)", above=0, maximum=1e12, optional=True)
+        check_number(max_entries, "max_entries", minimum=1, integer=True, optional=True)
+        check_number(top_k, "top_k", minimum=1, maximum=10_000, integer=True)
+        check_number(min_cosine, "min_cosine", minimum=-1, maximum=1)
+        check_number(max_query_chars, "max_query_chars", minimum=0, integer=True)
+        check_number(feedback_margin, "feedback_margin", minimum=0, maximum=1)
+        if scope is not None and not isinstance(scope, ScopeConfig):
+            raise ConfigError(f"scope must be a ScopeConfig, got {type(scope).__name__}")
+        if not isinstance(assume_deterministic, bool):
+            assume_deterministic = frozenset(str_items(assume_deterministic, "assume_deterministic"))
+        self.backend: CacheBackend = self._backend(backend)
+        self._embedder = embedder
+        self._scorer = scorer
         self.scope = scope or ScopeConfig()
         self.ttl = ttl
         self.max_entries = max_entries
@@ -366,13 +379,7 @@ class SemanticCache:
         self.min_cosine = min_cosine
         self.max_query_chars = max_query_chars
         self.cache_temperature = cache_temperature
-        if isinstance(assume_deterministic, str):
-            raise ConfigError("assume_deterministic takes True/False or a collection of model names")
-        self.assume_deterministic: bool | frozenset[str] = (
-            assume_deterministic
-            if isinstance(assume_deterministic, bool)
-            else frozenset(assume_deterministic)
-        )
+        self.assume_deterministic: bool | frozenset[str] = assume_deterministic
         self.cache_tool_calls = cache_tool_calls
         self.cache_refusals = cache_refusals
         self.feedback_margin = feedback_margin
@@ -389,6 +396,10 @@ class SemanticCache:
             return RedisBackend(backend)
         if isinstance(backend, (str, Path)):
             return EmbeddedBackend(backend)
+        if not isinstance(backend, CacheBackend):
+            raise ConfigError(
+                f"backend must be a CacheBackend, a SQLite path, a redis:// URL or None, not {type(backend).__name__}"
+            )
         return backend
 
     # -- lazily built parts ----------------------------------------------------------------------
@@ -616,6 +627,12 @@ class SemanticCache:
         otherwise. Returns whether it was stored.
         """
         request = _as_request(query, model)
+        if chunks is not None:
+            if isinstance(chunks, (str, bytes)) or not isinstance(chunks, Iterable):
+                raise InputError(f"chunks must be a list of str, got {type(chunks).__name__}")
+            chunks = list(chunks)
+            if not all(isinstance(c, str) for c in chunks):
+                raise InputError("chunks must be a list of str")
         try:
             scope = scope_of(request, self.scope, tenant)
         except EmptyInputError as exc:

@@ -47,10 +47,11 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from re import Pattern
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
+from tokenlean._checks import check_number, str_items
 from tokenlean.compaction.omissions import (
     OmissionStore,
     find_handle,
@@ -118,6 +119,19 @@ class Omission:
 
 class _OutOfTime(Exception):
     """A call's deadline passed before scoring could start: the caller passes messages through."""
+
+
+# Segmenting one text runs without a deadline check inside, so it is started only when its
+# estimated cost still fits before the deadline: otherwise a 5 MB message reached with 1 s left
+# overran the deadline by the whole of its segmentation. The cost per character was measured on
+# a 2-core machine (5 MB: 1.0 s to segment and tokenise) and is taken 2.5 times: a busy machine
+# runs slower, and passing through beats running late.
+_SEGMENT_S_PER_CHAR = 5e-7
+
+
+def _fits(deadline: float | None, cost_s: float) -> bool:
+    """Whether work estimated at ``cost_s`` seconds can still finish before ``deadline``."""
+    return deadline is None or time.monotonic() + cost_s <= deadline
 
 
 # -- result ----------------------------------------------------------------------------------
@@ -229,6 +243,7 @@ def _msg_key(m: Message) -> bytes:
 
 _WS = re.compile(r"\s+")
 _BINARY = re.compile(r"[\x00-\x08\x0e-\x1f]")
+_KINDS: tuple[str, ...] = get_args(Kind)
 
 
 @dataclass
@@ -307,26 +322,52 @@ class Compactor:
         deadline: float | None = 5.0,
         max_sessions: int = 10_000,
     ) -> None:
-        if deadline is not None and not deadline > 0:
-            raise ConfigError(f"deadline is seconds > 0 (or None), got {deadline!r}")
-        if max_sessions < 1:
-            raise ConfigError("max_sessions must be >= 1")
-        if ratio is not None and not (0.0 <= ratio < 1.0):
-            raise ConfigError(f"ratio is the share of tokens to remove and must be in [0, 1), got {ratio}")
-        if target_tokens is not None and target_tokens < 0:
-            raise ConfigError("target_tokens must be >= 0")
+        # Every numeric option by name: NaN, a bool or a list would otherwise pass a comparison
+        # (or fail one with TypeError) and surface as a wrong budget deep inside a call.
+        check_number(deadline, "deadline (seconds)", above=0, optional=True)
+        check_number(max_sessions, "max_sessions", minimum=1, integer=True)
+        check_number(ratio, "ratio (the share of tokens to remove)", minimum=0, below=1, optional=True)
+        check_number(target_tokens, "target_tokens", minimum=0, integer=True, optional=True)
+        check_number(keep_last_turns, "keep_last_turns", minimum=0, integer=True)
+        check_number(min_tokens, "min_tokens", minimum=0, integer=True)
+        check_number(
+            mask_observations_after, "mask_observations_after", minimum=0, integer=True, optional=True
+        )
+        check_number(near_duplicate, "near_duplicate", minimum=0, maximum=1)
+        check_number(novelty, "novelty", minimum=-1, maximum=1, optional=True)
+        check_number(relevance_reserve, "relevance_reserve", minimum=0, maximum=1)
+        check_number(length_exponent, "length_exponent", minimum=-1e6, maximum=1e6)
+        check_number(sibling_bonus, "sibling_bonus", minimum=-1e6, maximum=1e6)
         if mode not in ("auto", "lexical", "embedding"):
             raise ConfigError(f"mode must be auto, lexical or embedding, got {mode!r}")
-        if keep_last_turns < 0 or min_tokens < 0:
-            raise ConfigError("keep_last_turns and min_tokens must be >= 0")
-        if mask_observations_after is not None and mask_observations_after < 0:
-            raise ConfigError("mask_observations_after must be >= 0")
+        if kind not in _KINDS:
+            raise ConfigError(f"kind must be one of {', '.join(_KINDS)}, got {kind!r}")
         for name, tpl in (("marker", marker), ("mask_marker", mask_marker)):
             if tpl is not None:
+                if not isinstance(tpl, str):
+                    raise ConfigError(f"{name} must be a template string or None, got {type(tpl).__name__}")
                 try:
                     tpl.format(tokens=0, handle="om-0", what="x")
-                except (KeyError, IndexError, ValueError) as exc:
+                except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
                     raise ConfigError(f"{name} template is invalid: {exc}") from exc
+        if weights is not None and (
+            not isinstance(weights, Mapping)
+            or not all(isinstance(k, str) for k in weights)
+            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in weights.values())
+        ):
+            raise ConfigError("weights must map feature names to finite numbers")
+        if isinstance(protect, (str, bytes)) or not isinstance(protect, Iterable):
+            raise ConfigError(f"protect must be a list of patterns, got {type(protect).__name__}")
+        protect = list(protect)
+        for p in protect:
+            if not isinstance(p, (str, Pattern)):
+                raise ConfigError(f"protect patterns must be str or compiled patterns, got {p!r}")
+            if isinstance(p, str):
+                try:
+                    re.compile(p)
+                except re.error as exc:
+                    raise ConfigError(f"protect pattern {p!r} does not compile: {exc}") from exc
+        exclude_tools = str_items(exclude_tools, "exclude_tools")
         self.ratio = ratio
         self.target_tokens = target_tokens
         self.mode = mode
@@ -419,6 +460,10 @@ class Compactor:
         Raises ``MessageFormatError`` for malformed messages and ``TextEncodingError`` for bytes
         that are not UTF-8; empty input passes through unchanged.
         """
+        if query is not None and not isinstance(query, str):
+            raise InputError("query must be a string")
+        if not isinstance(session, str):
+            raise InputError("session must be a string")
         if isinstance(data, (bytes, bytearray)):
             try:
                 data = bytes(data).decode("utf-8")
@@ -441,8 +486,6 @@ class Compactor:
             raise InputError(
                 f"compact() takes a Request, a list of messages or a str, not {type(data).__name__}"
             )
-        if query is not None and not isinstance(query, str):
-            raise InputError("query must be a string")
         deadline = self._start_clock()
         with self._lock:
             try:
@@ -507,6 +550,18 @@ class Compactor:
             self._tok_cache[text] = info
         return info
 
+    def _item(self, index: int, text: str, deadline: float | None) -> _Item:
+        """``text`` segmented and its units tokenised, or ``_OutOfTime`` if that cannot finish in time."""
+        if not _fits(deadline, _SEGMENT_S_PER_CHAR * len(text)):
+            raise _OutOfTime(f"no time left to segment a text of {len(text)} characters")
+        units = self._segment(text) if text else []
+        tokens: list[int] = []
+        for j, u in enumerate(units, 1):
+            tokens.append(self._unit_info(u.text)[0])
+            if deadline is not None and not j % 1024 and time.monotonic() > deadline:
+                raise _OutOfTime(f"deadline passed while tokenising ({j} units so far)")
+        return _Item(index, text, units, tokens)
+
     def _segment(self, text: str) -> list[Unit]:
         if _BINARY.search(text[:4096]):
             return [Unit(0, len(text), "binary", 0, text)]  # never cut binary-ish payloads
@@ -538,22 +593,29 @@ class Compactor:
         an off-topic chunk can lose everything while the relevant one keeps its context, and a
         sentence repeated by overlapping chunks is kept once. No message-level policy applies.
         """
+        if query is not None and not isinstance(query, str):
+            raise InputError("query must be a string")
+        if isinstance(texts, (str, bytes, Mapping)) or not isinstance(texts, Iterable):
+            raise InputError(f"compact_documents() takes a list of str, got {type(texts).__name__}")
         deadline = self._start_clock()
         docs = list(texts)
         for t in docs:
             if not isinstance(t, str):
                 raise InputError(f"compact_documents() takes str items, got {type(t).__name__}")
         msgs = tuple(Message(role="user", content=t) for t in docs)
-        items = []
-        for k, t in enumerate(docs):
-            units = self._segment(t) if t else []
-            items.append(_Item(k, t, units, [self._unit_info(u.text)[0] for u in units]))
+        whole = tuple(((0, len(t)),) if t else () for t in docs)
+        try:
+            items = [self._item(k, t, deadline) for k, t in enumerate(docs)]
+        except _OutOfTime as exc:
+            self.stats["pass_throughs"] += 1
+            log.warning("compaction passed %d texts through: %s", len(docs), exc)
+            return self._unchanged(msgs, query, sum(self._counter.count(t) for t in docs), whole)
         # units tile the text and carry BPE-aligned whitespace: their counts sum to the text's
         before = sum(sum(it.tokens) for it in items)
         budget = self._budget(before)
 
         def unchanged() -> Compacted:
-            return self._unchanged(msgs, query, before, tuple(((0, len(t)),) if t else () for t in docs))
+            return self._unchanged(msgs, query, before, whole)
 
         if not any(docs) or budget is None or before <= budget:
             return unchanged()
@@ -774,10 +836,7 @@ class Compactor:
             overhead = {i: counts[i] - self._counter.count(msgs[i].text) for i in active}
             total_active = sum(counts[i] for i in active)
             if total_active > unit_budget:
-                items = []
-                for i in active:
-                    units = self._segment(msgs[i].text)
-                    items.append(_Item(i, msgs[i].text, units, [self._unit_info(u.text)[0] for u in units]))
+                items = [self._item(i, msgs[i].text, deadline) for i in active]
                 content_budget = max(0, unit_budget - sum(overhead.values()))
                 sel_pieces, sel_om, _dt, met = self._select(
                     items, q, content_budget, sess, chat=True, deadline=deadline

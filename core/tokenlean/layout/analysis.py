@@ -31,7 +31,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tokenlean.errors import EmptyInputError
+from tokenlean._checks import check_number
+from tokenlean.errors import ConfigError, EmptyInputError, MessageFormatError
 from tokenlean.layout.canonical import (
     LINE_LABEL,
     as_request,
@@ -714,6 +715,8 @@ class _Analysis:
 def _iter_requests(requests: Any) -> list[Request]:
     if isinstance(requests, (Request, Mapping)):
         return [as_request(requests)]
+    if isinstance(requests, (str, bytes)) or not isinstance(requests, Iterable):
+        raise MessageFormatError(f"expected a request or a list of requests, got {type(requests).__name__}")
     return [as_request(r) for r in requests]
 
 
@@ -731,6 +734,10 @@ def analyze(
     earlier requests the simulated prefix cache remembers. ``layout``: the layout to evaluate
     as the fix (default: ``PromptLayout.fit`` on the same stream).
     """
+    check_number(window, "window", minimum=0, integer=True)
+    check_number(min_share, "min_share", minimum=0, maximum=1)
+    if layout is not None and not isinstance(layout, PromptLayout):
+        raise ConfigError(f"layout must be a PromptLayout or None, got {type(layout).__name__}")
     reqs = _iter_requests(requests)
     if not reqs:
         raise EmptyInputError("analyze() needs at least one request")

@@ -72,7 +72,7 @@ def message_text(m: Message) -> str:
             if p.get("type") == "text":
                 parts.append(str(p.get("text", "")))
             else:
-                parts.append(json.dumps(p, ensure_ascii=False, separators=(",", ":")))
+                parts.append(_json(p, "a content part"))
         body = "\n".join(parts)
     calls = "".join(f"\n<tool_call {c.id} {c.name}>{c.arguments}" for c in m.tool_calls)
     return body + calls
@@ -89,7 +89,19 @@ def _header(m: Message) -> str:
 
 def tools_text(tools: Sequence[Mapping[str, Any]]) -> str:
     """The tool block as sent: list order and key order preserved."""
-    return json.dumps([dict(t) for t in tools], ensure_ascii=False, separators=(",", ":"))
+    return _json([dict(t) for t in tools], "the tools")
+
+
+def _json(obj: Any, what: str) -> str:
+    """Compact JSON of a piece of the request; ``MessageFormatError`` when it is not JSON at all.
+
+    Such a request could never be sent to a provider (a set, bytes or an object in a content part
+    or a tool schema), so it is the caller's malformed input, not a layout failure.
+    """
+    try:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise MessageFormatError(f"{what} of the request is not JSON: {exc}") from exc
 
 
 def request_segments(request: Request) -> list[Segment]:
@@ -118,9 +130,12 @@ def _sorted(obj: Any) -> Any:
 
 def canonical_json(obj: Any, *, compact: bool = False) -> str:
     """JSON with keys sorted at every depth; lists keep their order (it can carry meaning)."""
-    if compact:
-        return json.dumps(_sorted(obj), ensure_ascii=False, separators=(",", ":"))
-    return json.dumps(_sorted(obj), ensure_ascii=False)
+    try:
+        if compact:
+            return json.dumps(_sorted(obj), ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(_sorted(obj), ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise MessageFormatError(f"not JSON: {exc}") from exc
 
 
 def tool_name(tool: Mapping[str, Any]) -> str:

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from tokenlean._checks import check_number
 from tokenlean.errors import ConfigError
 from tokenlean.layout.canonical import as_request, request_segments
 from tokenlean.layout.reorder import PromptLayout, stable_prefix_tokens
@@ -186,10 +187,14 @@ def plan_cache_markers(
 
     Run ``reorder`` first: a marker can only cache the stable prefix the request already has.
     """
-    if provider not in PROVIDERS:
+    if not isinstance(provider, str) or provider not in PROVIDERS:
         raise ConfigError(f"unknown provider {provider!r}; expected one of {PROVIDERS}")
-    if not 1 <= max_breakpoints <= ANTHROPIC_MAX_BREAKPOINTS:
-        raise ConfigError(f"max_breakpoints must be 1..{ANTHROPIC_MAX_BREAKPOINTS}, got {max_breakpoints}")
+    check_number(
+        max_breakpoints, "max_breakpoints", minimum=1, maximum=ANTHROPIC_MAX_BREAKPOINTS, integer=True
+    )
+    check_number(block_size, "block_size", minimum=1, integer=True)
+    if layout is not None and not isinstance(layout, PromptLayout):
+        raise ConfigError(f"layout must be a PromptLayout or None, got {type(layout).__name__}")
     req = as_request(request)
     layout = layout or PromptLayout()
     model = model or req.model
@@ -272,6 +277,6 @@ def _prefix_digest(req: Request, layout: PromptLayout) -> str:
     h = hashlib.sha256()
     for seg in request_segments(req):
         if seg.kind == "tools" or (seg.message_index is not None and seg.message_index < sec.few_shot[1]):
-            h.update(seg.text.encode("utf-8"))
+            h.update(seg.text.encode("utf-8", "surrogatepass"))  # a key: lone surrogates are fine
             h.update(b"\x00")
     return h.hexdigest()[:16]

@@ -29,7 +29,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from tokenlean.errors import LayoutError
+from tokenlean._checks import check_number
+from tokenlean.errors import LayoutError, MessageFormatError
 from tokenlean.layout.canonical import (
     LINE_LABEL,
     Sections,
@@ -155,6 +156,16 @@ class PromptLayout:
             raise LayoutError(
                 f"volatile_placement must be 'new_turn' or 'system_tail', got {self.volatile_placement!r}"
             )
+        # ``fit`` fills these; a hand-built layout gets its shapes checked here, not mid-request.
+        if not isinstance(self.few_shot_order, tuple) or not all(
+            isinstance(g, str) for g in self.few_shot_order
+        ):
+            raise LayoutError("few_shot_order must be a tuple of example-group keys (str)")
+        if self.stable_lines is not None and (
+            not isinstance(self.stable_lines, (frozenset, set))
+            or not all(isinstance(line, str) for line in self.stable_lines)
+        ):
+            raise LayoutError("stable_lines must be a frozenset of system-prompt lines (str) or None")
         keys: set[str] = set()
         for g in self.few_shot_order:
             keys.update(g.split("\x01"))
@@ -180,6 +191,9 @@ class PromptLayout:
         requests but in different relative orders are the shuffled few-shot examples; their
         canonical order is the order of first appearance.
         """
+        check_number(min_share, "min_share", minimum=0, maximum=1)
+        if isinstance(requests, (str, bytes, Mapping)) or not isinstance(requests, Iterable):
+            raise MessageFormatError(f"fit() takes a list of requests, got {type(requests).__name__}")
         reqs = [as_request(r) for r in requests]
         base = cls(**options)
         n = len(reqs)
@@ -370,6 +384,8 @@ def reorder(
     model: str | None = None,
 ) -> Reordered:
     """Re-lay one request with ``layout`` (default: ``PromptLayout()``, pattern-based only)."""
+    if layout is not None and not isinstance(layout, PromptLayout):
+        raise LayoutError(f"layout must be a PromptLayout or None, got {type(layout).__name__}")
     return (layout or PromptLayout()).apply(request, model=model)
 
 

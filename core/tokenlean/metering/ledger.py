@@ -37,7 +37,14 @@ from typing import Any
 
 from tokenlean.errors import MeteringError
 from tokenlean.metering.prices import PriceTable
-from tokenlean.metering.records import EMPTY_MAPPING, UsageRecord, current_task_id, model_name, task_scope
+from tokenlean.metering.records import (
+    EMPTY_MAPPING,
+    UsageRecord,
+    _tags,
+    current_task_id,
+    model_name,
+    task_scope,
+)
 from tokenlean.types import Usage, normalize_usage
 
 __all__ = [
@@ -657,6 +664,10 @@ class Meter:
         extra: Mapping[str, Any] | None,
         record_id: object,
     ) -> UsageRecord:
+        if tags and type(tags) is not dict and not isinstance(tags, Mapping):
+            tags = _tags(tags)  # a list of labels (or a MeteringError for anything else)
+        if extra and type(extra) is not dict and not isinstance(extra, Mapping):
+            raise MeteringError(f"extra must be a mapping, got {type(extra).__name__}")
         if cost is None:
             cost = _ZERO if cache_hit else self.prices.cost(name, usage)
         # Positional, in field order: this runs once per metered call, and keyword passing of

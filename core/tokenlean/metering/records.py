@@ -101,6 +101,8 @@ def _tags(value: Mapping[str, Any] | Iterable[str] | None) -> dict[str, str]:
         return {as_text(k, "tag name"): as_text(v, "tag value") for k, v in value.items()}
     if isinstance(value, (str, bytes)):
         return {as_text(value, "tag"): ""}
+    if not isinstance(value, Iterable):
+        raise MeteringError(f"tags must be a mapping or a list of labels, got {type(value).__name__}")
     return {as_text(k, "tag"): "" for k in value}
 
 

@@ -24,7 +24,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,19 @@ def _epoch(value: object) -> float | None:
             dt = dt.replace(tzinfo=UTC)
         return dt.timestamp()
     return None
+
+
+def _cost(value: object, where: str) -> Decimal | None:
+    """A row's recorded cost; ``TraceFormatError`` for one that is not a finite number."""
+    if value is None:
+        return None
+    try:
+        cost = Decimal(str(value)) if not isinstance(value, bool) else None
+    except InvalidOperation:
+        cost = None
+    if cost is None or not cost.is_finite():
+        raise TraceFormatError(f"{where}: cost must be a number, got {value!r}")
+    return cost
 
 
 def _counted_usage(request: Request, response: Response | None) -> Usage:
@@ -217,7 +230,8 @@ def _conversation_key(request: Request) -> str:
 
     parts = [m.text for m in request.messages if m.role in ("system", "developer")][:1]
     first_user = next((m.text for m in request.messages if m.role == "user"), "")
-    digest = hashlib.sha1("\x00".join([*parts, first_user]).encode()).hexdigest()[:10]
+    key = "\x00".join([*parts, first_user]).encode("utf-8", "surrogatepass")  # odd text is still a key
+    digest = hashlib.sha1(key).hexdigest()[:10]
     return f"conv-{digest}"
 
 
@@ -265,7 +279,7 @@ def _read_openai(path: Path) -> list[Call]:
                 first_token_at=first,
                 ended_at=ended,
                 cache_hit=bool(row.get("cache_hit", False)),
-                cost=Decimal(str(row["cost"])) if row.get("cost") is not None else None,
+                cost=_cost(row.get("cost"), f"{path}:{lineno}"),
                 usage_counted=counted,
                 source=f"{path}:{lineno}",
             )
@@ -498,8 +512,9 @@ def _swe_message(m: Mapping[str, Any], where: str) -> Message:
         content = tuple(p for p in content if isinstance(p, Mapping))
     calls = tuple(ToolCall.from_openai(tc) for tc in (m.get("tool_calls") or ()) if isinstance(tc, Mapping))
     tc_id = m.get("tool_call_id")
-    if tc_id is None and m.get("tool_call_ids"):
-        tc_id = m["tool_call_ids"][0]
+    ids = m.get("tool_call_ids")
+    if tc_id is None and isinstance(ids, list) and ids:  # anything else is left to Message to refuse
+        tc_id = ids[0]
     try:
         return Message(role=str(role), content=content, tool_calls=calls, tool_call_id=tc_id)
     except InputError as exc:

@@ -772,7 +772,8 @@ class VLLMEndpoint(OpenAICompatibleEndpoint):
         body = super()._body(request, stream=stream)
         salt = request.metadata.get("cache_salt")
         if salt is None and self.salt_by_tenant and request.tenant:
-            salt = hashlib.sha256(f"tokenlean:{request.tenant}".encode()).hexdigest()[:32]
+            tenant = f"tokenlean:{request.tenant}".encode("utf-8", "surrogatepass")
+            salt = hashlib.sha256(tenant).hexdigest()[:32]
         if salt is not None:
             body["cache_salt"] = str(salt)
         return body

@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from tokenlean.errors import ConfigError, EmptyInputError
+from tokenlean.errors import ConfigError, EmptyInputError, InputError
 from tokenlean.routing.lexical import LexicalGapScorer
 from tokenlean.types import Message, Request
 
@@ -79,16 +79,28 @@ class OutputControl:
 
     def __post_init__(self) -> None:
         check_count(self.max_tokens, "OutputControl.max_tokens", minimum=1)
+        # a bare string would be spread into one stop sequence per character
+        if isinstance(self.stop, str) or not isinstance(self.stop, (tuple, list)):
+            raise ConfigError(f"OutputControl.stop must be a tuple of str, got {self.stop!r}")
+        if not all(isinstance(x, str) for x in self.stop):
+            raise ConfigError(f"OutputControl.stop must hold strings only, got {self.stop!r}")
+        object.__setattr__(self, "stop", tuple(self.stop))
+        if self.instruction is not None and not isinstance(self.instruction, str):
+            raise ConfigError(f"OutputControl.instruction must be a str or None, got {self.instruction!r}")
 
     def apply(self, request: Request) -> Request:
         params = dict(request.params)
         if self.max_tokens is not None:
             current = params.get("max_tokens", params.get("max_completion_tokens"))
-            params["max_tokens"] = self.max_tokens if current is None else min(int(current), self.max_tokens)
+            if isinstance(current, bool) or not isinstance(current, int) or current < 1:
+                current = None  # no usable cap of the caller's (check_request refuses one before sending)
+            params["max_tokens"] = self.max_tokens if current is None else min(current, self.max_tokens)
             params.pop("max_completion_tokens", None)
         if self.stop:
             old = params.get("stop") or []
-            old = [old] if isinstance(old, str) else list(old)
+            old = [old] if isinstance(old, str) else old
+            if not isinstance(old, (list, tuple)) or not all(isinstance(x, str) for x in old):
+                raise InputError(f"the request's 'stop' must be a str or a list of str, got {old!r}")
             params["stop"] = list(dict.fromkeys([*old, *self.stop]))[:4]  # OpenAI allows 4
         messages = request.messages
         if self.instruction:
@@ -174,6 +186,19 @@ class Rule:
     name: str | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.target, str):
+            raise ConfigError(f"Rule.target must name a target (str), got {self.target!r}")
+        if isinstance(self.tags, str) or not isinstance(self.tags, (tuple, list, frozenset, set)):
+            raise ConfigError(f"Rule.tags must be a tuple of str, got {self.tags!r}")
+        if not all(isinstance(t, str) for t in self.tags):
+            raise ConfigError(f"Rule.tags must hold strings only, got {self.tags!r}")
+        object.__setattr__(self, "tags", tuple(self.tags))
+        if self.has_tools is not None and not isinstance(self.has_tools, bool):
+            raise ConfigError(f"Rule.has_tools must be True, False or None, got {self.has_tools!r}")
+        if self.when is not None and not callable(self.when):
+            raise ConfigError("Rule.when must be a predicate (a callable) or None")
+        if self.output is not None and not isinstance(self.output, OutputControl):
+            raise ConfigError("Rule.output must be an OutputControl or None")
         check_count(self.min_tokens, "Rule.min_tokens", minimum=0)
         check_count(self.max_tokens, "Rule.max_tokens", minimum=0)
         if self.min_tokens is not None and self.max_tokens is not None and self.min_tokens > self.max_tokens:
@@ -187,10 +212,13 @@ class Rule:
         why: list[str] = []
         md = request.metadata
         if self.tags:
-            have = md.get("tags") or ()
-            have = set(have if not isinstance(have, str) else [have])
-            if isinstance(md.get("tags"), Mapping):
-                have = set(md["tags"])
+            raw = md.get("tags") or ()
+            if isinstance(raw, str):
+                have = {raw}
+            elif isinstance(raw, (Mapping, list, tuple, set, frozenset)):
+                have = {t for t in raw if isinstance(t, str)}  # a mapping's keys are its tags
+            else:
+                raise InputError(f"metadata 'tags' must be a str, a list of str or a mapping, got {raw!r}")
             if not set(self.tags) <= have:
                 return None
             why.append(f"tags {sorted(self.tags)}")

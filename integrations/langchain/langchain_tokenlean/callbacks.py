@@ -155,7 +155,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
     def _task_for(self, info: _RunInfo, metadata: Mapping[str, Any] | None) -> str:
         if self.task_id is not None:
             return self.task_id
-        if metadata:
+        if metadata and isinstance(metadata, Mapping):  # a callback may be handed anything
             for key in TASK_METADATA_KEYS:
                 value = metadata.get(key)
                 if value:
@@ -343,9 +343,9 @@ def _read_result(response: LLMResult) -> tuple[Any, str | None, bool]:
                 model = name if isinstance(name, str) and name else None
             um = getattr(msg, "usage_metadata", None)
             if usage is None and um:
-                usage = um
+                usage = um  # normalize_usage judges it (and names what is wrong) at record time
                 # langchain-core zeroes ``total_cost`` on messages replayed from its cache.
-                if "total_cost" in um and not um["total_cost"]:
+                if isinstance(um, Mapping) and "total_cost" in um and not um["total_cost"]:
                     cache_hit = True
         break  # one model call = one prompt; n>1 choices share one usage block
     llm_output = response.llm_output or {}

@@ -103,7 +103,12 @@ def message_to_core(m: ChatMessage, index: int = 0) -> Message:
         else:
             parts.append(block_part(block))
     seen = {c.id for c in calls}
-    for raw in kwargs.get("tool_calls") or ():
+    raw_calls = kwargs.get("tool_calls") or ()
+    if not isinstance(raw_calls, (list, tuple)):
+        raise MessageFormatError(
+            f"additional_kwargs['tool_calls'] must be a list, got {type(raw_calls).__name__}"
+        )
+    for raw in raw_calls:
         call = _tool_call(raw, len(calls))
         if call.id not in seen:
             calls.append(call)

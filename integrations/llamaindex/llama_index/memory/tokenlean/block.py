@@ -67,8 +67,8 @@ class TokenleanCompactedHistoryBlock(BaseMemoryBlock[list[ChatMessage]]):
             if m.role == MessageRole.USER and isinstance(m.content, str) and m.content:
                 query = m.content
                 break
-        core = messages_to_core(self._messages)
         try:
+            core = messages_to_core(self._messages)  # a malformed message also passes through
             # off the event loop: scoring is CPU-bound and omissions are written to their store
             result = await self._compactor.acompact(core, query=query)
         except TokenleanError as exc:
