@@ -10,6 +10,17 @@ at run time (``HF_HUB_OFFLINE=1`` is set before ``sentence_transformers`` is imp
 Torch runs on one thread by default: on small shared machines multi-threaded inference of a tiny
 model is slower, not faster (measured 30x slower on 2 busy cores).
 
+A cache lookup embeds one short, never-seen query on the request path, so the per-query cost is
+what matters there. For BERT-style models with mean pooling (MiniLM is one) the embedder runs its
+own forward pass (:class:`_FastBert`) instead of ``SentenceTransformer.encode``: the same weights
+and arithmetic without the per-call machinery (feature dicts, attention-mask building, module
+dispatch) that is a large share of a short input's cost, and in bfloat16 on CPUs that multiply it
+natively, which halves the weight traffic that bounds a one-query pass. The vectors stay close
+enough to ``encode``'s that the cache's calibrated thresholds still hold
+(``benchmarks/embedding_latency.py`` measures agreement and latency side by side);
+``backend="sentence-transformers"`` keeps the plain path. Dynamic int8 quantization (torch or
+ONNX Runtime) was faster still but rejected: it moves vectors far enough to shift those thresholds.
+
 Where even one transformer pass is too slow (a routing decision on the request path),
 :class:`StaticEmbedder` embeds from a token table distilled once from the same model.
 """
@@ -24,7 +35,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -42,6 +53,11 @@ __all__ = [
 logger = logging.getLogger("tokenlean.embeddings")
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+Backend = Literal["auto", "fast", "sentence-transformers"]
+Precision = Literal["auto", "float32", "bfloat16"]
+_BACKENDS = ("auto", "fast", "sentence-transformers")
+_PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @runtime_checkable
@@ -94,11 +110,169 @@ def _encodable(text: str) -> str:
     return text
 
 
+def _native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 / AMX).
+
+    Without it oneDNN emulates bfloat16 and a forward pass gets slower, not faster, so
+    ``precision="auto"`` stays in float32 there.
+    """
+    try:
+        import torch
+
+        return bool(torch.cpu._is_avx512_bf16_supported())
+    except Exception:  # a private torch helper: absent or broken means "don't rely on it"
+        return False
+
+
+def _is_mean_pooling(config: dict[str, Any]) -> bool:
+    """A sentence-transformers ``Pooling`` config that means plain mean pooling (old or new keys)."""
+    mode = config.get("pooling_mode")
+    if mode is not None:
+        return bool(mode == "mean")
+    flags = {k: bool(v) for k, v in config.items() if k.startswith("pooling_mode_")}
+    return flags.get("pooling_mode_mean_tokens", False) and sum(flags.values()) == 1
+
+
+class _FastBert:
+    """Mean-pooled, L2-normalised embeddings from a sentence-transformers BERT, computed directly.
+
+    Why: for one short query, ``SentenceTransformer.encode`` spends a large share of its time
+    outside the arithmetic (tokenizer wrapper, feature dicts, mask building, module dispatch).
+    This runs the same encoder (embeddings, self-attention with fused q/k/v, GELU feed-forward,
+    post-layer norms) as a handful of tensor ops on the model's own weights, tokenizes with the
+    model's own Rust tokenizer, and pools like ``Pooling(mean)`` + ``Normalize``. A single text
+    needs no padding and no attention mask; a batch is sorted by length and padded per chunk,
+    with the mask applied to attention and pooling as in the original.
+
+    ``dtype`` bfloat16 keeps the embedding lookup and pooling in float32 and runs the encoder in
+    bfloat16 (attention accumulates in float32 inside SDPA); float32 reproduces ``encode`` up to
+    float rounding.
+    """
+
+    def __init__(self, st: Any, dtype: Any) -> None:
+        import torch
+        from tokenizers import Tokenizer
+
+        bert = st[0].auto_model
+        cfg = bert.config
+        self.dtype = dtype
+        self.hidden = int(cfg.hidden_size)
+        self.heads = int(cfg.num_attention_heads)
+        self.eps = float(cfg.layer_norm_eps)
+        self.max_length = int(st.max_seq_length or cfg.max_position_embeddings)
+        tok = Tokenizer.from_str(st.tokenizer.backend_tokenizer.to_str())
+        tok.no_padding()
+        tok.enable_truncation(self.max_length)
+        self._tok = tok
+
+        def w(t: Any, dt: Any = dtype) -> Any:
+            return t.detach().to(dt).contiguous()
+
+        emb = bert.embeddings
+        f32 = torch.float32
+        self._word = w(emb.word_embeddings.weight, f32)
+        self._pos = w(emb.position_embeddings.weight, f32)
+        self._type0 = w(emb.token_type_embeddings.weight[0], f32)
+        self._emb_norm = (w(emb.LayerNorm.weight, f32), w(emb.LayerNorm.bias, f32))
+        self._layers = []
+        for layer in bert.encoder.layer:
+            att, out = layer.attention, layer.output
+            qkv = att.self.query, att.self.key, att.self.value
+            self._layers.append(
+                (
+                    w(torch.cat([m.weight for m in qkv])),
+                    w(torch.cat([m.bias for m in qkv])),
+                    w(att.output.dense.weight),
+                    w(att.output.dense.bias),
+                    w(att.output.LayerNorm.weight),
+                    w(att.output.LayerNorm.bias),
+                    w(layer.intermediate.dense.weight),
+                    w(layer.intermediate.dense.bias),
+                    w(out.dense.weight),
+                    w(out.dense.bias),
+                    w(out.LayerNorm.weight),
+                    w(out.LayerNorm.bias),
+                )
+            )
+
+    @staticmethod
+    def unsupported(st: Any) -> str | None:
+        """Why ``st`` cannot run here (``None`` when it can): only the exact layout this computes."""
+        modules = list(st)
+        names = [type(m).__name__ for m in modules]
+        if names not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+            return f"modules {names}"
+        if getattr(modules[0], "do_lower_case", False):
+            return "do_lower_case"
+        if not _is_mean_pooling(modules[1].get_config_dict()):
+            return "pooling is not plain mean pooling"
+        bert = getattr(modules[0], "auto_model", None)
+        cfg = getattr(bert, "config", None)
+        if type(bert).__name__ != "BertModel" or cfg is None:
+            return f"model {type(bert).__name__}"
+        if getattr(cfg, "hidden_act", None) != "gelu" or getattr(cfg, "is_decoder", False):
+            return "activation or decoder config"
+        if getattr(cfg, "position_embedding_type", "absolute") != "absolute":
+            return "position embeddings"
+        if getattr(st.tokenizer, "backend_tokenizer", None) is None:
+            return "no fast tokenizer"
+        return None
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        import torch
+
+        ids = [e.ids for e in self._tok.encode_batch(texts)]
+        out = np.empty((len(texts), self.hidden), dtype=np.float32)
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # little padding per chunk
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                out[chunk] = self._forward([ids[i] for i in chunk]).numpy()
+        return out
+
+    def _forward(self, rows: list[list[int]]) -> Any:
+        import torch
+        import torch.nn.functional as F
+
+        b, n, d, h = len(rows), max(len(r) for r in rows), self.hidden, self.heads
+        if all(len(r) == n for r in rows):
+            ids, mask = torch.tensor(rows), None
+        else:
+            ids = torch.zeros((b, n), dtype=torch.long)
+            mask = torch.zeros((b, n), dtype=torch.bool)
+            for i, r in enumerate(rows):
+                ids[i, : len(r)] = torch.tensor(r)
+                mask[i, : len(r)] = True
+        x = self._word[ids] + self._pos[:n] + self._type0
+        x = F.layer_norm(x, (d,), *self._emb_norm, self.eps).to(self.dtype)
+        # padded keys masked out, as transformers does; SDPA keeps a float accumulator in bfloat16
+        keep = None if mask is None else mask[:, None, None, :]
+        for wqkv, bqkv, wo, bo, n1w, n1b, wi, bi, wf, bf, n2w, n2b in self._layers:
+            q, k, v = F.linear(x, wqkv, bqkv).view(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)
+            att = F.scaled_dot_product_attention(q, k, v, attn_mask=keep).transpose(1, 2).reshape(b, n, d)
+            x = F.layer_norm(F.linear(att, wo, bo) + x, (d,), n1w, n1b, self.eps)
+            x = F.layer_norm(F.linear(F.gelu(F.linear(x, wi, bi)), wf, bf) + x, (d,), n2w, n2b, self.eps)
+        if mask is None:
+            pooled = x.float().mean(1)
+        else:
+            m = mask.unsqueeze(-1).float()
+            pooled = (x.float() * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        return F.normalize(pooled, p=2.0, dim=1)
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model with an LRU of recent texts, safe to share between threads.
 
     The cache is keyed by a hash of the text, so re-embedding the history of a multi-turn session
     costs nothing; only new turns reach the model. ``threads`` defaults to 1 (see module docstring).
+
+    ``backend`` picks how uncached texts are embedded: ``"auto"`` (default) uses the direct forward
+    pass (:class:`_FastBert`) when the model is a mean-pooled BERT on CPU and
+    ``SentenceTransformer.encode`` otherwise; ``"fast"`` insists on the direct pass (a
+    :class:`ConfigError` at load when the model cannot run there); ``"sentence-transformers"`` is
+    the plain ``encode`` path. ``precision`` applies to the direct pass: ``"auto"`` runs bfloat16
+    where the CPU multiplies it natively and float32 elsewhere; ``"float32"`` reproduces ``encode``.
+    After loading, :attr:`backend_used` names what runs (e.g. ``"fast-bfloat16"``).
     """
 
     def __init__(
@@ -109,16 +283,28 @@ class SentenceTransformerEmbedder:
         batch_size: int = 64,
         threads: int | None = 1,
         device: str = "cpu",
+        backend: Backend = "auto",
+        precision: Precision = "auto",
     ) -> None:
         if cache_size < 0 or batch_size < 1:
             raise ConfigError("cache_size must be >= 0 and batch_size >= 1")
+        if backend not in _BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(_BACKENDS)}; got {backend!r}")
+        if precision not in _PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(_PRECISIONS)}; got {precision!r}")
+        if backend == "fast" and device != "cpu":
+            raise ConfigError("backend='fast' runs on the CPU only; use 'auto' or 'sentence-transformers'")
         self._model_ref = model
         self.name = model or DEFAULT_MODEL
         self.cache_size = cache_size
         self.batch_size = batch_size
         self.threads = threads
         self.device = device
+        self.backend = backend
+        self.precision = precision
+        self.backend_used: str | None = None
         self._model: Any = None
+        self._fast: _FastBert | None = None
         self._dim: int | None = None
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._lock = threading.RLock()
@@ -126,6 +312,7 @@ class SentenceTransformerEmbedder:
 
     # -- model ---------------------------------------------------------------------------------
     def _load(self) -> Any:
+        """The underlying ``SentenceTransformer`` (loaded once); also prepares the direct pass."""
         if self._model is not None:
             return self._model
         with self._load_lock:
@@ -148,9 +335,35 @@ class SentenceTransformerEmbedder:
                 getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
             )
             self._dim = int(get_dim() or 0)
-            logger.info("loaded embedding model %s (dim %d) from %s", self.name, self._dim, path)
+            self._fast = self._make_fast(model)
+            self.backend_used = (
+                f"fast-{str(self._fast.dtype).removeprefix('torch.')}"
+                if self._fast is not None
+                else "sentence-transformers"
+            )
+            logger.info(
+                "loaded embedding model %s (dim %d, %s) from %s",
+                self.name,
+                self._dim,
+                self.backend_used,
+                path,
+            )
             self._model = model
             return model
+
+    def _make_fast(self, model: Any) -> _FastBert | None:
+        if self.backend == "sentence-transformers" or self.device != "cpu":
+            return None
+        reason = _FastBert.unsupported(model)
+        if reason is not None:
+            if self.backend == "fast":
+                raise ConfigError(f"backend='fast' cannot run {self.name}: {reason}")
+            logger.info("embedding %s with sentence-transformers (%s)", self.name, reason)
+            return None
+        import torch
+
+        bf16 = self.precision == "bfloat16" or (self.precision == "auto" and _native_bf16())
+        return _FastBert(model, torch.bfloat16 if bf16 else torch.float32)
 
     @property
     def dim(self) -> int:
@@ -164,11 +377,25 @@ class SentenceTransformerEmbedder:
     def _key(text: str) -> bytes:
         return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
+    def _encode(self, batch: list[str]) -> np.ndarray:
+        """Rows for uncached texts, L2-normalised float32, from the backend chosen at load."""
+        model = self._load()
+        if self._fast is not None:
+            return self._fast.encode(batch, self.batch_size)
+        vecs: np.ndarray = model.encode(
+            batch,
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return vecs.astype(np.float32, copy=False)
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts``; cached rows are reused, the rest go to the model in one batch."""
         _check_texts(texts)
         n = len(texts)
-        model = self._load()
+        self._load()
         out = np.empty((n, self.dim), dtype=np.float32)
         missing: dict[bytes, list[int]] = {}
         keys = [self._key(t) for t in texts]
@@ -182,14 +409,7 @@ class SentenceTransformerEmbedder:
                     missing.setdefault(k, []).append(i)
         if missing:
             order = list(missing)
-            batch = [_encodable(texts[missing[k][0]]) for k in order]
-            vecs = model.encode(
-                batch,
-                batch_size=self.batch_size,
-                convert_to_numpy=True,
-                normalize_embeddings=True,
-                show_progress_bar=False,
-            ).astype(np.float32, copy=False)
+            vecs = self._encode([_encodable(texts[missing[k][0]]) for k in order])
             with self._lock:
                 for k, vec in zip(order, vecs, strict=True):
                     for i in missing[k]:

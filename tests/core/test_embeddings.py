@@ -76,3 +76,94 @@ def test_corrupt_static_table_is_rebuilt(static_embedder, tmp_path: Path) -> Non
     assert np.load(path).shape == (static_embedder._load()[0].shape)
     ref = static_embedder.embed(["rebuilt from the model"])
     assert np.allclose(v, ref, atol=1e-5)
+
+
+# -- the direct forward pass (default) against sentence-transformers' encode --------------------------
+
+TEXTS = [
+    "How do I reset my password?",
+    "I forgot my password and need to change it.",
+    "What is the boiling point of water at sea level?",
+    "",
+    "   leading and trailing spaces   ",
+    "naïve café 東京 🙂",
+    "broken \ud83d surrogate",
+    "a",
+    "Which is the best way to learn machine learning from scratch if I only have evenings free? " * 3,
+    "token " * 5000,  # past the model's window: truncated like encode truncates
+]
+
+
+@pytest.fixture(scope="module")
+def reference() -> object:
+    """The plain ``SentenceTransformer.encode`` path, LRU off."""
+    from tokenlean.embeddings import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(cache_size=0, backend="sentence-transformers")
+
+
+@pytest.fixture(scope="module", params=["float32", "bfloat16"])
+def fast(request: pytest.FixtureRequest) -> object:
+    """The direct pass in each precision; a small batch size so a batch spans padded chunks."""
+    from tokenlean.embeddings import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(cache_size=0, batch_size=3, backend="fast", precision=request.param)
+
+
+def test_default_embedder_uses_the_fast_path(embedder) -> None:
+    embedder.embed(["load"])
+    assert embedder.backend_used in ("fast-float32", "fast-bfloat16")
+
+
+def test_fast_path_agrees_with_sentence_transformers(fast, reference) -> None:
+    ref = reference.embed(TEXTS)
+    batch = fast.embed(TEXTS)
+    single = np.stack([fast.embed_one(t) for t in TEXTS])
+    assert fast.backend_used == f"fast-{fast.precision}"
+    for got in (batch, single):
+        assert got.shape == ref.shape and got.dtype == np.float32
+        assert np.isfinite(got).all()
+        assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+        cos = (got * ref).sum(1)
+        assert cos.min() >= (0.9999 if fast.precision == "float32" else 0.99), cos
+    # what the cache compares: pair cosines barely move, and the paraphrase stays nearest
+    sims, ref_sims = batch @ batch.T, ref @ ref.T
+    assert np.abs(sims - ref_sims).max() < 0.01
+    assert sims[0, 1] > sims[0, 2] and sims[0, 1] > sims[1, 2]
+
+
+def test_fast_path_edge_cases(fast) -> None:
+    assert fast.embed([]).shape == (0, fast.dim)
+    v = fast.embed(["same text", "other text", "same text"])
+    assert np.array_equal(v[0], v[2])
+    with pytest.raises(InputError):
+        fast.embed("not a list")
+    with pytest.raises(InputError):
+        fast.embed([b"bytes"])
+
+
+def test_backend_options_are_checked() -> None:
+    from tokenlean.embeddings import SentenceTransformerEmbedder
+    from tokenlean.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        SentenceTransformerEmbedder(backend="onnx")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        SentenceTransformerEmbedder(precision="int8")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        SentenceTransformerEmbedder(backend="fast", device="cuda")
+
+
+def test_plain_backend_stays_available(reference) -> None:
+    reference.embed(["load"])
+    assert reference.backend_used == "sentence-transformers"
+    assert reference._fast is None
+
+
+def test_importing_the_module_does_not_import_torch() -> None:
+    code = "import sys, tokenlean, tokenlean.embeddings\nprint('torch' in sys.modules)\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "False"
