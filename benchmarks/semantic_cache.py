@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/semantic_cache.py [--data DIR] [--json OUT] [--quick] [--pairs FILE]
                                         [--sizes 10000 100000 1000000] [--redis-url URL] [--no-peers]
+                                        [--only scale] [--filler clustered|random|both] [--random-max N]
 
 **Accuracy.** Labelled pairs (``question1,question2,is_duplicate``; default the MeanCache/Quora set
 in ``DIR/semantic_cache/meancache/val.csv``) are split in two *by question group* (connected pairs
@@ -18,9 +19,17 @@ redisvl's ``check`` with a per-pair tag filter against the real Redis). Adversar
 (number, negation, entity, from/to swapped in true duplicates) and GPTCache's own easy-paraphrase
 set are reported at the 1% operating points.
 
-**Latency.** Lookup latency split into embedding (one query, one thread) and search (index +
-guards + scorer + SQLite fetch) at growing sizes filled with random unit vectors; memory per entry;
-embedded vs Redis.
+**Recall and latency at scale** (``--only scale`` runs just this part). Each size is filled with
+synthetic 384-d unit vectors (``FILLERS``): *clustered* (topics of ~50 entries, cosine ~0.6 to
+their centre, ~0.36 within a topic; each planted entry a topic member with 4 near-miss siblings at
+cosine ~0.8) at every size, and the *random* worst case for HNSW (i.i.d. Gaussian, no structure)
+up to ``--random-max``. 300 planted entries are looked up by paraphrase: the planted vector plus
+N(0, 0.02^2) per dimension (cosine ~0.93), under a different text (exact tier misses) with the
+same number (guards pass, a sibling is vetoed). Reported per backend and size: ``recall`` (the
+planted entry is among the ``top_k`` candidates the backend hands the cache: what the index
+limits), ``hit_rate`` (the lookup served it: index plus threshold and guards), lookup p50/p99
+without the embedding, the same for lookups with no stored neighbour, build time and bytes per
+entry. Embedding latency (one query, one thread) is measured separately.
 """
 
 from __future__ import annotations
@@ -231,7 +240,21 @@ def redisvl_scores(
     return scores, statistics.median(lat)
 
 
-# -- latency at scale ------------------------------------------------------------------------------
+# -- recall and latency at scale -------------------------------------------------------------------
+#: What fills the index around the planted entries, as written into the JSON and the table title.
+FILLERS = {
+    "clustered": (
+        "unit vectors in topics of ~50 entries (n/50 Gaussian topic centres; entry = normalise(0.6 "
+        "centre + 0.8 noise): cosine ~0.6 to its centre, ~0.36 within a topic, ~0 across topics); "
+        "each planted entry is a topic member with 4 near-miss siblings at cosine ~0.8 to it"
+    ),
+    "random": "i.i.d. Gaussian unit vectors, no structure (the worst case for HNSW); planted drawn the same way",
+}
+#: Per-dimension Gaussian noise added to a planted vector to make its paraphrase query (cosine ~0.93).
+PARAPHRASE_NOISE = 0.02
+_SIBLINGS = 4
+
+
 def rss_mb() -> float:
     try:
         with open("/proc/self/statm") as fh:
@@ -240,30 +263,65 @@ def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _queries(
-    last: np.ndarray, first_id: int, count: int, rng: np.random.Generator
-) -> list[tuple[str, np.ndarray]]:
-    """Near-duplicates of stored entries (a hit path: exact tier misses, guards and scorer run)."""
-    out = []
-    for _ in range(count):
-        j = int(rng.integers(0, len(last)))
-        v = last[j] + 0.02 * rng.standard_normal(last.shape[1]).astype(np.float32)
-        out.append((f"Question number {first_id + j}, please", v / np.linalg.norm(v)))
-    return out
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
-def _timed_lookups(cache: Any, queries: list[tuple[str, np.ndarray]]) -> tuple[list[float], float]:
-    """Lookup time without embedding (``total_ms - embed_ms`` of each real ``lookup``) and hit rate."""
-    cache.embedder.vectors.update({t: v for t, v in queries})
-    lat, hits = [], 0
-    for text, _ in queries:
-        r = cache.lookup(text)
-        hits += r.hit
-        lat.append(r.total_ms - r.embed_ms)
-    return lat, hits / max(1, len(queries))
+class Synthetic:
+    """``n`` unit vectors in blocks (see ``FILLERS``), ``planted`` of them at random ids to look up.
+
+    Entry ``i`` is the text ``question number i?``; its paraphrase query is ``Question number i,
+    please`` (another normalised text, so the exact tier misses, and the same number, so the number
+    guard passes) with the planted vector plus ``PARAPHRASE_NOISE`` per dimension. Siblings carry
+    other numbers: served for a planted query, the number guard rejects them. Miss queries are fresh
+    vectors of the same distribution that were never stored.
+    """
+
+    def __init__(self, kind: str, n: int, dim: int, planted: int, rng: np.random.Generator) -> None:
+        if kind not in FILLERS:
+            raise ValueError(f"filler must be one of {sorted(FILLERS)}")
+        self.kind, self.n, self.dim, self.rng = kind, n, dim, rng
+        topics = max(1, n // 50) if kind == "clustered" else 1
+        self.centres = _unit(rng.standard_normal((topics, dim)).astype(np.float32))
+        siblings = _SIBLINGS if kind == "clustered" else 0
+        ids = rng.choice(n, size=min(n, planted * (1 + siblings)), replace=False)
+        self.planted = [int(i) for i in ids[:planted]]
+        self.special: dict[int, np.ndarray] = {}
+        base = self._fresh(len(self.planted))
+        for j, i in enumerate(self.planted):
+            self.special[i] = base[j]
+        for s, i in enumerate(ids[planted:]):
+            p = base[s % len(self.planted)]
+            noise = _unit(rng.standard_normal(dim).astype(np.float32))
+            self.special[int(i)] = _unit(0.8 * p + 0.6 * noise)
+
+    def _fresh(self, m: int) -> np.ndarray:
+        noise = _unit(self.rng.standard_normal((m, self.dim)).astype(np.float32))
+        if self.kind == "random":
+            return noise
+        topics = self.rng.integers(0, len(self.centres), m)
+        return _unit(0.6 * self.centres[topics] + 0.8 * noise)
+
+    def block(self, start: int, m: int) -> np.ndarray:
+        vecs = self._fresh(m)
+        for i in range(start, start + m):
+            if i in self.special:
+                vecs[i - start] = self.special[i]
+        return vecs
+
+    def queries(self) -> list[tuple[str, np.ndarray, str]]:
+        """``(text, vector, planted key)`` paraphrases, one per planted entry."""
+        out = []
+        for i in self.planted:
+            v = self.special[i] + PARAPHRASE_NOISE * self.rng.standard_normal(self.dim).astype(np.float32)
+            out.append((f"Question number {i}, please", _unit(v), f"k{i}"))
+        return out
+
+    def misses(self, m: int) -> list[tuple[str, np.ndarray]]:
+        return [(f"Question number {self.n + j}, please", v) for j, v in enumerate(self._fresh(m))]
 
 
-def scale_embedded(n: int, dim: int, queries: int, rng: np.random.Generator) -> dict[str, float]:
+def scale_embedded(synth: Synthetic) -> dict[str, Any]:
     from tokenlean.cache.backends import EmbeddedBackend
     from tokenlean.cache.store import CacheEntry
 
@@ -272,12 +330,9 @@ def scale_embedded(n: int, dim: int, queries: int, rng: np.random.Generator) -> 
     backend = EmbeddedBackend(":memory:")
     t0 = time.perf_counter()
     step = 50_000
-    vecs = np.zeros((0, dim), np.float32)
-    start = 0
-    for start in range(0, n, step):
-        m = min(step, n - start)
-        vecs = rng.standard_normal((m, dim)).astype(np.float32)
-        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    for start in range(0, synth.n, step):
+        m = min(step, synth.n - start)
+        vecs = synth.block(start, m)
         backend.bulk_load(
             [
                 CacheEntry(
@@ -291,13 +346,16 @@ def scale_embedded(n: int, dim: int, queries: int, rng: np.random.Generator) -> 
             ]
         )
     build_s = time.perf_counter() - t0
-    mem = (rss_mb() - before) * 2**20 / n
-    row = _scale_row(backend, dim, _queries(vecs, start, queries, rng), build_s, mem)
+    mem = (rss_mb() - before) * 2**20 / synth.n
+    row = _scale_row(backend, synth, build_s, mem)
+    index = backend.index
+    if index is not None and hasattr(index, "memory_bytes"):
+        row["index_bytes_per_entry"] = index.memory_bytes() / synth.n
     backend.close()
     return row
 
 
-def scale_redis(url: str, n: int, dim: int, queries: int, rng: np.random.Generator) -> dict[str, float]:
+def scale_redis(url: str, synth: Synthetic) -> dict[str, Any]:
     import redis
 
     from tokenlean.cache.redis_backend import RedisBackend
@@ -306,42 +364,73 @@ def scale_redis(url: str, n: int, dim: int, queries: int, rng: np.random.Generat
     backend.clear()
     client = redis.Redis.from_url(url)
     before = int(client.info("memory")["used_memory"])
-    backend._ensure_index(dim)
+    backend._ensure_index(synth.dim)
     t0 = time.perf_counter()
     pipe = client.pipeline(transaction=False)
-    vecs = rng.standard_normal((n, dim)).astype(np.float32)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    for i in range(n):
-        pipe.hset(
-            f"bench:e:{i}",
-            mapping={
-                "ns": _NS, "key": f"k{i}", "query": f"question number {i}?", "payload": '{"type":"text","text":"a"}',
-                "vec": vecs[i].tobytes(), "created_at": 0, "last_access": 0, "hits": 0, "min_score": 0,
-            },
-        )  # fmt: skip
-        if i % 2000 == 1999:
-            pipe.execute()
-    pipe.execute()
-    while int(backend.stats()["indexed"]) < n and time.perf_counter() - t0 < 600:
+    step = 2000
+    for start in range(0, synth.n, step):
+        vecs = synth.block(start, min(step, synth.n - start))
+        for j, v in enumerate(vecs):
+            i = start + j
+            pipe.hset(
+                f"bench:e:{i}",
+                mapping={
+                    "ns": _NS, "key": f"k{i}", "query": f"question number {i}?",
+                    "payload": '{"type":"text","text":"a"}', "vec": v.tobytes(),
+                    "created_at": 0, "last_access": 0, "hits": 0, "min_score": 0,
+                },
+            )  # fmt: skip
+        pipe.execute()
+    while int(backend.stats()["indexed"]) < synth.n and time.perf_counter() - t0 < 900:
         time.sleep(0.2)
     build_s = time.perf_counter() - t0
-    mem = (int(client.info("memory")["used_memory"]) - before) / n
-    row = _scale_row(backend, dim, _queries(vecs, 0, queries, rng), build_s, mem)
+    mem = (int(client.info("memory")["used_memory"]) - before) / synth.n
+    row = _scale_row(backend, synth, build_s, mem)
     backend.clear()
     return row
 
 
-def _scale_row(
-    backend: Any, dim: int, queries: list[tuple[str, np.ndarray]], build_s: float, mem: float
-) -> dict[str, float]:
-    """Time lookups against a filled ``backend``: one row of the scale table (any backend)."""
+def _scale_row(backend: Any, synth: Synthetic, build_s: float, mem: float) -> dict[str, Any]:
+    """One row of the scale table against a filled ``backend`` (any backend).
+
+    ``recall``: the planted entry is among the candidates ``backend.search`` hands the cache's
+    decision (``top_k`` of them): what the index limits. ``hit_rate``: the lookup served the planted
+    entry (exact tier off by construction): what the index *and* guards/threshold allow.
+    ``miss_ms_p50``: lookups with no stored neighbour (the path most real lookups take).
+    """
     from tokenlean.cache.semantic import SemanticCache
 
-    lat, hit_rate = _timed_lookups(SemanticCache(backend, embedder=_VectorTable(dim)), queries)
+    cache = SemanticCache(backend, embedder=_VectorTable(synth.dim))
+    queries = synth.queries()
+    misses = synth.misses(max(20, len(queries) // 3))
+    cache.embedder.vectors.update({t: v for t, v, _ in queries})
+    cache.embedder.vectors.update(dict(misses))
+    found = 0
+    for _, v, key in queries:
+        found += any(e.key == key for e, _ in backend.search(_NS, v, cache.top_k))
+    lat, served, any_hit = [], 0, 0
+    for text, _, key in queries:
+        r = cache.lookup(text)
+        any_hit += r.hit
+        served += bool(r.hit and r.entry is not None and r.entry.key == key)
+        lat.append(r.total_ms - r.embed_ms)
+    miss_lat, false_hits = [], 0
+    for text, _ in misses:
+        r = cache.lookup(text)
+        false_hits += r.hit
+        miss_lat.append(r.total_ms - r.embed_ms)
+    q = max(1, len(queries))
     return {
+        "n": synth.n,
+        "filler": synth.kind,
+        "queries": len(queries),
+        "recall": found / q,
+        "hit_rate": served / q,
+        "any_hit_rate": any_hit / q,
         "lookup_ms_p50": _p(lat, 50),
         "lookup_ms_p99": _p(lat, 99),
-        "hit_rate": hit_rate,
+        "miss_ms_p50": _p(miss_lat, 50),
+        "miss_false_hits": false_hits,
         "bytes_per_entry": mem,
         "build_s": build_s,
     }
@@ -374,6 +463,87 @@ def _p(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
+def _start_redis(args: argparse.Namespace, console: Any) -> tuple[str | None, Any]:
+    """``(url, server)``: ``--redis-url``, or a Redis Stack started here (server None otherwise)."""
+    if args.no_redis or args.redis_url is not None:
+        return (None if args.no_redis else args.redis_url), None
+    try:
+        from tokenlean.cache.redis_server import RedisStackServer
+
+        server = RedisStackServer()
+        return server.start(), server
+    except Exception as exc:
+        console.print(f"[yellow]Redis Stack unavailable ({exc}); Redis rows skipped[/]")
+        return None, None
+
+
+def run_scale(args: argparse.Namespace, url: str | None, console: Any) -> dict[str, dict[str, Any]]:
+    """The scale block: ``{backend[_random]: {n: row}}`` (rows from ``_scale_row``).
+
+    Clustered filler at every size (``embedded``/``redis``); the random worst case
+    (``embedded_random``/``redis_random``) up to ``--random-max`` entries, since a random 1M HNSW
+    takes many minutes to build on one core. Redis rows go up to 100k (2k with ``--quick``).
+    """
+    sizes = args.sizes or ([2_000, 10_000] if args.quick else [10_000, 100_000, 1_000_000])
+    fillers = ["clustered", "random"] if args.filler == "both" else [args.filler]
+    planted = args.queries or (50 if args.quick else 300)
+    redis_max = 2_000 if args.quick else 100_000
+    nrng = np.random.default_rng(0)
+    scale: dict[str, dict[str, Any]] = {}
+    for filler in fillers:
+        suffix = "" if filler == "clustered" else f"_{filler}"
+        cap = args.random_max if filler == "random" else None
+        todo = [("embedded", n) for n in sizes if cap is None or n <= cap]
+        if url is not None:
+            todo += [("redis", n) for n in sizes if n <= redis_max and (cap is None or n <= cap)]
+        for backend, n in todo:
+            synth = Synthetic(filler, n, 384, planted, nrng)
+            row = scale_embedded(synth) if backend == "embedded" else scale_redis(url or "", synth)
+            scale.setdefault(backend + suffix, {})[str(n)] = row
+            console.print(
+                f"{backend}{suffix} {n}: recall {row['recall']:.1%}, hits {row['hit_rate']:.1%}, "
+                f"p50 {row['lookup_ms_p50']:.3f} ms, build {row['build_s']:.1f} s"
+            )
+    return scale
+
+
+def print_scale(console: Any, scale: dict[str, dict[str, Any]], title: str) -> None:
+    from rich.table import Table
+
+    lt = Table(title=title)
+    cols = ("backend", "filler", "entries", "recall", "hits", "p50 ms", "p99 ms", "miss p50 ms")
+    for col in (*cols, "bytes/entry", "build s"):
+        lt.add_column(col)
+    for be, rows in scale.items():
+        for n, v in rows.items():
+            lt.add_row(
+                be.split("_")[0],
+                v["filler"],
+                n,
+                f"{v['recall']:.1%}",
+                f"{v['hit_rate']:.1%}",
+                f"{v['lookup_ms_p50']:.3f}",
+                f"{v['lookup_ms_p99']:.3f}",
+                f"{v['miss_ms_p50']:.3f}",
+                f"{v['bytes_per_entry']:.0f}",
+                f"{v['build_s']:.1f}",
+            )
+    console.print(lt)
+
+
+def _scale_meta(args: argparse.Namespace) -> dict[str, Any]:
+    fillers = ["clustered", "random"] if args.filler == "both" else [args.filler]
+    return {
+        "filler": {f: FILLERS[f] for f in fillers},
+        "paraphrase": (
+            f"planted vector + N(0, {PARAPHRASE_NOISE}^2) per dimension, renormalised (cosine ~0.93); "
+            "query text differs from the stored one (exact tier misses), same number (guards pass)"
+        ),
+        "recall": "planted entry among the top_k candidates the backend hands the cache's decision",
+        "hit_rate": "lookup served the planted entry",
+    }
+
+
 # -- main ------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -386,12 +556,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--redis-url", default=None, help="use this Redis Stack instead of starting one")
     ap.add_argument("--no-peers", action="store_true", help="skip GPTCache and redisvl")
     ap.add_argument("--no-redis", action="store_true", help="skip everything that needs Redis")
+    ap.add_argument(
+        "--only",
+        choices=("all", "scale"),
+        default="all",
+        help="scale: only the recall/latency-at-scale table",
+    )
+    ap.add_argument(
+        "--filler", choices=("clustered", "random", "both"), default="both", help="what fills the index"
+    )
+    ap.add_argument("--random-max", type=int, default=100_000, help="largest size with random filler")
+    ap.add_argument("--queries", type=int, default=0, help="planted lookups per row (0: 300, --quick 50)")
     args = ap.parse_args(argv)
 
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
+    if args.only == "scale":
+        url, server = _start_redis(args, console)
+        try:
+            scale = run_scale(args, url, console)
+        finally:
+            if server is not None:
+                server.stop()
+        print_scale(console, scale, "Recall and lookup latency at scale, excluding embedding")
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            out = {"latency": {"scale": scale, **_scale_meta(args)}, "quick": args.quick}
+            args.json.write_text(json.dumps(out, indent=2, default=float))
+        return 0
     pairs_path = args.pairs or args.data / "semantic_cache" / "meancache" / "val.csv"
     if not pairs_path.exists():
         console.print(
@@ -453,19 +647,9 @@ def main(argv: list[str] | None = None) -> int:
         systems["tokenlean"].setdefault("calibration", {})[str(rate)] = stats
     cos = np.array([float(emb[c] @ emb[q]) for c, q, _ in report])
     peer_scores: dict[str, np.ndarray] = {"cosine (MiniLM)": cos}
-    server = None
-    url = args.redis_url
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"tl-bench-{os.getpid()}"
     tmp.mkdir(parents=True, exist_ok=True)
-    if not args.no_redis and url is None:
-        try:
-            from tokenlean.cache.redis_server import RedisStackServer
-
-            server = RedisStackServer()
-            url = server.start()
-        except Exception as exc:
-            console.print(f"[yellow]Redis Stack unavailable ({exc}); Redis rows skipped[/]")
-            url = None
+    url, server = _start_redis(args, console)
     peer_lat: dict[str, float] = {}
     if not args.no_peers:
         sub = report if not args.quick else report[:150]
@@ -528,22 +712,17 @@ def main(argv: list[str] | None = None) -> int:
             "single_threshold_true_hit_rate": float((mc >= peer_t).mean()),
         }
 
-    # latency at scale
-    sizes = args.sizes or ([2_000, 10_000] if args.quick else [10_000, 100_000, 1_000_000])
-    nrng = np.random.default_rng(0)
-    queries = 50 if args.quick else 300
-    scale: dict[str, dict[str, Any]] = {"embedded": {}, "redis": {}}
-    for n in sizes:
-        scale["embedded"][str(n)] = scale_embedded(n, 384, queries, nrng)
-    if url is not None:
-        for n in [s for s in sizes if s <= (2_000 if args.quick else 100_000)]:
-            scale["redis"][str(n)] = scale_redis(url, n, 384, queries, nrng)
-    if server is not None:
-        server.stop()
+    # recall and latency at scale
+    try:
+        scale = run_scale(args, url, console)
+    finally:
+        if server is not None:
+            server.stop()
     shutil.rmtree(tmp, ignore_errors=True)
     emb_p50 = _p(single, 50)
-    ref = str(100_000 if 100_000 in sizes else sizes[-1])
-    systems["tokenlean"]["lookup_ms_p50"] = scale["embedded"][ref]["lookup_ms_p50"]
+    head = scale.get("embedded") or next(iter(scale.values()))
+    ref = "100000" if "100000" in head else list(head)[-1]
+    systems["tokenlean"]["lookup_ms_p50"] = head[ref]["lookup_ms_p50"]
     result = {
         "pairs_file": str(pairs_path),
         "pairs": {"calibration": len(calib), "report": len(report), "report_duplicates": int(labels.sum())},
@@ -556,6 +735,7 @@ def main(argv: list[str] | None = None) -> int:
             "embedding_ms_p99": _p(single, 99),
             "search_reference_size": int(ref),
             "scale": scale,
+            **_scale_meta(args),
         },
         "quick": args.quick,
     }
@@ -599,23 +779,11 @@ def main(argv: list[str] | None = None) -> int:
         console.print(
             f"GPTCache mock_data easy paraphrases: tokenlean {mock_out['tokenlean_true_hit_rate']:.1%} vs single threshold {mock_out['single_threshold_true_hit_rate']:.1%} true hits"
         )
-    lt = Table(
-        title=f"Lookup latency excluding embedding (embedding p50 {emb_p50:.1f} ms, one query, one thread)"
+    print_scale(
+        console,
+        scale,
+        f"Recall and lookup latency at scale, excluding embedding (embedding p50 {emb_p50:.1f} ms, one query, one thread)",
     )
-    for col in ("backend", "entries", "lookup p50 ms", "lookup p99 ms", "hits", "bytes/entry", "build s"):
-        lt.add_column(col)
-    for be, rows in scale.items():
-        for n, v in rows.items():
-            lt.add_row(
-                be,
-                n,
-                f"{v['lookup_ms_p50']:.3f}",
-                f"{v['lookup_ms_p99']:.3f}",
-                f"{v['hit_rate']:.0%}",
-                f"{v['bytes_per_entry']:.0f}",
-                f"{v['build_s']:.1f}",
-            )
-    console.print(lt)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2, default=float))
