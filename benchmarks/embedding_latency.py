@@ -34,7 +34,6 @@ import argparse
 import contextlib
 import copy
 import gzip
-import hashlib
 import json
 import os
 import random
@@ -73,30 +72,10 @@ def load_pairs(data: Path) -> list[tuple[str, str, bool]]:
     path = data / "semantic_cache" / "meancache" / "val.csv"
     if not path.exists():
         sys.exit(f"{path} not found: pass --data DIR (the folder holding semantic_cache/)")
+    from semantic_cache import group_split  # the same calibration / report split, by question group
+
     pairs = [(q1, q2, dup) for q2, q1, dup in read_pairs(path)]
     return [pairs[i] for i in group_split(pairs)[0]]
-
-
-def group_split(pairs: list[tuple[str, str, bool]]) -> tuple[list[int], list[int]]:
-    """Indices of the calibration and report halves, by connected question group: the same split
-    as ``benchmarks/semantic_cache.py`` (copied so this script does not import that one)."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b, _ in pairs:
-        parent[find(a)] = find(b)
-    calib: list[int] = []
-    report: list[int] = []
-    for i, (a, _, _) in enumerate(pairs):
-        h = int(hashlib.md5(find(a).encode()).hexdigest(), 16) % 2
-        (calib if h == 0 else report).append(i)
-    return calib, report
 
 
 def load_passages(data: Path, n: int, rng: random.Random) -> list[str]:

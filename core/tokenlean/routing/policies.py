@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from tokenlean._checks import str_items
 from tokenlean.errors import ConfigError, EmptyInputError, InputError
 from tokenlean.routing.lexical import LexicalGapScorer
 from tokenlean.types import Message, Request
@@ -80,11 +81,7 @@ class OutputControl:
     def __post_init__(self) -> None:
         check_count(self.max_tokens, "OutputControl.max_tokens", minimum=1)
         # a bare string would be spread into one stop sequence per character
-        if isinstance(self.stop, str) or not isinstance(self.stop, (tuple, list)):
-            raise ConfigError(f"OutputControl.stop must be a tuple of str, got {self.stop!r}")
-        if not all(isinstance(x, str) for x in self.stop):
-            raise ConfigError(f"OutputControl.stop must hold strings only, got {self.stop!r}")
-        object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "stop", str_items(self.stop, "OutputControl.stop"))
         if self.instruction is not None and not isinstance(self.instruction, str):
             raise ConfigError(f"OutputControl.instruction must be a str or None, got {self.instruction!r}")
 
@@ -188,11 +185,7 @@ class Rule:
     def __post_init__(self) -> None:
         if not isinstance(self.target, str):
             raise ConfigError(f"Rule.target must name a target (str), got {self.target!r}")
-        if isinstance(self.tags, str) or not isinstance(self.tags, (tuple, list, frozenset, set)):
-            raise ConfigError(f"Rule.tags must be a tuple of str, got {self.tags!r}")
-        if not all(isinstance(t, str) for t in self.tags):
-            raise ConfigError(f"Rule.tags must hold strings only, got {self.tags!r}")
-        object.__setattr__(self, "tags", tuple(self.tags))
+        object.__setattr__(self, "tags", str_items(self.tags, "Rule.tags"))
         if self.has_tools is not None and not isinstance(self.has_tools, bool):
             raise ConfigError(f"Rule.has_tools must be True, False or None, got {self.has_tools!r}")
         if self.when is not None and not callable(self.when):
