@@ -64,7 +64,7 @@ def str_items(value: object, name: str) -> tuple[str, ...]:
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
         raise ConfigError(f"{name} must be a list of strings, got {type(value).__name__}")
     items = tuple(value)
-    bad = next((v for v in items if not isinstance(v, str)), None)
-    if bad is not None:
-        raise ConfigError(f"{name} must hold strings only, got {bad!r}")
+    for v in items:  # (a None item is as wrong as any other: no sentinel lookup here)
+        if not isinstance(v, str):
+            raise ConfigError(f"{name} must hold strings only, got {v!r}")
     return items

@@ -98,3 +98,12 @@ def test_nan_usage_is_still_a_usage_format_error() -> None:
 
     with pytest.raises(UsageFormatError):
         normalize_usage({"prompt_tokens": math.nan, "completion_tokens": 1})
+
+
+@pytest.mark.parametrize("items", [[None, "deploy"], ["deploy", None], ["a", {1}], [b"x"]])
+def test_string_lists_refuse_any_non_string_item_none_included(items: list[Any]) -> None:
+    # found by the fuzz run: a None first made the non-string check miss the unhashable item after it
+    from tokenlean.routing.policies import Rule
+
+    with pytest.raises(ConfigError):
+        Rule(target="weak", tags=items)
