@@ -11,6 +11,7 @@ from tokenlean._lazy import lazy_exports
 
 _LAZY: dict[str, str] = {
     "SemanticCache": "tokenlean.cache.semantic",
+    "ErrorBound": "tokenlean.cache.bound",
     "CacheResult": "tokenlean.cache.semantic",
     "StoreResult": "tokenlean.cache.semantic",
     "ScopeConfig": "tokenlean.cache.semantic",
@@ -35,6 +36,7 @@ __all__ = [
     "CacheResult",
     "CacheStore",
     "EmbeddedBackend",
+    "ErrorBound",
     "FaissIndex",
     "LabelledPair",
     "PairScorer",
@@ -55,6 +57,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals(), __all__)
 
 if TYPE_CHECKING:
     from tokenlean.cache.backends import CacheBackend, EmbeddedBackend
+    from tokenlean.cache.bound import ErrorBound
     from tokenlean.cache.guards import normalize_text
     from tokenlean.cache.index import FaissIndex, VectorIndex
     from tokenlean.cache.redis_backend import RedisBackend

@@ -9,6 +9,8 @@ A lookup runs, in order:
 3. **Semantic tier.** The query is embedded and the nearest entries of the namespace are fetched;
    each candidate must pass every guard (numbers, negation, order, quotes, code, dates, entities),
    then the calibrated scorer, then its own per-entry threshold (raised by ``report_wrong``).
+   With ``max_false_hit_rate`` set, the scorer's threshold is the one an :class:`ErrorBound`
+   learns online from audited lookups instead of the calibrated one.
 
 Every answer is a :class:`CacheResult` that says what happened (tier, similarity, score, and which
 guard or threshold rejected the best candidate). A failing backend never breaks the caller: the
@@ -21,9 +23,12 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import re
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,7 @@ import numpy as np
 
 from tokenlean._checks import check_number, str_items
 from tokenlean.cache.backends import CacheBackend, EmbeddedBackend
+from tokenlean.cache.bound import ErrorBound
 from tokenlean.cache.guards import ALL_GUARDS, DEFAULT_GUARDS, extract, failed_guard, normalize_text
 from tokenlean.cache.scoring import LabelledPair, PairScorer
 from tokenlean.cache.store import CacheEntry
@@ -197,7 +203,9 @@ class CacheResult:
 
     ``rejected_by`` names why the best candidate was not served: a guard name, ``"threshold"``
     (scorer below the calibrated threshold), ``"entry_threshold"`` (the entry's own threshold,
-    raised by feedback), ``"no_candidate"``, ``"uncacheable"`` or ``"backend_error"``.
+    raised by feedback), ``"audit"`` (the error bound sends this lookup to the model to check the
+    candidate), ``"no_candidate"``, ``"uncacheable"`` or ``"backend_error"``. ``candidate`` is the
+    entry the decision was about, hit or not; ``audited`` marks a lookup the error bound audits.
     """
 
     hit: bool
@@ -210,6 +218,8 @@ class CacheResult:
     cached_query: str | None = None
     namespace: str | None = None
     entry: CacheEntry | None = None
+    candidate: CacheEntry | None = None
+    audited: bool = False
     embed_ms: float = 0.0
     search_ms: float = 0.0
     total_ms: float = 0.0
@@ -348,6 +358,9 @@ class SemanticCache:
         cache_tool_calls: bool = False,
         cache_refusals: bool = False,
         feedback_margin: float = 1e-6,
+        max_false_hit_rate: float | ErrorBound | None = None,
+        answer_judge: Callable[[str, str], bool] | None = None,
+        answer_similarity: float = 0.9,
     ) -> None:
         # Options first, the backend last: a bad option must not leave a store file open.
         self.guards = str_items(guards, "guards")
@@ -363,6 +376,14 @@ class SemanticCache:
         check_number(min_cosine, "min_cosine", minimum=-1, maximum=1)
         check_number(max_query_chars, "max_query_chars", minimum=0, integer=True)
         check_number(feedback_margin, "feedback_margin", minimum=0, maximum=1)
+        check_number(answer_similarity, "answer_similarity", minimum=-1, maximum=1)
+        if answer_judge is not None and not callable(answer_judge):
+            raise ConfigError("answer_judge must be a callable (fresh_answer, cached_answer) -> bool")
+        bound = (
+            max_false_hit_rate
+            if isinstance(max_false_hit_rate, ErrorBound) or max_false_hit_rate is None
+            else ErrorBound(max_false_hit_rate)
+        )
         if scope is not None and not isinstance(scope, ScopeConfig):
             raise ConfigError(f"scope must be a ScopeConfig, got {type(scope).__name__}")
         if not isinstance(assume_deterministic, bool):
@@ -383,6 +404,12 @@ class SemanticCache:
         self.cache_tool_calls = cache_tool_calls
         self.cache_refusals = cache_refusals
         self.feedback_margin = feedback_margin
+        self.error_bound: ErrorBound | None = bound
+        self.answer_judge = answer_judge
+        self.answer_similarity = answer_similarity
+        # audited lookups waiting for the model's answer (consumed by ``store``/``feedback``)
+        self._audits: OrderedDict[tuple[str, str], tuple[CacheEntry, float, bool]] = OrderedDict()
+        self._audit_lock = threading.Lock()
         self._stats = _Stats()
         self._last_error_log = 0.0
 
@@ -473,12 +500,14 @@ class SemanticCache:
             t2 = time.perf_counter()
             result.embed_ms = (t2 - t1) * 1000
             candidates = self.backend.search(scope.namespace, vec, self.top_k)
-            self._decide(result, scope.query, vec, candidates)
+            stat = self._decide(result, scope.query, vec, candidates)
             result.search_ms = (time.perf_counter() - t2) * 1000
         except CacheBackendError as exc:
             self._warn_backend(exc)
             result.rejected_by, result.reason = "backend_error", str(exc)
             return self._miss(result, t0)
+        if self.error_bound is not None and result.candidate is not None and stat is not None:
+            self._audit(result, key, stat)
         if result.hit:
             assert result.entry is not None
             try:
@@ -500,10 +529,31 @@ class SemanticCache:
         result.total_ms = (time.perf_counter() - t0) * 1000
         return result
 
+    def _audit(self, result: CacheResult, key: str, stat: float) -> None:
+        """Let the error bound audit this lookup: a would-be hit becomes a miss the model answers."""
+        assert self.error_bound is not None and result.candidate is not None
+        if not self.error_bound.audit():
+            return
+        result.audited = True
+        would_serve = result.hit
+        if would_serve:
+            result.hit, result.tier, result.entry, result.rejected_by = False, None, None, "audit"
+        assert result.namespace is not None
+        with self._audit_lock:
+            self._audits[(result.namespace, key)] = (result.candidate, stat, would_serve)
+            self._audits.move_to_end((result.namespace, key))
+            while len(self._audits) > 10_000:  # lookups whose answer never came back
+                self._audits.popitem(last=False)
+
     def _decide(
         self, result: CacheResult, query: str, vec: np.ndarray, candidates: list[tuple[CacheEntry, float]]
-    ) -> None:
-        """Pick the best candidate that passes guards, scorer and its own threshold."""
+    ) -> float | None:
+        """Pick the best candidate that passes guards, scorer and its own threshold.
+
+        Returns the decision's score for the error bound: the served (or best passing) candidate's
+        score, ``-inf`` when guards or the similarity floor ruled every candidate out, None when
+        the index had none.
+        """
         qf = extract(query)
         pool = [(e, s) for e, s in candidates if s >= self.min_cosine and e.embedding is not None]
         if not pool:
@@ -511,7 +561,9 @@ class SemanticCache:
             if candidates:
                 result.similarity = float(candidates[0][1])
                 result.cached_query = candidates[0][0].query
-            return
+                result.candidate = candidates[0][0]
+                return -math.inf
+            return None
         passing: list[tuple[CacheEntry, float, Any]] = []
         first_reject: tuple[str, CacheEntry, float] | None = None
         for entry, sim in pool:
@@ -527,8 +579,10 @@ class SemanticCache:
                 first_reject[1].query,
                 first_reject[2],
             )
-            return
+            result.candidate = first_reject[1]
+            return -math.inf
         scorer = self.scorer
+        threshold = scorer.threshold if self.error_bound is None else self.error_bound.threshold
         u = np.repeat(vec.reshape(1, -1), len(passing), axis=0)
         v = np.stack([np.asarray(e.embedding, np.float32) for e, _, _ in passing])
         scores = scorer.score(u, v, [qf] * len(passing), [f for _, _, f in passing])
@@ -536,19 +590,21 @@ class SemanticCache:
         best = int(order[0])
         entry, sim, _ = passing[best]
         result.similarity, result.score, result.cached_query = float(sim), float(scores[best]), entry.query
+        result.candidate = entry
         for j in order:
             entry, sim, _ = passing[int(j)]
             sc = float(scores[int(j)])
-            if sc < scorer.threshold:
+            if sc < threshold:
                 result.rejected_by = result.rejected_by or "threshold"
-                return
+                break
             if sc < entry.min_score:
                 result.rejected_by = "entry_threshold"
                 continue
-            result.hit, result.tier, result.entry = True, "semantic", entry
+            result.hit, result.tier, result.entry, result.candidate = True, "semantic", entry, entry
             result.similarity, result.score, result.cached_query = float(sim), sc, entry.query
             result.rejected_by = None
-            return
+            break
+        return float(result.score)
 
     # -- store ---------------------------------------------------------------------------------
     def deterministic(self, model: str | None) -> bool:
@@ -638,6 +694,8 @@ class SemanticCache:
         except EmptyInputError as exc:
             self._stats.skipped += 1
             return StoreResult(False, str(exc))
+        if self._audits:
+            self._settle_audit(scope.namespace, _h(normalize_text(scope.query)), response)
         why = None if force else self.cacheable(request, response, model_call=isinstance(query, Request))
         if why is not None:
             self._stats.skipped += 1
@@ -687,6 +745,59 @@ class SemanticCache:
         )
 
     # -- feedback ------------------------------------------------------------------------------
+    def _take_audit(self, namespace: str, key: str) -> tuple[CacheEntry, float, bool] | None:
+        with self._audit_lock:
+            return self._audits.pop((namespace, key), None)
+
+    def _settle_audit(self, namespace: str, key: str, response: Response | str | Any) -> None:
+        """The model answered an audited lookup: judge the candidate's answer against it."""
+        fresh = response.text if isinstance(response, Response) else response
+        if not isinstance(fresh, str):
+            return  # no text to compare (an error, a JSON value): the audit stays unsettled
+        audit = self._take_audit(namespace, key)
+        if audit is None:
+            return
+        entry, stat, would_serve = audit
+        cached = CacheResult(hit=False, entry=entry).text
+        if cached is None:
+            return
+        self._observe(entry, stat, self._judge(fresh, cached), would_serve)
+
+    def _judge(self, fresh: str, cached: str) -> bool:
+        if self.answer_judge is not None:
+            return bool(self.answer_judge(fresh, cached))
+        if normalize_text(fresh) == normalize_text(cached):
+            return True
+        a, b = np.asarray(self.embedder.embed([fresh, cached]), dtype=np.float32)
+        return float(a @ b) >= self.answer_similarity
+
+    def _observe(self, entry: CacheEntry, stat: float, correct: bool, would_serve: bool) -> None:
+        assert self.error_bound is not None
+        self.error_bound.observe(stat, correct, would_serve=would_serve)
+        if not correct and math.isfinite(stat):
+            new = min(1.0 + self.feedback_margin, max(entry.min_score, stat + self.feedback_margin))
+            try:
+                self.backend.set_min_score(entry, new)
+            except CacheBackendError as exc:
+                self._warn_backend(exc)
+
+    def feedback(self, result: CacheResult, correct: bool) -> None:
+        """Label an audited lookup yourself: was ``result.candidate``'s answer right for its query?
+
+        For callers with their own judge of answers (a grader, a human): the label goes to the error
+        bound and, when wrong, raises the candidate's own threshold. Lookups that were not audited
+        are refused (they are not part of the bound's uniform sample).
+        """
+        if not isinstance(result, CacheResult) or not result.audited:
+            raise InputError("feedback() takes a CacheResult that the error bound audited (result.audited)")
+        if result.namespace is None or result.query is None:
+            raise InputError("feedback() needs the CacheResult lookup returned")
+        audit = self._take_audit(result.namespace, _h(normalize_text(result.query)))
+        if audit is None:
+            return  # already settled by store()
+        entry, stat, would_serve = audit
+        self._observe(entry, stat, bool(correct), would_serve)
+
     def report_wrong(self, hit: CacheResult) -> None:
         """The answer served by ``hit`` was wrong for its query: never serve it at that score again.
 
@@ -770,6 +881,8 @@ class SemanticCache:
             "backend_errors": s.backend_errors,
             "rejected_by": dict(s.rejected),
         }
+        if self.error_bound is not None:
+            out["error_bound"] = self.error_bound.report()
         try:
             out["backend"] = self.backend.stats()
         except CacheBackendError as exc:
@@ -780,6 +893,11 @@ class SemanticCache:
         self.backend.clear()
 
     def close(self) -> None:
+        if self.error_bound is not None and self.error_bound.path is not None:
+            try:
+                self.error_bound.save()
+            except OSError as exc:  # the audits are a cache of evidence: losing them costs hits, not answers
+                logger.warning("could not save the error bound's audits: %s", exc)
         self.backend.close()
 
     def __enter__(self) -> SemanticCache:
