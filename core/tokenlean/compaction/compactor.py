@@ -63,6 +63,8 @@ from tokenlean.compaction.scoring import (
     AGENT_WEIGHTS,
     BM25,
     DEFAULT_WEIGHTS,
+    DOCUMENT_WEIGHTS,
+    LEXICAL_DOCUMENT_WEIGHTS,
     LEXICAL_WEIGHTS,
     STOPWORDS,
     EmbeddingAbandoned,
@@ -974,8 +976,10 @@ class Compactor:
             weights = self.weights
         elif chat:
             weights = AGENT_WEIGHTS
-        else:
+        elif _passages(items):
             weights = DEFAULT_WEIGHTS if emb is not None else LEXICAL_WEIGHTS
+        else:
+            weights = DOCUMENT_WEIGHTS if emb is not None else LEXICAL_DOCUMENT_WEIGHTS
         score = feats.score(weights)
         cost_arr = np.asarray(costs, dtype=np.float64)
         priority = score - self.length_exponent * np.log(np.maximum(cost_arr, 1.0))
@@ -1031,6 +1035,16 @@ class Compactor:
         # (set when the first unprotected unit comes up, i.e. after protected units and the
         # markers they split off have been paid for)
         limit: int | None = None
+        skipped: set[int] = set()  # did not fit: would have split a dropped run (another marker)
+
+        def requeue_neighbours(i: int) -> None:
+            """A kept unit makes its skipped neighbours cheaper (no marker between): queue them again."""
+            for j in (i - 1, i + 1):
+                if j in skipped and first_of[i] <= j <= last_of[i]:
+                    skipped.discard(j)
+                    done[j] = False
+                    heapq.heappush(heap, (not prot[j], -boosted[j], j))
+
         while heap:
             _p, negp, i = heapq.heappop(heap)
             if done[i] or -negp != boosted[i]:
@@ -1044,10 +1058,12 @@ class Compactor:
                 used += delta
                 if used > budget:
                     met = False
+                requeue_neighbours(i)
                 continue
             if limit is None:
                 limit = max(budget, used + int(self.relevance_reserve * budget))
             if used + delta > limit:
+                skipped.add(i)
                 continue
             if costs[i] >= 8 and kinds[i] in ("sentence", "list_item", "line"):
                 key = _WS.sub(" ", texts[i]).strip()
@@ -1064,6 +1080,7 @@ class Compactor:
             used += delta
             if vecs is not None:
                 kept_vecs.append(i)
+            requeue_neighbours(i)
             if self.sibling_bonus:
                 for j in by_sentence[sents[i]]:
                     if not done[j]:
@@ -1118,6 +1135,26 @@ class Compactor:
             dropped_tokens += flush(run, pcs)
             out_pieces.append(pcs)
         return out_pieces, out_om, dropped_tokens, met
+
+
+def _passages(items: Sequence[_Item]) -> bool:
+    """Whether the texts are separate passages (retrieved chunks) rather than one document.
+
+    Several texts given together are passages; one text is when most of its blocks open with a
+    title of their own (``Document [3](Title: ...)``, a heading per chunk). Passage priors (the
+    best passage, its first sentence) help there and mislead inside one long document.
+    """
+    if sum(1 for it in items if it.units) > 1:
+        return True
+    blocks = titled = 0
+    for it in items:
+        last = None
+        for u in it.units:
+            if u.group != last:
+                last = u.group
+                blocks += 1
+                titled += u.kind == "heading"
+    return blocks >= 3 and titled * 2 >= blocks
 
 
 def _render(text: str, pieces: Sequence[Piece]) -> str:

@@ -259,6 +259,29 @@ LEXICAL_WEIGHTS: dict[str, float] = {
 }
 
 
+#: Weights for one long document (an article, a report: paragraphs, not separately titled
+#: passages), set by reasoning and checked on long Wikipedia articles. The passage priors of
+#: ``DEFAULT_WEIGHTS`` (the best passage, its first sentence) are right when the context is twenty
+#: retrieved passages of which one answers; inside one article every paragraph is on topic, the
+#: answer sentence can sit anywhere, and those priors pick the wrong paragraph's opening instead.
+#: Here the unit's own similarity to the query decides, with its answer type, rare query terms and
+#: its neighbours as support.
+DOCUMENT_WEIGHTS: dict[str, float] = {
+    "emb_unit": 1.0,
+    "emb_neighbours": 0.2,
+    "type_match": 0.5,
+    "bm25_unit": 0.2,
+    "rare_term": 0.2,
+}
+
+#: ``DOCUMENT_WEIGHTS`` without an embedder: the unit's own BM25 takes the embedding's place.
+LEXICAL_DOCUMENT_WEIGHTS: dict[str, float] = {
+    "bm25_unit": 1.0,
+    "bm25_neighbours": 0.2,
+    "type_match": 0.5,
+    "rare_term": 0.2,
+}
+
 #: Weights for chat histories (agent sessions), set by reasoning rather than fitted: there the
 #: query is the user's latest request and the units that *match* it (the log line naming the
 #: failing job, the fact asked about) are the ones to keep, so unit-level match counts most;
