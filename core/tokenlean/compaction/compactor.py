@@ -286,6 +286,9 @@ class Compactor:
     of a model call the user is waiting for: embedding stops at the deadline (or when the
     embedder fails) and the call is scored lexically instead; if even that cannot start in time
     (a huge input), the messages pass through unchanged. Both are logged, neither is an error.
+    ``embed_max_tokens`` caps the text one call embeds: above it, units are ranked lexically first
+    and only the best of them, up to that many tokens, are embedded (the rest keep their lexical
+    rank), so a multi-megabyte tool output costs seconds instead of minutes; ``None`` embeds all.
     ``max_sessions`` bounds the incremental sessions kept (least recently used go first; a
     forgotten session is decided afresh on its next call, see ``stats``).
     ``store`` keeps omitted text (see ``tokenlean.compaction.omissions``): ``None`` is the
@@ -323,11 +326,13 @@ class Compactor:
         store: OmissionStore | str | os.PathLike[str] | None = None,
         deadline: float | None = 5.0,
         max_sessions: int = 10_000,
+        embed_max_tokens: int | None = 32_000,
     ) -> None:
         # Every numeric option by name: NaN, a bool or a list would otherwise pass a comparison
         # (or fail one with TypeError) and surface as a wrong budget deep inside a call.
         check_number(deadline, "deadline (seconds)", above=0, optional=True)
         check_number(max_sessions, "max_sessions", minimum=1, integer=True)
+        check_number(embed_max_tokens, "embed_max_tokens", minimum=1, integer=True, optional=True)
         check_number(ratio, "ratio (the share of tokens to remove)", minimum=0, below=1, optional=True)
         check_number(target_tokens, "target_tokens", minimum=0, integer=True, optional=True)
         check_number(keep_last_turns, "keep_last_turns", minimum=0, integer=True)
@@ -398,7 +403,13 @@ class Compactor:
         self.store = open_omission_store(store)
         self.deadline = deadline
         self.max_sessions = max_sessions
-        self.stats: dict[str, int] = {"lexical_fallbacks": 0, "pass_throughs": 0, "sessions_evicted": 0}
+        self.embed_max_tokens = embed_max_tokens
+        self.stats: dict[str, int] = {
+            "lexical_fallbacks": 0,
+            "pass_throughs": 0,
+            "sessions_evicted": 0,
+            "embedding_preselected": 0,
+        }
         self._counter = get_counter(model)
         self._lock = threading.RLock()
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
@@ -952,6 +963,21 @@ class Compactor:
         emb = self.embedder
         if deadline is not None and time.monotonic() > deadline:
             raise _OutOfTime("deadline passed before scoring")
+        passages = _passages(items)
+        mask = None
+        if emb is not None and self.embed_max_tokens is not None and sum(costs) > self.embed_max_tokens:
+            # Too much to embed within a call: rank lexically, embed only the best units.
+            lex = features(
+                texts, groups, kinds, query, token_counts=costs, bm25=bm25, unit_tokens=toks, sentences=sents
+            )
+            if self.weights is not None:
+                lw = self.weights
+            elif chat:
+                lw = AGENT_WEIGHTS
+            else:
+                lw = LEXICAL_WEIGHTS if passages else LEXICAL_DOCUMENT_WEIGHTS
+            mask = _embed_mask(lex.score(lw), sents, costs, self.embed_max_tokens)
+            self.stats["embedding_preselected"] += 1
         try:
             feats = features(
                 texts,
@@ -964,6 +990,7 @@ class Compactor:
                 unit_tokens=toks,
                 sentences=sents,
                 deadline=deadline,
+                embed_mask=mask,
             )
         except EmbeddingAbandoned as exc:
             self.stats["lexical_fallbacks"] += 1
@@ -976,7 +1003,7 @@ class Compactor:
             weights = self.weights
         elif chat:
             weights = AGENT_WEIGHTS
-        elif _passages(items):
+        elif passages:
             weights = DEFAULT_WEIGHTS if emb is not None else LEXICAL_WEIGHTS
         else:
             weights = DOCUMENT_WEIGHTS if emb is not None else LEXICAL_DOCUMENT_WEIGHTS
@@ -1017,7 +1044,7 @@ class Compactor:
                 last_of[starts[k] + j] = starts[k] + len(it.units) - 1
         used = marker_cost * len(items)  # every item starts as one dropped run
         vecs = feats.embeddings
-        kept_vecs: list[int] = []
+        twins = _near_duplicates(vecs, sents, self.novelty) if self.novelty is not None else {}
         seen_text: set[str] = set()
         met = True
         # Max-heap on priority (protected first). Keeping a clause raises its sibling clauses by
@@ -1070,16 +1097,10 @@ class Compactor:
                 if key in seen_text:
                     continue  # the same sentence from an overlapping chunk: keep it once
                 seen_text.add(key)
-            if self.novelty is not None and vecs is not None and kept_vecs:
-                # near-duplicates of what is already kept add nothing (MMR); clauses of one
-                # sentence share its vector and are never each other's duplicates
-                others = [j for j in kept_vecs if sents[j] != sents[i]]
-                if others and float(np.max(vecs[others] @ vecs[i])) >= self.novelty:
-                    continue
+            if i in twins and any(keep[j] for j in twins[i]):
+                continue  # a near-duplicate of what is already kept adds nothing (MMR)
             keep[i] = True
             used += delta
-            if vecs is not None:
-                kept_vecs.append(i)
             requeue_neighbours(i)
             if self.sibling_bonus:
                 for j in by_sentence[sents[i]]:
@@ -1135,6 +1156,53 @@ class Compactor:
             dropped_tokens += flush(run, pcs)
             out_pieces.append(pcs)
         return out_pieces, out_om, dropped_tokens, met
+
+
+#: The embedding model reads at most this many tokens of a text (256 word pieces, about as many
+#: BPE tokens): what embedding one sentence costs at most, whatever its length.
+_EMBED_READS_TOKENS = 256
+
+
+def _embed_mask(score: np.ndarray, sents: Sequence[int], costs: Sequence[int], cap: int) -> np.ndarray:
+    """The units to embed: whole sentences (they are embedded whole), best lexical score first,
+    until their cost (each sentence's tokens, at most what the model reads) reaches ``cap``."""
+    sid, inv = np.unique(np.asarray(sents, dtype=np.int64), return_inverse=True)
+    best = np.full(len(sid), -np.inf)
+    np.maximum.at(best, inv, score)
+    cost = np.zeros(len(sid), dtype=np.int64)
+    np.add.at(cost, inv, np.asarray(costs, dtype=np.int64))
+    order = np.argsort(-best, kind="stable")
+    within = np.cumsum(np.minimum(cost[order], _EMBED_READS_TOKENS)) <= cap
+    chosen = np.zeros(len(sid), dtype=bool)
+    chosen[order[within]] = True
+    return chosen[inv]
+
+
+def _near_duplicates(vecs: np.ndarray | None, sents: Sequence[int], novelty: float) -> dict[int, list[int]]:
+    """For each unit, the units of *other* sentences whose vectors are at least ``novelty`` alike.
+
+    Computed once per call in blocks (matrix products), so the selection loop checks a short list
+    instead of comparing each candidate with everything kept so far. Units without a vector (left
+    out of embedding) have a zero row and are nobody's twin. Clauses of one sentence share its
+    vector and are never each other's duplicates.
+    """
+    if vecs is None or not len(vecs):
+        return {}
+    live = np.flatnonzero(np.any(vecs != 0, axis=1))
+    if len(live) < 2:
+        return {}
+    v = np.ascontiguousarray(vecs[live], dtype=np.float32)
+    sid = np.asarray(sents, dtype=np.int64)[live]
+    out: dict[int, list[int]] = {}
+    block = 1024
+    for a in range(0, len(live), block):
+        sims = v[a : a + block] @ v.T
+        rows, cols = np.nonzero(sims >= novelty)
+        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+            i, j = a + r, c
+            if sid[i] != sid[j]:
+                out.setdefault(int(live[i]), []).append(int(live[j]))
+    return out
 
 
 def _passages(items: Sequence[_Item]) -> bool:

@@ -385,6 +385,7 @@ def features(
     unit_tokens: Sequence[Sequence[str]] | None = None,
     sentences: Sequence[int] | None = None,
     deadline: float | None = None,
+    embed_mask: np.ndarray | None = None,
 ) -> UnitFeatures:
     """Compute the standardised feature matrix for ``texts`` against ``query``.
 
@@ -393,6 +394,8 @@ def features(
 
     ``bm25`` may carry document frequencies from earlier calls (incremental mode); otherwise the
     units themselves are the corpus. ``unit_tokens`` lets a caller pass cached tokenisations.
+    ``embed_mask`` limits embedding to those units (and their sentences): the others get the
+    lowest similarity of the embedded ones, as a pre-selection that left them out implies.
     """
     n = len(texts)
     g = np.asarray(groups, dtype=np.int64)
@@ -456,25 +459,44 @@ def features(
     cols["log_tokens"] = _z(np.log1p(tc))
     vecs: np.ndarray | None = None
     if embedder is not None and n:
+        # clauses of one sentence are embedded together, once: context for the model, and fewer
+        # (longer) sequences for the embedder
         if sentences is not None:
-            # clauses of one sentence are embedded together, once: context for the model,
-            # and fewer (longer) sequences for the embedder
             sid, sinv = np.unique(np.asarray(sentences, dtype=np.int64), return_inverse=True)
-            joined = [""] * len(sid)
-            for i, t in enumerate(texts):
-                joined[sinv[i]] += t
-            vecs = _embed(embedder, joined, deadline)[sinv]
         else:
-            vecs = _embed(embedder, list(texts), deadline)
+            sid, sinv = np.arange(n), np.arange(n)
+        want = np.ones(len(sid), dtype=bool)
+        if embed_mask is not None:
+            want[:] = False
+            want[sinv[np.asarray(embed_mask, dtype=bool)]] = True
+        joined = [""] * len(sid)
+        for i, t in enumerate(texts):
+            if want[sinv[i]]:
+                joined[sinv[i]] += t
+        rows = np.flatnonzero(want)
+        got = _embed(embedder, [joined[r] for r in rows], deadline)
+        svecs = np.zeros((len(sid), got.shape[1] if got.ndim == 2 and got.size else 1), dtype=np.float32)
+        svecs[rows] = got
+        vecs = svecs[sinv]
+        embedded = want[sinv]
         # the model reads at most 256 word pieces anyway; the head of a long query (an agent's
         # latest observation) carries the request, and embedding it is paid on every call
         qv = _embed(embedder, [query[:MAX_QUERY_EMBED_CHARS]], None)[0]
+        if vecs.shape[1] != qv.shape[0]:
+            vecs = np.zeros((n, qv.shape[0]), dtype=np.float32)  # nothing was embedded
         su = vecs @ qv
+        floor = float(su[embedded].min()) if embedded.any() else 0.0
+        su = np.where(embedded, su, floor)
         cols["emb_unit"] = _z(su.astype(np.float64))
         gsum = np.zeros((len(uniq), vecs.shape[1]), dtype=np.float32)
         np.add.at(gsum, inv, vecs)
         gsum /= np.maximum(np.linalg.norm(gsum, axis=1, keepdims=True), 1e-9)
-        cols["emb_group"] = _z((gsum @ qv).astype(np.float64)[inv])
+        gsim = (gsum @ qv).astype(np.float64)
+        gseen = np.zeros(len(uniq), dtype=bool)
+        np.logical_or.at(gseen, inv, embedded)
+        if not gseen.all():
+            gsim = np.where(gseen, gsim, gsim[gseen].min() if gseen.any() else 0.0)
+        cols["emb_group"] = _z(gsim[inv])
         title = np.full(len(uniq), np.nan)
         for i in range(n):
             if kinds[i] == "heading" and np.isnan(title[inv[i]]):

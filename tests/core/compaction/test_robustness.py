@@ -101,15 +101,26 @@ def test_huge_input_passes_through_when_out_of_time(caplog) -> None:
 
 
 def test_huge_input_compacts_within_the_default_deadline_with_embeddings() -> None:
-    """Auto mode on a big message finishes in about the deadline instead of embedding every unit."""
+    """Auto mode on a big message embeds only its lexically best units, within the default deadline."""
     huge = "\n".join(f"row {i}: value {i * 7 % 1000} unit {i % 13}." for i in range(30_000))
-    comp = Compactor(
-        ratio=0.5, keep_last_turns=0, store="memory", embedder=_Embedder(delay=0.01), deadline=1.0
-    )
+    embedder = _Embedder(delay=0.01)
+    comp = Compactor(ratio=0.5, keep_last_turns=0, store="memory", embedder=embedder, embed_max_tokens=4_000)
     t0 = time.monotonic()
     res = comp.compact(_chat(huge))
     assert time.monotonic() - t0 < 30 and res.tokens_after < res.tokens_before
-    assert comp.stats["lexical_fallbacks"] == 1
+    assert comp.stats["embedding_preselected"] == 1 and comp.stats["lexical_fallbacks"] == 0
+    res.verify()
+    # what was embedded is bounded by the cap, not by the input (joined sentences, 64 per call)
+    assert embedder.calls * 64 < 30_000 / 2
+
+
+def test_a_slow_embedder_past_the_deadline_falls_back_to_lexical_scores() -> None:
+    text = "\n".join(f"row {i}: value {i * 7 % 1000} unit {i % 13}." for i in range(3_000))
+    comp = Compactor(
+        ratio=0.5, keep_last_turns=0, store="memory", embedder=_Embedder(delay=0.2), deadline=1.0
+    )
+    res = comp.compact(_chat(text))
+    assert res.tokens_after < res.tokens_before and comp.stats["lexical_fallbacks"] == 1
 
 
 def test_sessions_are_bounded() -> None:
