@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--quick", action="store_true", help="a 500 kB input, 8 calls, small retention samples")
+    ap.add_argument("--quick", action="store_true", help="a 200 kB input, 6 calls, small retention samples")
     ap.add_argument("--size", type=int, default=0, help="input size in characters (default 5,000,000)")
     args = ap.parse_args(argv)
     from rich.console import Console
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     from tokenlean.embeddings import get_default_embedder, get_static_embedder
 
-    size = args.size or (500_000 if args.quick else 5_000_000)
+    size = args.size or (200_000 if args.quick else 5_000_000)
     text = big_input(args.data, size)
     t0 = time.perf_counter()
     minilm = get_default_embedder()
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     result["lexical"] = speed_lexical(text)
     result["auto"] = speed_auto(text, minilm, load_s)
-    calls = 8 if args.quick else 30
+    calls = 6 if args.quick else 30
     result["incremental"] = {
         route: speed_incremental(args.data, route, emb, calls)
         for route, emb in (("minilm", minilm), ("static", static), ("lexical", None))
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     nq = _rows(args.data / "compaction" / "nq_multidoc_dev.jsonl.gz")
     nq_test = nq[len(nq) // 2 :]  # the benchmark's test half (compaction.py nq_split)
     rng = random.Random(0)
-    n_long, n_nq = (20, 30) if args.quick else (len(long_rows), 300)
+    n_long, n_nq = (10, 15) if args.quick else (len(long_rows), 300)
     long_rows = rng.sample(long_rows, min(n_long, len(long_rows)))
     nq_test = rng.sample(nq_test, min(n_nq, len(nq_test)))
     share = result["auto"]["embed_max_tokens"] / max(result["auto"]["tokens"], 1)
