@@ -88,3 +88,25 @@ async def test_middleware_serves_agent_invoke_and_stream(embedder: object, local
     ]
     assert mw.last_result.hit
     assert "".join(str(c.content) for c in streamed if isinstance(c, AIMessage)) == answer
+
+
+def test_error_bound_audits_settle_through_the_adapter(embedder: object) -> None:
+    """An audited lookup is answered by the model; LangChain's update() settles it by the answer text."""
+    from langchain_core.load import dumps
+
+    from tokenlean.cache import ErrorBound
+
+    bound = ErrorBound(0.05, explore=1.0, seed=0)
+    for s in range(80):  # certified: every earlier wrong candidate scored <= 0.5
+        bound.observe(s / 160, False)
+    cache = TokenleanCache(
+        SemanticCache(embedder=embedder, assume_deterministic=True, max_false_hit_rate=bound)
+    )
+    gen = [Generation(text="Use the reset link on the login page.")]
+    cache.update(dumps([HumanMessage("How do I reset my password?")]), "llm-1", gen)
+    para = dumps([HumanMessage("How can I reset my password?")])
+    assert cache.lookup(para, "llm-1") is None  # explore=1: the would-be hit is audited
+    assert cache.last_result is not None and cache.last_result.audited
+    cache.update(para, "llm-1", [Generation(text="Use the reset link on the login page.")])
+    report = bound.report()
+    assert report["audits"] == 81 and report["audited_right_candidates"] == 1 and report["model_calls"] == 1

@@ -675,8 +675,12 @@ class SemanticCache:
         tenant: str | None = None,
         model: str | None = None,
         force: bool = False,
+        answer_text: str | None = None,
     ) -> StoreResult:
         """Cache ``response`` for ``query``; ``chunks`` keeps the stream pieces for replay.
+
+        ``answer_text``: the answer as text when ``response`` is a structured value (an adapter's
+        serialised generations): the error bound compares answers by their text.
 
         Sampled requests (see the class docstring), truncated, filtered and errored answers,
         refusals and tool-call answers are skipped unless the matching option (or ``force``) says
@@ -694,17 +698,23 @@ class SemanticCache:
         except EmptyInputError as exc:
             self._stats.skipped += 1
             return StoreResult(False, str(exc))
+        if answer_text is not None and not isinstance(answer_text, str):
+            raise InputError(f"answer_text must be a str, got {type(answer_text).__name__}")
         if self._audits:
-            self._settle_audit(scope.namespace, _h(normalize_text(scope.query)), response)
+            fresh = answer_text if answer_text is not None else response
+            self._settle_audit(scope.namespace, _h(normalize_text(scope.query)), fresh)
         why = None if force else self.cacheable(request, response, model_call=isinstance(query, Request))
         if why is not None:
             self._stats.skipped += 1
             return StoreResult(False, why)
+        payload = _payload(response)
+        if answer_text is not None and payload["type"] == "json":
+            payload["answer_text"] = answer_text
         entry = CacheEntry(
             namespace=scope.namespace,
             key=_h(normalize_text(scope.query)),
             query=scope.query,
-            payload=_payload(response),
+            payload=payload,
             chunks=list(chunks) if chunks is not None else None,
         )
         try:
@@ -759,7 +769,9 @@ class SemanticCache:
             return
         entry, stat, would_serve = audit
         cached = CacheResult(hit=False, entry=entry).text
-        if cached is None:
+        if cached is None and isinstance(entry.payload, Mapping):
+            cached = entry.payload.get("answer_text")
+        if not isinstance(cached, str):
             return
         self._observe(entry, stat, self._judge(fresh, cached), would_serve)
 

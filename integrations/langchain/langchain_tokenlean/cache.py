@@ -280,7 +280,8 @@ class TokenleanCache(BaseCache):
                 log.debug("not caching: %s", why)
                 return
             value = {"generations": [dumpd(_unmark(g)) for g in return_val]}
-            self.cache.store(request, value, tenant=self.tenant, force=True)
+            text = "".join(str(getattr(g, "text", "") or "") for g in return_val)
+            self.cache.store(request, value, tenant=self.tenant, force=True, answer_text=text)
         except TokenleanError as exc:
             log.warning("could not cache generations (%s)", exc)
 
