@@ -230,6 +230,7 @@ class TextFacts:
     numbers: frozenset[str]
     dates: frozenset[str]
     negated: bool
+    negations: int
     entities: frozenset[str]
     quoted: frozenset[str]
     code: frozenset[str]
@@ -255,7 +256,9 @@ def extract(text: str) -> TextFacts:
     dates.update(f"d:{w}" for w in words if w in _DATE_WORDS)
     dates.update(f"r:{a} {b}" for a, b in _RELATIVE.findall(simple))
     dates.update(f"c:{c}" for c in _CENTURY.findall(simple))
-    negated = "n't" in simple or any(w in NEGATIONS for w in words)
+    # counted, not just noticed: "not ... without" is a second negation, and it flips the meaning
+    negations = sum(1 for w in _WORD.findall(simple) if w.endswith("n't") or w.replace("'", "") in NEGATIONS)
+    negated = negations > 0
     # Entities: capitalised words not at a sentence start, and acronyms; compared case-insensitively.
     entities: set[str] = set()
     for sent in re.split(r"(?<=[.?!])\s+", raw):
@@ -283,6 +286,7 @@ def extract(text: str) -> TextFacts:
         numbers=frozenset(numbers),
         dates=frozenset(dates),
         negated=bool(negated),
+        negations=negations,
         entities=frozenset(entities),
         quoted=quoted,
         code=code,
@@ -302,7 +306,7 @@ def _dates(a: TextFacts, b: TextFacts) -> bool:
 
 
 def _negation(a: TextFacts, b: TextFacts) -> bool:
-    return a.negated == b.negated
+    return a.negations == b.negations
 
 
 def _entities(a: TextFacts, b: TextFacts) -> bool:

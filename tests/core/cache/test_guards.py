@@ -50,3 +50,15 @@ def test_normalize_text_folds_case_space_unicode_and_edge_punctuation() -> None:
 def test_number_forms_agree() -> None:
     assert extract("I need 1,000 tokens").numbers == extract("I need 1000 tokens").numbers
     assert extract("four apples").numbers == extract("4 apples").numbers
+
+
+def test_negations_are_counted_not_just_noticed() -> None:
+    # a second negation flips the meaning back: "not ... without" is not "... without"
+    assert (
+        failed_guard(
+            extract("Is it ok to travel without a visa?"), extract("Is it not ok to travel without a visa?")
+        )
+        == "negation"
+    )
+    # the same negation spelled two ways is one negation
+    assert failed_guard(extract("Why don't cats like water?"), extract("Why do cats not like water?")) is None
