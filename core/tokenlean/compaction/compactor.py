@@ -753,8 +753,10 @@ class Compactor:
                 decided[n_frozen] = True
                 n_frozen += 1
             del sess.frozen[n_frozen:]
-            # only messages old enough to be final are decided now (and frozen below)
-            to_decide = [i for i in range(n_frozen, n) if ages[i] >= freeze_age and i != last_user]
+            # only messages old enough to be final are decided now (and frozen below); the latest
+            # user turn is among them when it is that old (an agent loop's task, followed by tool
+            # calls): it is frozen whole (``touchable`` keeps it), so the prefix after it can freeze
+            to_decide = [i for i in range(n_frozen, n) if ages[i] >= freeze_age]
             # the frozen prefix must stay contiguous: stop at the first message still live
             contiguous: list[int] = []
             for i in to_decide:

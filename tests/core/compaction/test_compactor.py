@@ -216,3 +216,25 @@ def test_cli_text_and_messages(tmp_path, capsys) -> None:
     bad.write_bytes(b"\xff\xfe\x00")
     args = parser.parse_args(["compact", str(bad)])
     assert args.func(args) == 2
+
+
+def test_incremental_freezes_an_agent_loop_after_its_only_user_turn() -> None:
+    """Tool loops have one user message (the task) and then only calls and results: the frozen
+    prefix must grow past the task, or incremental mode never compacts anything there."""
+    comp = Compactor(ratio=0.6, mode="lexical", incremental=True, keep_last_turns=1, min_tokens=10)
+    task = [
+        Message(role="system", content="You are an agent."),
+        Message(role="user", content="Which worker failed?"),
+    ]
+    msgs = list(task)
+    previous = None
+    for turn in range(6):
+        msgs += _step(turn, "read_log", LOG.replace("worker", f"worker{turn}"))
+        res = comp.compact(msgs)
+        res.verify()
+        if previous is not None:
+            stable = [m.to_openai() for m in previous.messages[: len(previous.messages) - 2]]
+            assert [m.to_openai() for m in res.messages[: len(stable)]] == stable
+        previous = res
+    assert previous is not None and previous.reduction > 0.2
+    assert previous.messages[1].text == "Which worker failed?"  # the task itself is kept whole
