@@ -211,7 +211,10 @@ def plan_cache_markers(
                 tool_index = len(req.tools) - 1 if name == "tools" else None
                 candidates.append(CacheBreakpoint(name, mi, tool_index, upto))
         hist = [e for e in ends if e[0] == "history"]
-        if _new_turn_has_values(req, sec.new_turn[0]):
+        # An agent loop (calls and results after the last user turn) is repeated whole by its next
+        # call: its "new turn" is not per-request, whatever ids or timestamps the results carry.
+        loop = any(m.role == "assistant" for m in req.messages[sec.new_turn[0] + 1 :])
+        if not loop and _new_turn_has_values(req, sec.new_turn[0]):
             if hist:
                 candidates.append(CacheBreakpoint("history", hist[-1][1], None, hist[-1][2]))
             notes.append("the new turn carries per-request values: the last breakpoint ends the history")

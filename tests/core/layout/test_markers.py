@@ -89,6 +89,31 @@ def test_anthropic_no_marker_below_the_minimum_and_none_after_a_volatile_value()
     )
 
 
+def test_an_agent_loop_is_marked_at_its_end_whatever_ids_its_results_carry() -> None:
+    """Calls and results after the task are repeated whole by the next call of the loop."""
+    msgs = [{"role": "system", "content": LONG}, {"role": "user", "content": "Fix the failing test."}]
+    for i in range(4):
+        call_id = f"call_{i}a8Zq3xY"
+        msgs += [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": call_id, "type": "function", "function": {"name": "bash", "arguments": "{}"}}
+                ],
+            },
+            {
+                "role": "tool",
+                "tool_call_id": call_id,
+                "content": f"ran at 2026-11-23T10:4{i}:07Z\n" + "ok " * 300,
+            },
+        ]
+    plan = plan_cache_markers({"model": "claude-sonnet-4-5", "messages": msgs}, "anthropic")
+    assert (
+        plan.breakpoints[-1].where == "request" and plan.breakpoints[-1].prefix_tokens == plan.prompt_tokens
+    )
+
+
 def test_openai_prompt_cache_key_and_1024_minimum() -> None:
     stream = planted_stream([], seed=3, n_requests=2)
     plans = [plan_cache_markers(r, "openai") for r in stream.requests]
