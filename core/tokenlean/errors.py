@@ -12,7 +12,8 @@ TokenleanError
 │   ├── MessageFormatError           a message / request / response of the wrong shape
 │   ├── UsageFormatError             a usage block that cannot be read
 │   ├── TextEncodingError            bytes that are not UTF-8 text
-│   └── EmptyInputError              nothing to work on where something is needed
+│   ├── EmptyInputError              nothing to work on where something is needed
+│   └── OutcomeFormatError           a routing outcome file or outcome log tokenlean cannot read
 ├── MissingDependencyError           an optional extra is not installed         (ImportError)
 ├── PricingError                     price-table problems
 │   └── UnknownModelError            the model has no price                     (KeyError)
@@ -27,6 +28,8 @@ TokenleanError
 ├── LayoutError
 ├── RoutingError
 │   ├── NoRouteError                 every target and fallback failed or none matched
+│   ├── RouterFileError              a saved router that cannot be read         (ValueError)
+│   │   └── EmbedderMismatchError    it was trained on other embeddings than this embedder's
 │   └── EndpointError                talking to one endpoint failed
 │       ├── EndpointTimeout                                                    (TimeoutError)
 │       ├── EndpointUnavailable      connection refused, 5xx, unhealthy
@@ -46,6 +49,7 @@ __all__ = [
     "CalibrationError",
     "CompactionError",
     "ConfigError",
+    "EmbedderMismatchError",
     "EmptyInputError",
     "EndpointError",
     "EndpointProtocolError",
@@ -57,8 +61,10 @@ __all__ = [
     "MeteringError",
     "MissingDependencyError",
     "NoRouteError",
+    "OutcomeFormatError",
     "PricingError",
     "ProfileError",
+    "RouterFileError",
     "RoutingError",
     "ServerError",
     "StreamInterrupted",
@@ -99,6 +105,10 @@ class TextEncodingError(InputError):
 
 class EmptyInputError(InputError):
     """Empty input where at least one unit of content is needed."""
+
+
+class OutcomeFormatError(InputError):
+    """A routing outcome file (CSV / JSONL) or outcome log has a bad column, value or record."""
 
 
 class MissingDependencyError(TokenleanError, ImportError):
@@ -166,6 +176,14 @@ class RoutingError(TokenleanError):
 
 class NoRouteError(RoutingError):
     """No target could serve the request: none matched, or all of them and their fallbacks failed."""
+
+
+class RouterFileError(RoutingError, ValueError):
+    """A saved router is missing, corrupt, or of a format version this tokenlean cannot read."""
+
+
+class EmbedderMismatchError(RouterFileError):
+    """A saved router was trained on another embedder's vectors (name, dimension or table differ)."""
 
 
 class EndpointError(RoutingError):

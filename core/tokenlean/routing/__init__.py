@@ -4,7 +4,8 @@ Two routers in one: *quality* policies decide which model answers (rules, semant
 learned router, a cascade), and a ``ReplicaGroup`` decides which server of that model takes the
 call (least outstanding requests, prefix affinity, health ejection, failover). ``Router`` ties
 them together and meters every call. ``tokenlean.routing.eval`` scores policies offline the way
-RouteLLM does (cost-quality curve, CPT, APGR).
+RouteLLM does (cost-quality curve, CPT, APGR); ``tokenlean.routing.outcomes`` reads outcome files
+and writes the opt-in outcome log; ``tokenlean.routing.persist`` saves and loads learned routers.
 
 Only httpx and numpy are imported here; embeddings load on first use of a semantic or learned
 policy.
@@ -34,7 +35,9 @@ from tokenlean.routing.endpoints import (
     parse_prometheus,
 )
 from tokenlean.routing.lexical import LexicalGapScorer
+from tokenlean.routing.outcomes import OutcomeLog, OutcomeTable, read_outcomes
 from tokenlean.routing.policies import (
+    CheapestAdequateRouter,
     Decision,
     EnsembleScorer,
     KNNGapScorer,
@@ -58,6 +61,7 @@ from tokenlean.routing.router import ROUTING_KEY, Router
 __all__ = [
     "ROUTING_KEY",
     "Cascade",
+    "CheapestAdequateRouter",
     "Consistency",
     "Decision",
     "Endpoint",
@@ -72,6 +76,8 @@ __all__ = [
     "MatrixFactorizationScorer",
     "MeanLogprob",
     "OpenAICompatibleEndpoint",
+    "OutcomeLog",
+    "OutcomeTable",
     "OutputControl",
     "QualityGapScorer",
     "ReplicaGroup",
@@ -91,6 +97,7 @@ __all__ = [
     "calibrate_threshold",
     "json_schema_validator",
     "parse_prometheus",
+    "read_outcomes",
     "regex_validator",
     "share_for_budget",
     "stable_prefix_key",

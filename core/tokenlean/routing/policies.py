@@ -17,18 +17,32 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import random
+import threading
+import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from tokenlean._checks import str_items
-from tokenlean.errors import ConfigError, EmptyInputError, InputError
+from tokenlean.errors import (
+    ConfigError,
+    EmbedderMismatchError,
+    EmptyInputError,
+    InputError,
+    OutcomeFormatError,
+    RouterFileError,
+)
 from tokenlean.routing.lexical import LexicalGapScorer
+from tokenlean.routing.outcomes import PRIVACY_MODES, OutcomeLog, OutcomeTable, encode_features
 from tokenlean.types import Message, Request
 
 __all__ = [
+    "CheapestAdequateRouter",
     "Decision",
     "EnsembleScorer",
     "KNNGapScorer",
@@ -567,16 +581,22 @@ class QualityGapScorer:
 
     kind = "gap"
     needs_outcomes = True
+    accepts_missing = True  # each head learns from the rows where its model's outcome is known
 
     def __init__(self, c: float = 0.1) -> None:
         self.c = c
         self.heads: tuple[LogisticScorer, LogisticScorer] | None = None
 
     def fit_outcomes(self, x: np.ndarray, strong: np.ndarray, weak: np.ndarray) -> QualityGapScorer:
-        l2 = 1.0 / (self.c * max(1, len(x)))
-        s_head = LogisticScorer(l2=l2).fit(x, strong)
-        w_head = LogisticScorer(l2=l2).fit(x, weak)
-        self.heads = (s_head, w_head)
+        """Fit both heads; a NaN outcome means "not known" and leaves that row out of its head."""
+        heads = []
+        for y in (np.asarray(strong, dtype=np.float64), np.asarray(weak, dtype=np.float64)):
+            known = np.isfinite(y)
+            if not known.any():
+                raise ConfigError("the gap scorer needs at least one known outcome of each model")
+            l2 = 1.0 / (self.c * max(1, int(known.sum())))
+            heads.append(LogisticScorer(l2=l2).fit(x[known] if not known.all() else x, y[known]))
+        self.heads = (heads[0], heads[1])
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -655,6 +675,9 @@ class EnsembleScorer:
     kind = "ensemble"
     needs_outcomes = True
     takes_texts = True
+    accepts_missing = True
+    #: Fewest rows with *both* outcomes for a member that needs both (``knn-gap``, ``lexical``) to vote.
+    min_complete = 20
 
     def __init__(self, members: Sequence[Any] | None = None) -> None:
         self.members: list[Any] = (
@@ -670,12 +693,23 @@ class EnsembleScorer:
         self, x: np.ndarray, strong: np.ndarray, weak: np.ndarray, texts: Sequence[str] | None = None
     ) -> EnsembleScorer:
         self._scale = []
+        strong, weak = np.asarray(strong, dtype=np.float64), np.asarray(weak, dtype=np.float64)
+        complete = np.isfinite(strong) & np.isfinite(weak)
+        rows = np.flatnonzero(complete)
         for m in self.members:
             inp = self._input(m, x, texts)
             if inp is None:  # a text member without texts abstains
                 self._scale.append(None)
                 continue
-            m.fit_outcomes(inp, strong, weak)
+            if len(rows) == len(complete) or getattr(m, "accepts_missing", False):
+                m.fit_outcomes(inp, strong, weak)
+            elif len(rows) >= self.min_complete:  # a gain needs both outcomes: those rows only
+                sub = inp[rows] if isinstance(inp, np.ndarray) else [inp[i] for i in rows]
+                m.fit_outcomes(sub, strong[rows], weak[rows])
+            else:
+                log.info("ensemble: %s member left out (%d rows with both outcomes)", m.kind, len(rows))
+                self._scale.append(None)
+                continue
             if not getattr(m, "reliable", True):
                 log.info("ensemble: %s member left out (evidence %.1f)", m.kind, getattr(m, "evidence", 0.0))
                 self._scale.append(None)
@@ -782,7 +816,145 @@ def whole_prompt_view(vectors: np.ndarray) -> np.ndarray:
     return vectors[:, : vectors.shape[1] // SegmentedEmbedder.views]
 
 
-class LearnedRouter:
+class _PromptFeatures:
+    """What the learned routers see of a prompt: its embedding (whole and in halves) and its length.
+
+    Shared by ``LearnedRouter`` and ``CheapestAdequateRouter`` so both featurise alike.
+    """
+
+    segments: bool
+    _embedder: Any
+    _center: np.ndarray | None
+    _mu: np.ndarray | None
+    _sd: np.ndarray | None
+
+    def _init_features(self, embedder: Any, segments: bool) -> None:
+        self._embedder = embedder
+        self.segments = segments
+        self._center = None
+        self._mu = None
+        self._sd = None
+
+    @property
+    def embedder(self) -> Any:
+        """What ``embed`` uses: the given (default: static) embedder, segmented if asked."""
+        if self._embedder is None:
+            from tokenlean.embeddings import get_static_embedder
+
+            self._embedder = get_static_embedder()
+        if self.segments and not isinstance(self._embedder, SegmentedEmbedder):
+            self._embedder = SegmentedEmbedder(self._embedder)
+        return self._embedder
+
+    @property
+    def base_embedder(self) -> Any:
+        """The embedder under the segmentation (the one a saved router is versioned against)."""
+        emb = self.embedder
+        return emb.base if isinstance(emb, SegmentedEmbedder) else emb
+
+    def embed(self, prompts: Sequence[str]) -> np.ndarray:
+        """The router's vectors for ``prompts`` (to precompute ``vectors=`` once for many fits)."""
+        return np.asarray(self.embedder.embed(list(prompts)), dtype=np.float32)
+
+    def features(
+        self,
+        prompts: Sequence[str] | None,
+        vectors: np.ndarray | None = None,
+        lengths: Sequence[int] | np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Embedding plus log length (length alone is RouteLLM's weakest useful baseline signal).
+
+        The embedding is centred on the training prompts' mean and re-normalised (each segment
+        on its own): all prompts share a large common direction (for static embeddings a cosine
+        of ~0.8 between unrelated texts), and what tells prompts apart is the small rest, which
+        this puts on one scale. Without ``prompts`` (privacy mode) give ``vectors`` and
+        ``lengths`` (each prompt's length in characters).
+        """
+        if prompts is None and (vectors is None or lengths is None):
+            raise ConfigError("without prompts, give vectors= (router.embed output) and lengths=")
+        if vectors is None:
+            assert prompts is not None
+            vecs = self.embed(prompts)
+        else:
+            vecs = np.asarray(vectors, dtype=np.float32)
+        views = SegmentedEmbedder.views if self.segments else 1
+        if vecs.ndim != 2 or vecs.shape[1] % views:
+            raise ConfigError(
+                f"vectors of shape {vecs.shape} are not this router's embeddings: use router.embed(prompts)"
+            )
+        if self._center is None:
+            self._center = vecs.mean(axis=0)
+        elif self._center.shape[0] != vecs.shape[1]:
+            raise ConfigError(
+                f"vectors have {vecs.shape[1]} dimensions, the router was fitted on {self._center.shape[0]}"
+            )
+        if lengths is not None:
+            chars = np.asarray(lengths, dtype=np.float64)
+            if chars.shape != (len(vecs),) or not np.isfinite(chars).all() or (chars < 0).any():
+                raise ConfigError("lengths must be one prompt length (characters, >= 0) per vector")
+        else:
+            assert prompts is not None
+            if len(prompts) != len(vecs):
+                raise ConfigError(f"{len(prompts)} prompts but {len(vecs)} vectors")
+            chars = np.array([len(p) for p in prompts], dtype=np.float64)
+        blocks = (vecs - self._center).reshape(len(vecs), views, -1)
+        blocks = blocks / (np.linalg.norm(blocks, axis=2, keepdims=True) + 1e-9)
+        vecs = blocks.reshape(len(vecs), -1)
+        lens = np.log1p(chars.astype(np.float32))[:, None]
+        return np.hstack([vecs, lens / 10.0])
+
+    def _fit_features(
+        self,
+        prompts: Sequence[str] | None,
+        vectors: np.ndarray | None,
+        lengths: Sequence[int] | np.ndarray | None = None,
+        *,
+        standardize: bool = True,
+    ) -> np.ndarray:
+        x = self.features(prompts, vectors, lengths)
+        if standardize:
+            self._mu, self._sd = _standardize(x[:, -1:])
+            x = self._norm(x)
+        return x
+
+    def _norm(self, x: np.ndarray) -> np.ndarray:
+        if self._mu is None or self._sd is None:
+            return x
+        x = x.copy()
+        x[:, -1:] = (x[:, -1:] - self._mu) / self._sd * 0.1
+        return x
+
+    def _table_inputs(self, table: OutcomeTable) -> tuple[list[str] | None, np.ndarray | None]:
+        """``(texts, vectors)`` for an outcome table: texts when every row has one (the router
+        embeds them), else vectors, the privacy-mode rows' own and the embedded text rows'."""
+        if table.has_text:
+            return [p for p in table.prompts if p is not None], None
+        name = getattr(self.embedder, "name", type(self.embedder).__name__)
+        if table.embedder is not None and table.embedder != name:
+            raise EmbedderMismatchError(
+                f"{table.source}: feature vectors come from {table.embedder!r}, this router embeds with {name!r}"
+            )
+        todo = [i for i, v in enumerate(table.vectors) if v is None]
+        done = [v for v in table.vectors if v is not None]
+        dim = done[0].size
+        embedded = np.empty((0, dim), dtype=np.float32)
+        if todo:
+            texts = [table.prompts[i] or "" for i in todo]
+            embedded = self.embed(texts)
+            if embedded.shape[1] != dim:
+                raise EmbedderMismatchError(
+                    f"{table.source}: {dim}-value feature vectors, this router's have {embedded.shape[1]}"
+                )
+        out = np.empty((len(table), dim), dtype=np.float32)
+        for i, v in enumerate(table.vectors):
+            if v is not None:
+                out[i] = v
+        for k, i in enumerate(todo):
+            out[i] = embedded[k]
+        return None, out
+
+
+class LearnedRouter(_PromptFeatures):
     """Strong-vs-weak router trained from outcome data, thresholded to a strong-call share.
 
     ``fit(prompts, strong_score, weak_score)`` learns, from prompt embeddings (plus log prompt
@@ -803,9 +975,23 @@ class LearnedRouter:
     ``embedder=get_default_embedder()`` to use the transformer instead. With ``segments=True``
     (default) the embedder sees each prompt whole and in two halves (``SegmentedEmbedder``);
     vectors passed to ``fit``/``score``/``calibrate`` must come from ``router.embed(prompts)``.
+
+    **Owning it.** ``LearnedRouter.default(strong, weak)`` loads the router shipped with
+    tokenlean (trained on RouteLLM's GSM8K, MMLU and MT-Bench outcomes; ``scripts/
+    train_default_router.py``). ``save(dir)`` / ``LearnedRouter.load(dir)`` keep a fitted router
+    as numpy arrays (``allow_pickle=False``) and JSON, versioned with the embedder it expects.
+    With ``outcome_log=PATH`` every decision is logged with a call id (``Decision.extra
+    ["call_id"]``) and ``feedback(call_id, ok=...)`` or ``feedback(call_id, score=...)`` records
+    how the answer did; ``privacy="features"`` logs the router's vectors instead of the prompt
+    text (``tokenlean.routing.outcomes`` says exactly what is stored). ``explore=0.05`` sends that
+    share of logged calls to the *other* model, so feedback covers both models across all kinds
+    of prompts (without it the strong model is only ever seen on the prompts it was sent).
+    ``tokenlean route train LOG.jsonl`` retrains on the log; ``fit_table`` does it in Python.
     """
 
     name = "learned"
+    #: Call ids remembered for ``feedback`` without ``model=`` (the newest this many).
+    remember_calls = 100_000
 
     def __init__(
         self,
@@ -818,67 +1004,68 @@ class LearnedRouter:
         threshold: float = 0.5,
         strong_output: OutputControl | None = None,
         weak_output: OutputControl | None = None,
+        outcome_log: str | Path | OutcomeLog | None = None,
+        privacy: str | None = None,
+        explore: float = 0.0,
+        seed: int | None = None,
     ) -> None:
+        for role, model in (("strong", strong), ("weak", weak)):
+            if not isinstance(model, str) or not model:
+                raise ConfigError(f"the {role} model must be a non-empty name, got {model!r}")
+        if strong == weak:
+            raise ConfigError(f"the strong and the weak model must differ (both {strong!r})")
         self.strong, self.weak = strong, weak
-        self.segments = segments
         if isinstance(scorer, str) and scorer not in _SCORERS:
             raise ConfigError(f"unknown scorer {scorer!r}; choose from {sorted(_SCORERS)}")
         self.scorer = _SCORERS[scorer]() if isinstance(scorer, str) else scorer
-        self._embedder = embedder
-        self.threshold = threshold
-        self.strong_output, self.weak_output = strong_output, weak_output
-        self._mu: np.ndarray | None = None
-        self._center: np.ndarray | None = None
-        self._sd: np.ndarray | None = None
+        self._init_features(embedder, segments)
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+            raise ConfigError(f"threshold must be a number, got {threshold!r}")
+        self.threshold: float = float(threshold)
+        self.strong_output: OutputControl | None = strong_output
+        self.weak_output: OutputControl | None = weak_output
+        if privacy is not None and privacy not in PRIVACY_MODES:
+            raise ConfigError(f"privacy must be one of {PRIVACY_MODES}, got {privacy!r}")
+        if isinstance(outcome_log, OutcomeLog):
+            if privacy is not None and privacy != outcome_log.privacy:
+                raise ConfigError(
+                    f"privacy={privacy!r} but the OutcomeLog was made with {outcome_log.privacy!r}"
+                )
+            self.outcome_log: OutcomeLog | None = outcome_log
+        elif outcome_log is not None:
+            if not isinstance(outcome_log, (str, Path)) or not str(outcome_log):
+                raise ConfigError(f"outcome_log must be a path or an OutcomeLog, got {outcome_log!r}")
+            self.outcome_log = OutcomeLog(outcome_log, privacy=privacy or "text")
+        else:
+            if privacy is not None:
+                raise ConfigError("privacy= says what the outcome log keeps: give outcome_log= too")
+            self.outcome_log = None
+        if isinstance(explore, bool) or not isinstance(explore, numbers.Real) or not 0.0 <= explore < 1.0:
+            raise ConfigError(f"explore must be a share in [0, 1), got {explore!r}")
+        if explore and self.outcome_log is None:
+            raise ConfigError("explore= only makes sense with outcome_log= (it buys feedback, at a price)")
+        self.explore: float = float(explore)
+        self._rng: random.Random = random.Random(seed)
+        self._issued: OrderedDict[str, str] = OrderedDict()
+        self._issued_lock: threading.Lock = threading.Lock()
+        #: Provenance of a trained or loaded router (rows, data, time); saved with it.
+        self.info: dict[str, Any] = {}
 
     @property
-    def embedder(self) -> Any:
-        """What ``embed`` uses: the given (default: static) embedder, segmented if asked."""
-        if self._embedder is None:
-            from tokenlean.embeddings import get_static_embedder
+    def privacy(self) -> str | None:
+        return None if self.outcome_log is None else self.outcome_log.privacy
 
-            self._embedder = get_static_embedder()
-        if self.segments and not isinstance(self._embedder, SegmentedEmbedder):
-            self._embedder = SegmentedEmbedder(self._embedder)
-        return self._embedder
-
-    def embed(self, prompts: Sequence[str]) -> np.ndarray:
-        """The router's vectors for ``prompts`` (to precompute ``vectors=`` once for many fits)."""
-        return np.asarray(self.embedder.embed(list(prompts)), dtype=np.float32)
-
-    def features(self, prompts: Sequence[str], vectors: np.ndarray | None = None) -> np.ndarray:
-        """Embedding plus log length (length alone is RouteLLM's weakest useful baseline signal).
-
-        The embedding is centred on the training prompts' mean and re-normalised (each segment
-        on its own): all prompts share a large common direction (for static embeddings a cosine
-        of ~0.8 between unrelated texts), and what tells prompts apart is the small rest, which
-        this puts on one scale.
-        """
-        vecs = self.embed(prompts) if vectors is None else np.asarray(vectors, dtype=np.float32)
-        views = SegmentedEmbedder.views if self.segments else 1
-        if vecs.ndim != 2 or vecs.shape[1] % views:
-            raise ConfigError(
-                f"vectors of shape {vecs.shape} are not this router's embeddings: use router.embed(prompts)"
-            )
-        if self._center is None:
-            self._center = vecs.mean(axis=0)
-        elif self._center.shape[0] != vecs.shape[1]:
-            raise ConfigError(
-                f"vectors have {vecs.shape[1]} dimensions, the router was fitted on {self._center.shape[0]}"
-            )
-        blocks = (vecs - self._center).reshape(len(vecs), views, -1)
-        blocks = blocks / (np.linalg.norm(blocks, axis=2, keepdims=True) + 1e-9)
-        vecs = blocks.reshape(len(vecs), -1)
-        lens = np.log1p(np.array([len(p) for p in prompts], dtype=np.float32))[:, None]
-        return np.hstack([vecs, lens / 10.0])
+    # -- fitting ------------------------------------------------------------------------------------
 
     def fit(
         self,
-        prompts: Sequence[str],
-        strong_score: Sequence[float],
-        weak_score: Sequence[float],
+        prompts: Sequence[str] | None,
+        strong_score: Sequence[float] | np.ndarray,
+        weak_score: Sequence[float] | np.ndarray,
         *,
         vectors: np.ndarray | None = None,
+        lengths: Sequence[int] | np.ndarray | None = None,
+        allow_missing: bool = False,
     ) -> LearnedRouter:
         """Fit the scorer on each prompt's strong and weak outcome (0/1 or any score scale).
 
@@ -886,30 +1073,61 @@ class LearnedRouter:
         Classifiers get label = strong beats weak (ties count half, as RouteLLM's win-rate
         labels do), samples weighted by how much the choice matters (|strong - weak|, ties
         kept at a small weight) so the model spends its capacity where routing changes quality.
+
+        ``prompts=None`` with ``vectors`` and ``lengths`` fits on feature vectors alone (privacy
+        mode; the word-based ``lexical`` member then sits out). ``allow_missing=True`` lets a
+        NaN stand for "this model's outcome is not known" (feedback from routed traffic knows
+        one model per call): ``gap`` learns each model's quality from the rows where it is
+        known; the ensemble's members that need both outcomes use the complete rows only.
         """
-        s = np.asarray(strong_score, dtype=np.float64)
-        w = np.asarray(weak_score, dtype=np.float64)
-        if len(prompts) == 0:
+        try:
+            s = np.asarray(strong_score, dtype=np.float64)
+            w = np.asarray(weak_score, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ConfigError("outcomes must be numbers") from None
+        texts = None if prompts is None else list(prompts)
+        if texts is None and (vectors is None or lengths is None):
+            raise ConfigError("without prompts, give vectors= (router.embed output) and lengths=")
+        n = len(texts) if texts is not None else len(np.asarray(vectors))
+        if n == 0:
             raise EmptyInputError("no outcome rows to fit a router on")
-        if not (len(prompts) == len(s) == len(w)):
+        if s.ndim != 1 or w.ndim != 1 or not (n == len(s) == len(w)):
             raise ConfigError("prompts, strong_score and weak_score must have the same length")
-        if not (np.isfinite(s).all() and np.isfinite(w).all()):
-            raise ConfigError("outcomes must be finite numbers (drop rows with a missing outcome)")
+        if np.isinf(s).any() or np.isinf(w).any():
+            raise ConfigError("outcomes must be finite numbers")
+        missing = np.isnan(s) | np.isnan(w)
+        if missing.any():
+            if not allow_missing:
+                raise ConfigError(
+                    "outcomes must be finite numbers (drop rows with a missing outcome, or pass "
+                    "allow_missing=True to let NaN mean 'not known')"
+                )
+            if (np.isnan(s) & np.isnan(w)).any():
+                raise ConfigError("a row with neither outcome known says nothing: drop it")
+            if not getattr(self.scorer, "accepts_missing", False):
+                raise ConfigError(
+                    f"the {getattr(self.scorer, 'kind', 'given')} scorer needs both outcomes on every row "
+                    f"({int(missing.sum())} rows have one): use scorer='ensemble' or 'gap'"
+                )
         self._center = None  # re-estimated from these prompts
+        self._mu = self._sd = None
+        self.info = {"rows": n, "partial_rows": int(missing.sum()), "text": texts is not None}
         if getattr(self.scorer, "needs_outcomes", False):
-            lo, hi = float(min(s.min(), w.min())), float(max(s.max(), w.max()))
+            lo, hi = float(np.nanmin(np.r_[s, w])), float(np.nanmax(np.r_[s, w]))
             span = (hi - lo) or 1.0
             s_q, w_q = (s - lo) / span, (w - lo) / span
             if getattr(self.scorer, "uses_text", False):  # words only: no embedding needed
-                self.scorer.fit_outcomes(list(prompts), s_q, w_q)
+                if texts is None:
+                    raise ConfigError("the lexical scorer learns from prompt texts; feature rows have none")
+                self.scorer.fit_outcomes(texts, s_q, w_q)
                 return self
-            x = self._fit_features(prompts, vectors)
+            x = self._fit_features(texts, vectors, lengths)
             if getattr(self.scorer, "takes_texts", False):
-                self.scorer.fit_outcomes(x, s_q, w_q, texts=list(prompts))
+                self.scorer.fit_outcomes(x, s_q, w_q, texts=texts)
             else:
                 self.scorer.fit_outcomes(x, s_q, w_q)
             return self
-        x = self._fit_features(prompts, vectors)
+        x = self._fit_features(texts, vectors, lengths, standardize=getattr(self.scorer, "kind", "") != "knn")
         gap = s - w
         y = np.where(gap > 0, 1.0, np.where(gap < 0, 0.0, 0.5))
         scale = np.abs(gap).max() or 1.0
@@ -917,27 +1135,56 @@ class LearnedRouter:
         self.scorer.fit(x, y, weight)
         return self
 
-    def _fit_features(self, prompts: Sequence[str], vectors: np.ndarray | None) -> np.ndarray:
-        x = self.features(prompts, vectors)
-        if getattr(self.scorer, "kind", "") != "knn":
-            self._mu, self._sd = _standardize(x[:, -1:])
-            x = self._norm(x)
-        return x
+    def fit_table(self, table: OutcomeTable) -> LearnedRouter:
+        """Fit on an outcome file or log read by ``tokenlean.routing.outcomes.read_outcomes``.
 
-    def _norm(self, x: np.ndarray) -> np.ndarray:
-        if self._mu is None or self._sd is None:
-            return x
-        x = x.copy()
-        x[:, -1:] = (x[:, -1:] - self._mu) / self._sd * 0.1
-        return x
+        Rows where only one of the two models' outcome is known are used as ``fit`` does with
+        ``allow_missing=True``; rows where neither is known are dropped.
+        """
+        s, w = table.pair(self.strong, self.weak)
+        keep = ~(np.isnan(s) & np.isnan(w))
+        if not keep.any():
+            raise EmptyInputError(
+                f"{table.source}: no row has an outcome of {self.strong!r} or {self.weak!r}"
+            )
+        if not keep.all():
+            table = table.subset(np.flatnonzero(keep))
+            s, w = table.pair(self.strong, self.weak)
+        texts, vectors = self._table_inputs(table)
+        self.fit(
+            texts,
+            s,
+            w,
+            vectors=vectors,
+            lengths=None if texts is not None else table.lengths,
+            allow_missing=True,
+        )
+        self.info.update({"source": Path(table.source).name, "sha256": table.sha256})
+        return self
 
-    def score(self, prompts: Sequence[str], *, vectors: np.ndarray | None = None) -> np.ndarray:
+    # -- scoring and deciding ---------------------------------------------------------------------------
+
+    def score(
+        self,
+        prompts: Sequence[str] | None,
+        *,
+        vectors: np.ndarray | None = None,
+        lengths: Sequence[int] | np.ndarray | None = None,
+    ) -> np.ndarray:
+        texts = None if prompts is None else list(prompts)
         if getattr(self.scorer, "uses_text", False):
-            return np.asarray(self.scorer.predict(list(prompts)), dtype=np.float64)
-        x = self._norm(self.features(prompts, vectors))
+            if texts is None:
+                raise ConfigError("the lexical scorer scores prompt texts; give prompts")
+            return np.asarray(self.scorer.predict(texts), dtype=np.float64)
+        x = self._norm(self.features(texts, vectors, lengths))
         if getattr(self.scorer, "takes_texts", False):
-            return np.asarray(self.scorer.predict(x, texts=list(prompts)), dtype=np.float64)
+            return np.asarray(self.scorer.predict(x, texts=texts), dtype=np.float64)
         return np.asarray(self.scorer.predict(x), dtype=np.float64)
+
+    def score_table(self, table: OutcomeTable) -> np.ndarray:
+        """Scores of an outcome table's rows (text rows embedded, privacy rows as given)."""
+        texts, vectors = self._table_inputs(table)
+        return self.score(texts, vectors=vectors, lengths=None if texts is not None else table.lengths)
 
     def calibrate(
         self,
@@ -961,20 +1208,391 @@ class LearnedRouter:
         text = prompt_text(request)
         if not text.strip():
             return None
-        p = float(self.score([text])[0])
+        vec = None
+        if self.outcome_log is not None and not getattr(self.scorer, "uses_text", False):
+            vec = self.embed([text])  # embedded once: scored, and logged in privacy mode
+        p = float(self.score([text], vectors=vec)[0])
         what = "strong-model gain" if getattr(self.scorer, "needs_outcomes", False) else "P(strong wins)"
-        if p >= self.threshold:
+        strong = p >= self.threshold
+        reason = (
+            f"learned ({self.scorer.kind}): {what}={p:.2f} {'>=' if strong else '<'} {self.threshold:.2f}"
+        )
+        if self.outcome_log is None:
             return Decision(
-                self.strong,
-                f"learned ({self.scorer.kind}): {what}={p:.2f} >= {self.threshold:.2f}",
+                self.strong if strong else self.weak,
+                reason,
                 self.name,
                 score=p,
-                output=self.strong_output,
+                output=self.strong_output if strong else self.weak_output,
             )
+        explored = bool(self.explore) and self._rng.random() < self.explore
+        if explored:
+            strong = not strong
+            reason += f"; exploring: sent to the {'strong' if strong else 'weak'} model instead"
+        target = self.strong if strong else self.weak
+        cid = request.metadata.get("call_id")
+        call_id = cid if isinstance(cid, str) and cid else uuid.uuid4().hex
+        record: dict[str, Any] = {
+            "type": "decision",
+            "call_id": call_id,
+            "router": self.name,
+            "strong": self.strong,
+            "weak": self.weak,
+            "target": target,
+            "score": p if math.isfinite(p) else None,
+            "threshold": self.threshold if math.isfinite(self.threshold) else None,
+            "explore": explored,
+        }
+        if self.outcome_log.privacy == "features":
+            vector = vec[0] if vec is not None else self.embed([text])[0]
+            record["features"] = encode_features(vector, embedder=self.embedder.name, chars=len(text))
+        else:
+            record["prompt"] = text
+        self.outcome_log.write(record, strict=False)
+        with self._issued_lock:
+            self._issued[call_id] = target
+            self._issued.move_to_end(call_id)
+            while len(self._issued) > self.remember_calls:
+                self._issued.popitem(last=False)
         return Decision(
-            self.weak,
-            f"learned ({self.scorer.kind}): {what}={p:.2f} < {self.threshold:.2f}",
+            target,
+            reason,
             self.name,
             score=p,
-            output=self.weak_output,
+            output=self.strong_output if strong else self.weak_output,
+            extra={"call_id": call_id, **({"explore": True} if explored else {})},
+        )
+
+    def feedback(
+        self,
+        call_id: str,
+        ok: bool | None = None,
+        *,
+        score: float | None = None,
+        model: str | None = None,
+    ) -> None:
+        """Record how a routed call's answer did: ``ok=True/False`` or a judge ``score``.
+
+        ``model`` defaults to the model this router sent the call to (give it when the call
+        fell back to another model, when the router has restarted since, or to add the other
+        model's outcome, e.g. from an offline judge of both answers). Appended to the outcome
+        log; ``tokenlean route train`` joins it to the decision by call id.
+        """
+        if self.outcome_log is None:
+            raise ConfigError("feedback needs an outcome log: LearnedRouter(..., outcome_log=PATH)")
+        if not isinstance(call_id, str) or not call_id:
+            raise InputError(f"call_id must be the non-empty id of a routed call, got {call_id!r}")
+        if (ok is None) == (score is None):
+            raise InputError("give ok=True/False or score=NUMBER (one of them)")
+        record: dict[str, Any] = {"type": "feedback", "call_id": call_id}
+        if ok is not None:
+            if not isinstance(ok, bool):
+                raise InputError(f"ok must be True or False, got {ok!r}")
+            value = 1.0 if ok else 0.0
+        else:
+            if isinstance(score, bool) or not isinstance(score, numbers.Real) or not math.isfinite(score):
+                raise InputError(f"score must be a finite number, got {score!r}")
+            value = float(score)
+        if model is None:
+            with self._issued_lock:
+                model = self._issued.get(call_id)
+            if model is None:
+                raise InputError(
+                    f"call id {call_id!r} was not routed by this router since it started: pass model="
+                )
+        if model not in (self.strong, self.weak):
+            raise InputError(f"model must be {self.strong!r} or {self.weak!r}, got {model!r}")
+        record.update({"model": model, "score": value})
+        if ok is not None:
+            record["ok"] = ok
+        self.outcome_log.write(record)
+
+    # -- persistence ----------------------------------------------------------------------------------
+
+    def save(self, path: str | Path, *, compact: bool = False) -> Path:
+        """Write the fitted router to the folder ``path``: ``router.json`` + ``arrays.npz``.
+
+        No pickle: every array is a plain numeric numpy array (read back with
+        ``allow_pickle=False``), everything else JSON. ``compact=True`` stores the large arrays
+        in 16 bits (and the ``knn-gap`` neighbours' unit vectors in 8 bits with a per-row scale),
+        about a third of the size. A compact router's scores are not bit-identical to this
+        one's (on RouteLLM's data they correlate at 0.9998 and held-out APGR moves by < 0.001),
+        so a few prompts at the threshold may flip; a router loaded from a compact file scores
+        exactly as the file says and saves to the same file again. The embedder the
+        router expects is recorded (name, dimension, a SHA-256 of the static embedder's table,
+        and its vectors for a few probe texts), and the router's own scores of those probes, so
+        ``load`` can refuse an embedder that would route differently.
+        """
+        from tokenlean.routing.persist import save_router
+
+        return save_router(self, Path(path), compact=compact)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        strong: str | None = None,
+        weak: str | None = None,
+        embedder: Any = None,
+        strict: bool = False,
+        check_embedder: bool = True,
+        **options: Any,
+    ) -> LearnedRouter:
+        """A router saved by ``save``; ``strong``/``weak`` rename its targets.
+
+        The embedder (default: the static one) must be the one it was trained on: same name
+        and dimension, and the same vectors for the saved probe texts (to 2e-3; else
+        ``EmbedderMismatchError``). A static table whose SHA-256 differs but whose vectors
+        agree (a rebuild on another CPU may differ in the last bits) loads with a warning, or
+        raises with ``strict=True``. ``options`` are the runtime ones of the constructor
+        (``outcome_log``, ``privacy``, ``explore``, ``seed``, ``threshold``, ``strong_output``,
+        ``weak_output``). A missing, corrupt or newer-format file raises ``RouterFileError``.
+        """
+        from tokenlean.routing.persist import load_router
+
+        return load_router(
+            cls,
+            Path(path),
+            strong=strong,
+            weak=weak,
+            embedder=embedder,
+            strict=strict,
+            check_embedder=check_embedder,
+            options=options,
+        )
+
+    @classmethod
+    def default(cls, strong: str, weak: str, **options: Any) -> LearnedRouter:
+        """The router shipped with tokenlean, routing between your ``strong`` and ``weak`` models.
+
+        Trained on all of RouteLLM's GSM8K, MMLU and MT-Bench outcomes (GPT-4 vs Mixtral-8x7B,
+        contaminated prompts excluded; ``scripts/train_default_router.py`` rebuilds it), with
+        the threshold set so half of those prompts go strong. It ranks prompts by how much a
+        strong model tends to help; set the share for *your* traffic with
+        ``router.calibrate(your_prompts, strong_share=...)`` (no outcomes needed), and retrain
+        on your own outcomes (``tokenlean route train``) when you have them. Needs the
+        ``embeddings`` extra (the static embedder is distilled from MiniLM on first use).
+        ``options`` as for ``load``.
+        """
+        from tokenlean.routing.persist import DEFAULT_ROUTER_DIR
+
+        if not (DEFAULT_ROUTER_DIR / "router.json").is_file():
+            raise RouterFileError(
+                f"the default router is not installed at {DEFAULT_ROUTER_DIR}; "
+                "build it with scripts/train_default_router.py"
+            )
+        return cls.load(DEFAULT_ROUTER_DIR, strong=strong, weak=weak, **options)
+
+
+# -- N endpoints: the cheapest adequate one -------------------------------------------------------------
+
+
+class CheapestAdequateRouter(_PromptFeatures):
+    """Among N models, the cheapest one whose predicted quality is adequate for this prompt.
+
+    **Not benchmarked.** The provided outcome data has two models per set, so this is tested
+    on generated outcomes only (``tests/core/routing/test_outcomes.py``); measure it on your
+    own outcomes (``route eval`` of each pair, or your held-out traffic) before relying on it.
+
+    Training: one quality predictor per model (a logistic head on the router's features, like
+    the ``gap`` scorer's two, outcomes scaled together to [0, 1]), each fitted on the rows where
+    that model's outcome is known, so outcomes need not cover every model on every prompt.
+    Adequacy compares *absolute* predicted qualities, so the heads are regularised ten times
+    less than the ``gap`` scorer's (``c=1.0``, sklearn's ``C``): a strongly shrunk head pulls every
+    prediction towards the model's mean quality and calls a cheap model inadequate on prompts
+    it handles well.
+    Deciding: predicted quality ``q_m`` per model; a model is *adequate* when ``q_m >=
+    max(q) - tolerance`` (and ``q_m >= min_quality`` when given); the cheapest adequate model
+    wins (ties: the better one), and when none reaches ``min_quality`` the best one does.
+    ``tolerance=0`` always picks the best predicted model, ``1`` always the cheapest.
+
+    Cost per call: ``costs`` ({model: cost}, any unit) or, by default, the price table
+    (``PriceTable.default()``, or the one given as ``prices``): input price x the prompt's
+    estimated tokens (characters / 4) + output price x ``output_tokens``. A model without a
+    price raises ``UnknownModelError`` at construction.
+    """
+
+    name = "cheapest-adequate"
+
+    def __init__(
+        self,
+        models: Sequence[str],
+        *,
+        prices: Any = None,
+        costs: Mapping[str, float] | None = None,
+        tolerance: float = 0.05,
+        min_quality: float | None = None,
+        output_tokens: int = 256,
+        embedder: Any = None,
+        segments: bool = True,
+        c: float = 1.0,
+        outputs: Mapping[str, OutputControl] | None = None,
+    ) -> None:
+        names = list(models) if not isinstance(models, str) else []
+        if (
+            len(names) < 2
+            or len(set(names)) != len(names)
+            or not all(isinstance(m, str) and m for m in names)
+        ):
+            raise ConfigError(f"give at least two distinct model names, got {models!r}")
+        self.models = names
+        for label, v, lo in (("tolerance", tolerance, 0.0), ("min_quality", min_quality, 0.0)):
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not lo <= v <= 1.0:
+                raise ConfigError(f"{label} must be in [0, 1], got {v!r}")
+        self.tolerance = float(tolerance)
+        self.min_quality = None if min_quality is None else float(min_quality)
+        check_count(output_tokens, "output_tokens", minimum=0)
+        self.output_tokens = int(output_tokens)
+        if not (isinstance(c, numbers.Real) and c > 0):
+            raise ConfigError(f"c must be > 0, got {c!r}")
+        self.c: float = float(c)
+        self.outputs: dict[str, OutputControl] = dict(outputs or {})
+        self._fixed: dict[str, float] | None = None
+        self._prices: dict[str, tuple[float, float]] = {}
+        if costs is not None:
+            if prices is not None:
+                raise ConfigError("give costs= or prices=, not both")
+            if set(costs) != set(names):
+                raise ConfigError(f"costs must name exactly the models {names}, got {sorted(costs)}")
+            fixed = {}
+            for m, v in costs.items():
+                if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
+                    raise ConfigError(f"cost of {m!r} must be a finite number >= 0, got {v!r}")
+                fixed[m] = float(v)
+            self._fixed = fixed
+        else:
+            from tokenlean.metering.prices import PriceTable
+
+            table = PriceTable.default() if prices is None else prices
+            if not isinstance(table, PriceTable):
+                raise ConfigError("prices must be a tokenlean PriceTable (or give costs={model: cost})")
+            for m in names:
+                p = table.price(m)  # UnknownModelError for a model without a price
+                self._prices[m] = (float(p.input), float(p.output))
+        self._init_features(embedder, segments)
+        self.heads: dict[str, LogisticScorer] = {}
+
+    def call_cost(self, model: str, chars: int) -> float:
+        """Estimated cost of one call of ``model`` on a prompt of ``chars`` characters."""
+        if self._fixed is not None:
+            return self._fixed[model]
+        p_in, p_out = self._prices[model]
+        return (p_in * math.ceil(chars / 4) + p_out * self.output_tokens) / 1e6
+
+    def fit(
+        self,
+        prompts: Sequence[str] | None,
+        outcomes: Mapping[str, Sequence[float] | np.ndarray],
+        *,
+        vectors: np.ndarray | None = None,
+        lengths: Sequence[int] | np.ndarray | None = None,
+    ) -> CheapestAdequateRouter:
+        """Fit one quality predictor per model; ``outcomes[model][i]`` is NaN where not known."""
+        texts = None if prompts is None else list(prompts)
+        if texts is None and (vectors is None or lengths is None):
+            raise ConfigError("without prompts, give vectors= (router.embed output) and lengths=")
+        n = len(texts) if texts is not None else len(np.asarray(vectors))
+        if n == 0:
+            raise EmptyInputError("no outcome rows to fit a router on")
+        missing = [m for m in self.models if m not in outcomes]
+        if missing:
+            raise ConfigError(f"no outcomes for {missing}")
+        ys: dict[str, np.ndarray] = {}
+        for m in self.models:
+            try:
+                y = np.asarray(outcomes[m], dtype=np.float64)
+            except (TypeError, ValueError):
+                raise ConfigError(f"outcomes of {m!r} must be numbers") from None
+            if y.shape != (n,):
+                raise ConfigError(f"outcomes of {m!r}: {y.shape[0] if y.ndim else 0} values for {n} prompts")
+            if np.isinf(y).any():
+                raise ConfigError(f"outcomes of {m!r} must be finite (NaN = not known)")
+            if not np.isfinite(y).any():
+                raise ConfigError(f"no known outcome of {m!r}: it cannot be predicted")
+            ys[m] = y
+        allv = np.concatenate(list(ys.values()))
+        lo, hi = float(np.nanmin(allv)), float(np.nanmax(allv))
+        span = (hi - lo) or 1.0
+        self._center = None
+        x = self._fit_features(texts, vectors, lengths)
+        self.heads = {}
+        for m, y in ys.items():
+            known = np.isfinite(y)
+            q = (y[known] - lo) / span
+            self.heads[m] = LogisticScorer(l2=1.0 / (self.c * int(known.sum()))).fit(x[known], q)
+        return self
+
+    def fit_table(self, table: OutcomeTable) -> CheapestAdequateRouter:
+        """Fit on an outcome table whose score columns include every model."""
+        for m in self.models:
+            if m not in table.scores:
+                raise OutcomeFormatError(f"{table.source}: no outcomes for model {m!r} (have {table.models})")
+        texts, vectors = self._table_inputs(table)
+        return self.fit(
+            texts,
+            {m: table.scores[m] for m in self.models},
+            vectors=vectors,
+            lengths=None if texts is not None else table.lengths,
+        )
+
+    def quality(
+        self,
+        prompts: Sequence[str] | None,
+        *,
+        vectors: np.ndarray | None = None,
+        lengths: Sequence[int] | np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Predicted quality in [0, 1], one row per prompt, one column per model (``models`` order)."""
+        if not self.heads:
+            raise ConfigError("fit() the router first")
+        x = self._norm(self.features(None if prompts is None else list(prompts), vectors, lengths))
+        return np.stack([self.heads[m].predict(x) for m in self.models], axis=1)
+
+    def choose(self, quality: np.ndarray, chars: Sequence[int] | np.ndarray) -> list[str]:
+        """The model each prompt goes to, from its predicted qualities and length."""
+        q = np.atleast_2d(np.asarray(quality, dtype=np.float64))
+        out = []
+        for row, n in zip(q, chars, strict=True):
+            best = float(row.max())
+            ok = row >= best - self.tolerance - 1e-12
+            if self.min_quality is not None:
+                ok &= row >= self.min_quality
+            if not ok.any():
+                out.append(self.models[int(row.argmax())])
+                continue
+            cands = [i for i in range(len(self.models)) if ok[i]]
+            pick = min(cands, key=lambda i: (self.call_cost(self.models[i], int(n)), -row[i]))
+            out.append(self.models[pick])
+        return out
+
+    def route(self, prompts: Sequence[str]) -> list[str]:
+        """The chosen model for each prompt (batch form of ``decide``)."""
+        texts = list(prompts)
+        return self.choose(self.quality(texts), [len(t) for t in texts])
+
+    def decide(self, request: Request) -> Decision | None:
+        text = prompt_text(request)
+        if not text.strip():
+            return None
+        row = self.quality([text])[0]
+        target = self.choose(row[None, :], [len(text)])[0]
+        i = self.models.index(target)
+        best = self.models[int(row.argmax())]
+        cost = self.call_cost(target, len(text))
+        reason = (
+            f"cheapest adequate: {target} (predicted quality {row[i]:.2f}; best {best} {row.max():.2f}, "
+            f"tolerance {self.tolerance:.2f}; est. cost {cost:.3g}/call)"
+        )
+        return Decision(
+            target,
+            reason,
+            self.name,
+            score=float(row[i]),
+            output=self.outputs.get(target),
+            extra={
+                "predicted_quality": {m: round(float(q), 4) for m, q in zip(self.models, row, strict=True)}
+            },
         )
