@@ -1,38 +1,57 @@
-"""Compaction benchmark: answer retention at a token cut, side by side with the usual baselines.
+"""Compaction benchmark: answer retention at a token cut, side by side with peers and baselines.
 
     python benchmarks/compaction.py [--data DIR] [--json OUT] [--ratio 0.9] [--quick]
-                                    [--qa FILE] [--split test] [--limit N] [--ratios 0.5,0.75,0.9,0.95]
+                                    [--set nq|squad_long] [--qa FILE] [--split test] [--limit N]
+                                    [--ratios 0.75,0.95] [--methods a,b,...]
 
 Metric (no LLM needed): **answer retention**, the share of questions whose gold answer string still
 occurs in the compacted context, at the achieved **reduction** (1 - tokens after / tokens before,
-over the whole set), plus **tokens_per_s** (context tokens in / seconds inside the method).
+over the rows the method answered), plus **tokens_per_s** (context tokens in / seconds inside the
+method, at the first cut; later cuts reuse the method's caches and report ``tokens_per_s_warm``),
+**errors** (calls that raised: counted as lost answers, never as empty output) and, for the text
+each method returns, **verbatim_lines** (share of non-empty output lines byte-identical to an input
+line) and **verbatim_sentences** (share of output sentences that occur verbatim in the input:
+methods that keep whole sentences but join them score 100% here and less on lines; methods that
+keep clauses of a sentence score less).
 
-Data: the NQ 20-document set (``compaction/nq_multidoc_dev.jsonl.gz``; lost-in-the-middle's
-layout, the LongLLMLingua setting) or any JSONL of ``{"context", "question", "answers"}`` given
-with ``--qa``. The NQ file is split in two halves: ``dev`` (first half, used to fit the scorer's
-weights with ``--fit``) and ``test`` (second half, the default, never used for fitting).
+Data (``--set``): ``nq``, the NQ 20-document set (``compaction/nq_multidoc_dev.jsonl.gz``;
+lost-in-the-middle's layout, the LongLLMLingua setting), split in two halves: ``dev`` (first half,
+used to fit the scorer's weights with ``--fit``) and ``test`` (second half, the default, never used
+for fitting); ``squad_long`` (``compaction/squad_long_dev.jsonl.gz``): one whole Wikipedia article
+per question, the answer one span. Or any JSONL of ``{"context", "question", "answers"}`` with
+``--qa``.
 
-Every method gets the same target cut ``--ratio`` (share of tokens removed):
+Every method gets the same rows and the same target cut ``--ratio`` (share of tokens removed; the
+extra cuts in ``--ratios``, default 0.75 and 0.95, are measured in the same run):
 ``tokenlean-lexical`` and ``tokenlean-embedding`` (this package), ``truncate-recent`` (keep the most
 recent tokens), ``langchain-trim_messages`` (one message per passage, ``strategy="last"``),
 ``llamaindex-SentenceEmbeddingOptimizer`` (same MiniLM model, ``percentile_cutoff = 1 - ratio``,
-no context sentences) and ``random-drop`` (random units until the budget holds). Each embedding
-method has its own embedder instance, so no method profits from another's cache. tokenlean's
-compactors run with ``deadline=None`` (the per-call deadline is a safety net that trades quality for
-latency on huge inputs: the benchmark measures the method) and an in-memory omission store.
+no context sentences), ``llamaindex-SentenceEmbeddingOptimizer-defaults`` (the same cutoff, context
+window at its defaults: one sentence either side of each kept one), ``random-drop`` (random units
+until the budget holds), and the peers and RAG baselines of ``benchmarks/compaction_peers.py``
+(headroom-ai ``compress()`` and ``TextCrusher``, distil-llm ``compress_messages`` default and
+``verbatim=True``, top-k chunks by MiniLM embedding and by BM25 up to the budget). Methods that take
+no target (distil, headroom's ``compress()``) report the reduction they chose. A peer that is not
+installed, or needs a model that cannot be downloaded here (LongLLMLingua, LLMLingua-2), is listed
+under ``"not_run"`` with the reason. Each embedding method has its own embedder instance, so no
+method profits from another's cache. tokenlean's compactors run with ``deadline=None`` (the
+per-call deadline is a safety net that trades quality for latency on huge inputs: the benchmark
+measures the method) and an in-memory omission store.
 
-Also measured: ``incremental`` (context tokens per second per call over a 30-call SWE-agent
-session with ``incremental=True`` and embeddings) and ``needles`` (a fact planted in an old
-observation of each SWE-agent trajectory must survive a 90% cut when the last turn asks for it).
+Also measured on ``nq``: ``incremental`` (context tokens per second per call over a 30-call
+SWE-agent session with ``incremental=True`` and embeddings) and ``needles`` (a fact planted in an
+old observation of each SWE-agent trajectory must survive a 90% cut when the last turn asks for it).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import os
 import random
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -45,6 +64,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 NQ_FILE = Path("compaction") / "nq_multidoc_dev.jsonl.gz"
+SQUAD_LONG_FILE = Path("compaction") / "squad_long_dev.jsonl.gz"
 TRACES = Path("agent_traces") / "swe-agent"
 
 Method = Callable[[str, str, float], str]
@@ -147,23 +167,25 @@ def make_trim_messages() -> Method:
     return run
 
 
-def make_optimizer(embedder: Any) -> Method:
+def make_optimizer(embedder: Any, context_window: bool = False) -> Method:
+    """LlamaIndex's optimizer at ``percentile_cutoff = 1 - ratio``.
+
+    ``context_window=False``: no neighbour sentences (the budget holds); ``True``: the context
+    window at its defaults (one sentence before and after each kept one). Its errors ("Optimizer
+    returned zero sentences.") propagate and are counted as errors by :func:`evaluate`.
+    """
     from llama_index.core.postprocessor import SentenceEmbeddingOptimizer
     from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
     from llama_index.postprocessor.tokenlean.compaction import TokenleanEmbedding
 
     model = TokenleanEmbedding(embedder)
+    window: dict[str, int] = {} if context_window else {"context_before": 0, "context_after": 0}
 
     def run(context: str, question: str, ratio: float) -> str:
-        opt = SentenceEmbeddingOptimizer(
-            embed_model=model, percentile_cutoff=1.0 - ratio, context_before=0, context_after=0
-        )
+        opt = SentenceEmbeddingOptimizer(embed_model=model, percentile_cutoff=1.0 - ratio, **window)
         nodes = [NodeWithScore(node=TextNode(text=context), score=1.0)]
-        try:
-            out = opt.postprocess_nodes(nodes, query_bundle=QueryBundle(question))
-        except ValueError:  # "Optimizer returned zero sentences."
-            return ""
+        out = opt.postprocess_nodes(nodes, query_bundle=QueryBundle(question))
         return out[0].node.get_content()
 
     return run
@@ -194,28 +216,73 @@ def make_random(seed: int = 0) -> Method:
 # -- evaluation ------------------------------------------------------------------------------
 
 
-def evaluate(method: Method, rows: list[dict[str, Any]], ratio: float) -> dict[str, float]:
+WARM_UP = "".join(
+    f"Document [{i}](Title: Warm up {i}) Warm-up passage {i} is not part of the data.\n" for i in range(1, 41)
+)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def verbatim_counts(out: str, context: str) -> tuple[int, int, int, int]:
+    """(output lines, of them byte-identical input lines, output sentences, of them in the input)."""
+    in_lines = set(context.splitlines())
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    sentences = [s.strip() for s in _SENTENCE_END.split(out) if s.strip()]
+    return (
+        len(lines),
+        sum(ln in in_lines for ln in lines),
+        len(sentences),
+        sum(s in context for s in sentences),
+    )
+
+
+def evaluate(method: Method, rows: list[dict[str, Any]], ratio: float) -> dict[str, Any]:
+    """Run ``method`` on every row at ``ratio``.
+
+    A call that raises counts as an error and a lost answer; its row is left out of the reduction
+    (there is no output to measure) but its time still counts.
+    """
     from tokenlean.tokens import count_tokens
 
-    before = after = hits = 0
+    before = after = hits = errors = 0
+    lines = lines_ok = sents = sents_ok = 0
+    first_error: str | None = None
     elapsed = 0.0
-    # warm-up (model loads, tokenizer files) on text that shares nothing with the rows
-    method(
-        "Document [1](Title: Warm up) The warm-up passage is not part of the data. " * 4, "warm up?", ratio
-    )
+    # warm-up (model loads, tokenizer files, lazy imports behind a size threshold) on text that
+    # shares nothing with the rows; a warm-up failure is not a row's error (the rows show it)
+    with contextlib.suppress(Exception):
+        method(WARM_UP, "warm up?", ratio)
     for row in rows:
         t0 = time.perf_counter()
-        out = method(row["context"], row["question"], ratio)
+        try:
+            out = method(row["context"], row["question"], ratio)
+        except Exception as exc:
+            elapsed += time.perf_counter() - t0
+            errors += 1
+            if first_error is None:
+                first_error = f"{type(exc).__name__}: {exc}"[:300]
+            continue
         elapsed += time.perf_counter() - t0
         before += count_tokens(row["context"])
         after += count_tokens(out)
         hits += retained(out, row["answers"])
-    return {
+        n_lines, n_lines_ok, n_sents, n_sents_ok = verbatim_counts(out, row["context"])
+        lines += n_lines
+        lines_ok += n_lines_ok
+        sents += n_sents
+        sents_ok += n_sents_ok
+    total_in = sum(count_tokens(r["context"]) for r in rows) if errors else before
+    res: dict[str, Any] = {
         "reduction": round(1.0 - after / max(before, 1), 4),
         "answer_retention": round(hits / max(len(rows), 1), 4),
-        "tokens_per_s": round(before / max(elapsed, 1e-9), 1),
+        "tokens_per_s": round(total_in / max(elapsed, 1e-9), 1),
         "n": len(rows),
+        "errors": errors,
+        "verbatim_lines": round(lines_ok / lines, 4) if lines else None,
+        "verbatim_sentences": round(sents_ok / sents, 4) if sents else None,
     }
+    if first_error is not None:
+        res["first_error"] = first_error
+    return res
 
 
 def fit_weights(
@@ -354,6 +421,54 @@ def incremental_throughput(
 # -- main ------------------------------------------------------------------------------------
 
 
+def _builders(embedder: Callable[[], Any]) -> dict[str, Callable[[], Method]]:
+    """Every method by name, in table order; a builder may raise ``NotRun`` with its reason."""
+    import compaction_peers as peers
+
+    def not_runnable(reason: str) -> Callable[[], Method]:
+        def build() -> Method:
+            raise peers.NotRun(reason)
+
+        return build
+
+    builders: dict[str, Callable[[], Method]] = {
+        "tokenlean-lexical": lambda: make_tokenlean("lexical"),
+        "tokenlean-embedding": lambda: make_tokenlean("embedding", embedder()),
+        "truncate-recent": make_truncate,
+        "langchain-trim_messages": make_trim_messages,
+        "llamaindex-SentenceEmbeddingOptimizer": lambda: make_optimizer(embedder()),
+        "llamaindex-SentenceEmbeddingOptimizer-defaults": lambda: make_optimizer(
+            embedder(), context_window=True
+        ),
+        "random-drop": make_random,
+        "topk-chunks-embedding": lambda: peers.make_topk("embedding", embedder()),
+        "topk-chunks-bm25": lambda: peers.make_topk("bm25"),
+        "headroom-compress": peers.make_headroom_compress,
+        "headroom-TextCrusher": peers.make_headroom_textcrusher,
+        "distil-compress_messages": lambda: peers.make_distil(verbatim=False),
+        "distil-compress_messages-verbatim": lambda: peers.make_distil(verbatim=True),
+    }
+    for name, reason in peers.NOT_RUNNABLE.items():
+        builders[name] = not_runnable(reason)
+    return builders
+
+
+# methods that take no target ratio: their reduction is their own choice
+OWN_RATIO = frozenset({"headroom-compress", "distil-compress_messages", "distil-compress_messages-verbatim"})
+
+NOTES = {
+    "llamaindex-SentenceEmbeddingOptimizer-defaults": (
+        "percentile_cutoff = 1 - ratio with the context window at its defaults (1 sentence before "
+        "and after each kept one): the output overshoots the budget"
+    ),
+    "distil-compress_messages": "takes no target ratio; the passages are a tool result",
+    "distil-compress_messages-verbatim": "takes no target ratio; lossless transforms only",
+    "headroom-TextCrusher": "target_ratio = 1 - ratio, the question as context",
+    "topk-chunks-embedding": "passages (long ones cut at sentences, <= 200 tokens), MiniLM cosine",
+    "topk-chunks-bm25": "passages (long ones cut at sentences, <= 200 tokens), Okapi BM25",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -361,15 +476,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--json", type=Path, default=None, help="write results here")
     ap.add_argument(
-        "--qa", type=Path, default=None, help="JSONL of {context, question, answers} instead of NQ"
+        "--set",
+        dest="dataset",
+        choices=("nq", "squad_long"),
+        default="nq",
+        help="nq: NQ 20 documents (default); squad_long: one whole article per question",
+    )
+    ap.add_argument(
+        "--qa", type=Path, default=None, help="JSONL of {context, question, answers} instead of --set"
     )
     ap.add_argument(
         "--ratio", type=float, default=0.9, help="target cut: share of tokens removed (default 0.9)"
     )
-    ap.add_argument("--ratios", default=None, help="extra cuts for retention only, e.g. 0.5,0.75,0.95")
-    ap.add_argument("--split", choices=("dev", "test", "all"), default="test")
+    ap.add_argument(
+        "--ratios",
+        default=None,
+        help="extra cuts measured in the same run (default 0.75,0.95; none with --quick; '' for none)",
+    )
+    ap.add_argument("--split", choices=("dev", "test", "all"), default="test", help="NQ half (--set nq)")
     ap.add_argument("--limit", type=int, default=None, help="first N examples of the split")
-    ap.add_argument("--quick", action="store_true", help="20 examples, no extras (for tests)")
+    ap.add_argument("--quick", action="store_true", help="20 examples, one cut, no extras (for tests)")
     ap.add_argument("--methods", default=None, help="comma-separated subset of methods")
     ap.add_argument("--fit", action="store_true", help="fit scorer weights on the dev split and print them")
     ap.add_argument("--no-extras", action="store_true", help="skip the needle and incremental measurements")
@@ -383,15 +509,20 @@ def main(argv: list[str] | None = None) -> int:
         rows = load_jsonl(args.qa)
         source = str(args.qa)
     else:
-        nq = args.data / NQ_FILE
-        if not nq.exists():
+        path = args.data / (NQ_FILE if args.dataset == "nq" or args.fit else SQUAD_LONG_FILE)
+        if not path.exists():
             print(
-                f"dataset not found: {nq}\npass --data DIR (the folder holding compaction/ and agent_traces/) or --qa FILE",
+                f"dataset not found: {path}\npass --data DIR (the folder holding compaction/ and agent_traces/) or --qa FILE",
                 file=sys.stderr,
             )
             return 2
-        rows = nq_split(load_jsonl(nq), "dev" if args.fit else args.split)
-        source = f"{nq} [{'dev' if args.fit else args.split}]"
+        rows = load_jsonl(path)
+        if args.dataset == "nq" or args.fit:
+            split = "dev" if args.fit else args.split
+            rows = nq_split(rows, split)
+            source = f"{path} [{split}]"
+        else:
+            source = str(path)
     limit = 20 if args.quick and args.limit is None else args.limit
     if limit is not None:
         rows = rows[:limit]
@@ -407,39 +538,65 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     def embedder() -> Any:
+        # the model of tokenlean.embeddings.get_default_embedder(), one fresh instance per method
         return SentenceTransformerEmbedder(cache_size=200_000)
 
-    builders: dict[str, Callable[[], Method]] = {
-        "tokenlean-lexical": lambda: make_tokenlean("lexical"),
-        "tokenlean-embedding": lambda: make_tokenlean("embedding", embedder()),
-        "truncate-recent": make_truncate,
-        "langchain-trim_messages": make_trim_messages,
-        "llamaindex-SentenceEmbeddingOptimizer": lambda: make_optimizer(embedder()),
-        "random-drop": make_random,
-    }
-    wanted = args.methods.split(",") if args.methods else list(builders)
-    ratios = [args.ratio]
-    if args.ratios:
-        ratios += [float(r) for r in args.ratios.split(",") if float(r) != args.ratio]
-    results: dict[str, Any] = {
-        "methods": {},
-        "by_ratio": {},
-        "source": source,
-        "n": len(rows),
-        "ratio": args.ratio,
-    }
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)  # compaction_peers.py sits next to this file
+    import compaction_peers as peers
+
+    builders = _builders(embedder)
+    wanted = [m for m in args.methods.split(",") if m] if args.methods else list(builders)
     for name in wanted:
         if name not in builders:
             ap.error(f"unknown method {name!r}; choose from {', '.join(builders)}")
-        method = builders[name]()
+    extra = args.ratios if args.ratios is not None else ("" if args.quick else "0.75,0.95")
+    ratios = [args.ratio]
+    for r in (float(x) for x in extra.split(",") if x.strip()):
+        if not 0.0 <= r < 1.0:
+            ap.error("--ratios must be in [0, 1)")
+        if r not in ratios:
+            ratios.append(r)
+    results: dict[str, Any] = {
+        "methods": {},
+        "by_ratio": {},
+        "not_run": {},
+        "source": source,
+        "n": len(rows),
+        "ratio": args.ratio,
+        "ratios": ratios,
+    }
+    for name in wanted:
+        try:
+            method = builders[name]()
+        except peers.NotRun as exc:
+            results["not_run"][name] = str(exc)
+            print(f"{name:48s} NOT RUN: {exc}", file=sys.stderr, flush=True)
+            continue
+        by_cut = {}
         for r in ratios:
             res = evaluate(method, rows, r)
+            if r != ratios[0]:
+                # the first cut filled the method's caches (embeddings): later cuts' speed is not
+                # a cold figure, so it is reported apart
+                res["tokens_per_s_warm"] = res.pop("tokens_per_s")
             results["by_ratio"].setdefault(str(r), {})[name] = res
-            if r == args.ratio:
-                results["methods"][name] = res
-            print(f"{name:40s} ratio={r:.2f} {res}", file=sys.stderr, flush=True)
+            by_cut[str(r)] = {k: res[k] for k in ("answer_retention", "reduction", "errors")}
+            print(f"{name:48s} ratio={r:.2f} {res}", file=sys.stderr, flush=True)
+        row = dict(results["by_ratio"][str(args.ratio)][name])
+        row["follows_cut"] = name not in OWN_RATIO
+        row["by_cut"] = by_cut
+        note = NOTES.get(name)
+        if isinstance(method, peers.HeadroomCompress):
+            note = method.note()
+        if note:
+            row["note"] = note
+        results["methods"][name] = row
+    if args.qa is None and args.dataset == "nq":
+        results["published"] = peers.PUBLISHED
 
-    if not (args.quick or args.no_extras or args.qa):
+    if not (args.quick or args.no_extras or args.qa or args.dataset != "nq"):
         emb = embedder()
         results["needles"] = {
             "tokenlean-lexical": needle_retention(args.data, "lexical", None, args.ratio),
@@ -464,14 +621,25 @@ def _print_table(results: dict[str, Any], ratios: list[float]) -> None:
     for r in ratios:
         table.add_column(f"cut {r:.0%}: retention / reduction", justify="right")
     table.add_column(f"tok/s @ {ratios[0]:.0%}", justify="right")
+    table.add_column("errors", justify="right")
+    table.add_column("verbatim lines / sentences", justify="right")
     for name, res in results["methods"].items():
         cells = []
         for r in ratios:
             x = results["by_ratio"][str(r)][name]
             cells.append(f"{x['answer_retention']:.1%} / {x['reduction']:.1%}")
-        table.add_row(name, *cells, f"{res['tokens_per_s']:,.0f}")
+        errors = sum(results["by_ratio"][str(r)][name]["errors"] for r in ratios)
+        vl, vs = res["verbatim_lines"], res["verbatim_sentences"]
+        verbatim = f"{'-' if vl is None else f'{vl:.0%}'} / {'-' if vs is None else f'{vs:.0%}'}"
+        label = name if res["follows_cut"] else f"{name} (own ratio)"
+        table.add_row(label, *cells, f"{res['tokens_per_s']:,.0f}", str(errors), verbatim)
     console = Console()
     console.print(table)
+    for name, res in results["methods"].items():
+        if "note" in res:
+            console.print(f"  {name}: {res['note']}")
+    for name, reason in results["not_run"].items():
+        console.print(f"  not run: {name}: {reason}")
     if "needles" in results:
         console.print(f"needles (SWE-agent, planted facts): {results['needles']}")
     if "incremental" in results:

@@ -152,6 +152,43 @@ def test_benchmark_quick_runs(tmp_path: Path) -> None:
             assert set(res["datasets"][name][pol]) >= {"apgr", "cpt50", "cpt80"}
         assert res["datasets"][name]["oracle"]["apgr"] > res["datasets"][name]["random"]["apgr"]
     assert res["decision_latency"]["p50_ms_warm"] > 0
+    _check_honest_blocks(res)
+
+
+def _check_honest_blocks(res: dict) -> None:
+    """Issue 18's blocks: grouped CV, the frozen test, leave-one-dataset-out, cascades, money."""
+    router = res["grouped"]["router"]
+    sets = ("gsm8k", "mmlu", "mt_bench")
+    for block in ("grouped", "frozen_test", "leave_one_out"):
+        for name in sets:
+            entry = res[block]["sets"][name]
+            assert entry["rows"] > 0
+            pols = entry["policies"]
+            assert {"random", "length", "oracle", "best-feature", router} <= set(pols) or (
+                block == "frozen_test"
+                and {"random", "length", "oracle", "best-feature-in-sample", router} <= set(pols)
+            )
+            for m in pols.values():
+                assert 0.0 <= m["cpt50"] <= m["cpt80"] <= 1.0 and -1.0 <= m["apgr"] <= 2.0
+            assert not any(p.startswith("cascade") for p in pols)  # cascades are their own class
+    g = res["grouped"]
+    assert g["method"]["links"] and g["folds"] >= 2
+    for name in sets:
+        total = g["sets"][name]["rows"] + res["frozen_test"]["sets"][name]["rows"]
+        assert total == res["meta"][name]["rows"]  # the frozen test and the CV part split the set
+        assert res["leave_one_out"]["sets"][name]["train_on"] == [s for s in sets if s != name]
+    for name in ("gsm8k", "mt_bench"):  # the sets with the weak model's answers
+        cas = res["cascades"]["sets"][name]
+        assert {"cascade-verifier", "cascade-blend"} <= set(cas["grouped"])
+        charged = cas["grouped_charged"]["cascade-verifier"]
+        assert 0.0 <= charged["apgr_cost"] <= 1.5
+    money = res["money"]
+    assert money["pinned_on"] and money["prices_usd_per_million"]["gpt-4o"]["input"] > 0
+    for name in sets:
+        for pair in money["sets"][name].values():
+            m = pair["frozen_test"][router]
+            assert 0 < m["usd_per_1k_all_weak"] < m["usd_per_1k_all_strong"]
+    assert set(res["targets"]["grouped"]) == set(sets) and "decision_p50_ms" in res["targets"]
 
 
 def test_load_outcomes_says_what_to_pass(tmp_path: Path) -> None:
