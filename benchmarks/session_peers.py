@@ -18,8 +18,6 @@ switched off before import, so a benchmark run leaves nothing in the user's home
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -27,20 +25,8 @@ from typing import Any
 Messages = list[dict[str, Any]]
 Adapter = Callable[[Messages], Messages]
 
-_STATE_DIR: str | None = None
-
-
-def _isolate() -> None:
-    """Offline, no telemetry, stores in a throwaway folder (set once, before the peers import)."""
-    global _STATE_DIR
-    if _STATE_DIR is None:
-        _STATE_DIR = tempfile.mkdtemp(prefix="tokenlean-session-peers-")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HEADROOM_OFFLINE", "1")
-    os.environ.setdefault("HEADROOM_TELEMETRY", "off")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("HEADROOM_WORKSPACE_DIR", os.path.join(_STATE_DIR, "headroom"))
-    os.environ.setdefault("DISTIL_HOME", os.path.join(_STATE_DIR, "distil"))
+# Offline, no telemetry, the peers' stores in a throwaway folder: one switch for both benchmarks.
+from compaction_peers import _isolate  # noqa: E402  (benchmarks/ is on sys.path when run)
 
 
 class HeadroomCompress:

@@ -6,9 +6,7 @@ CLI in ``test_persist.py`` use the real one): what is under test here is the boo
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -24,46 +22,13 @@ from tokenlean.errors import (
 )
 from tokenlean.routing import CheapestAdequateRouter, LearnedRouter, OutcomeLog, read_outcomes
 from tokenlean.routing.outcomes import decode_features, encode_features
+from tokenlean.routing.testing import EASY, HARD
+from tokenlean.routing.testing import WordHashEmbedder as WordHash
+from tokenlean.routing.testing import synthetic_outcomes as _outcomes
+from tokenlean.routing.testing import synthetic_prompt as _prompt
 from tokenlean.types import Message, Request
 
-HARD = ("integral", "eigenvalue", "theorem", "derivative", "lemma", "manifold")
-EASY = ("banana", "weather", "greeting", "colour", "holiday", "pizza")
 MEDIUM = ("summary", "letter", "recipe", "itinerary", "poem", "review")
-
-
-class WordHash:
-    """Bag of words hashed into 64 dimensions, L2-normalised: similar words, similar vectors."""
-
-    name, dim = "wordhash", 64
-
-    def __init__(self, salt: str = "") -> None:
-        self.salt = salt
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for w in re.findall(r"[a-z]+", t.lower()):
-                out[i, int(hashlib.md5((self.salt + w).encode()).hexdigest(), 16) % self.dim] += 1.0
-            n = np.linalg.norm(out[i])
-            if n:
-                out[i] /= n
-        return out
-
-
-def _prompt(topic: str, i: int) -> str:
-    return f"Question {i} about the {topic}: explain the {topic} in detail."
-
-
-def _outcomes(n: int, seed: int = 0) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Strong always right; weak right on easy topics (90%) and wrong on hard ones (85%)."""
-    rng = np.random.default_rng(seed)
-    prompts, strong, weak = [], [], []
-    for i in range(n):
-        hard = i % 2 == 0
-        prompts.append(_prompt(str(rng.choice(HARD if hard else EASY)), i))
-        strong.append(1.0)
-        weak.append(float(rng.random() < (0.15 if hard else 0.9)))
-    return prompts, np.array(strong), np.array(weak)
 
 
 def _req(text: str, **md: object) -> Request:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -17,46 +16,13 @@ import pytest
 from tokenlean.errors import ConfigError, EmbedderMismatchError, RouterFileError, TokenleanError
 from tokenlean.routing import LearnedRouter, OutputControl
 from tokenlean.routing.persist import DEFAULT_ROUTER_DIR
+from tokenlean.routing.testing import EASY, HARD
+from tokenlean.routing.testing import WordHashEmbedder as WordHash
+from tokenlean.routing.testing import synthetic_outcomes as _outcomes
+from tokenlean.routing.testing import synthetic_prompt as _prompt
 from tokenlean.types import Message, Request
 
-HARD = ("integral", "eigenvalue", "theorem", "derivative", "lemma", "manifold")
-EASY = ("banana", "weather", "greeting", "colour", "holiday", "pizza")
 KINDS = ["ensemble", "gap", "knn-gap", "lexical", "logistic", "knn", "mf"]
-
-
-class WordHash:
-    """Bag of words hashed into 64 dimensions, L2-normalised (a fast stand-in for the static embedder)."""
-
-    name, dim = "wordhash", 64
-
-    def __init__(self, salt: str = "") -> None:
-        self.salt = salt
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for w in re.findall(r"[a-z]+", t.lower()):
-                out[i, int(hashlib.md5((self.salt + w).encode()).hexdigest(), 16) % self.dim] += 1.0
-            n = np.linalg.norm(out[i])
-            if n:
-                out[i] /= n
-        return out
-
-
-def _prompt(topic: str, i: int) -> str:
-    return f"Question {i} about the {topic}: explain the {topic} in detail."
-
-
-def _outcomes(n: int, seed: int = 0) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Strong always right; weak right on easy topics (90%) and wrong on hard ones (85%)."""
-    rng = np.random.default_rng(seed)
-    prompts, strong, weak = [], [], []
-    for i in range(n):
-        hard = i % 2 == 0
-        prompts.append(_prompt(str(rng.choice(HARD if hard else EASY)), i))
-        strong.append(1.0)
-        weak.append(float(rng.random() < (0.15 if hard else 0.9)))
-    return prompts, np.array(strong), np.array(weak)
 
 
 def _req(text: str) -> Request:
@@ -129,11 +95,8 @@ def test_load_refuses_another_embedder(tmp_path: Path) -> None:
     with pytest.raises(EmbedderMismatchError, match="embeds the probe texts differently"):
         LearnedRouter.load(tmp_path / "r", embedder=WordHash(salt="v2"))  # same name, other vectors
 
-    class Wider(WordHash):
-        dim = 128
-
     with pytest.raises(EmbedderMismatchError, match="128-d"):
-        LearnedRouter.load(tmp_path / "r", embedder=Wider())
+        LearnedRouter.load(tmp_path / "r", embedder=WordHash(dim=128))
     assert issubclass(EmbedderMismatchError, RouterFileError) and issubclass(RouterFileError, TokenleanError)
 
 
