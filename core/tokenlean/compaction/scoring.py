@@ -474,16 +474,18 @@ def features(
             if want[sinv[i]]:
                 joined[sinv[i]] += t
         rows = np.flatnonzero(want)
-        got = _embed(embedder, [joined[r] for r in rows], deadline)
-        svecs = np.zeros((len(sid), got.shape[1] if got.ndim == 2 and got.size else 1), dtype=np.float32)
-        svecs[rows] = got
-        vecs = svecs[sinv]
-        embedded = want[sinv]
+        svecs: np.ndarray | None = None
+        if len(rows):
+            got = _embed(embedder, [joined[r] for r in rows], deadline)
+            svecs = np.zeros((len(sid), got.shape[1]), dtype=np.float32)
+            svecs[rows] = got
         # the model reads at most 256 word pieces anyway; the head of a long query (an agent's
         # latest observation) carries the request, and embedding it is paid on every call
         qv = _embed(embedder, [query[:MAX_QUERY_EMBED_CHARS]], None)[0]
-        if vecs.shape[1] != qv.shape[0]:
-            vecs = np.zeros((n, qv.shape[0]), dtype=np.float32)  # nothing was embedded
+        if svecs is None:  # the pre-selection left nothing to embed: every unit ranks lexically
+            svecs = np.zeros((len(sid), qv.shape[0]), dtype=np.float32)
+        vecs = svecs[sinv]
+        embedded = want[sinv]
         su = vecs @ qv
         floor = float(su[embedded].min()) if embedded.any() else 0.0
         su = np.where(embedded, su, floor)

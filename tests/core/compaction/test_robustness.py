@@ -136,3 +136,11 @@ def test_bad_settings_are_typed_errors() -> None:
     for kw in ({"deadline": 0}, {"deadline": -1.0}, {"max_sessions": 0}):
         with pytest.raises(ConfigError):
             Compactor(**kw)
+
+
+def test_an_embedding_cap_smaller_than_any_sentence_scores_lexically() -> None:
+    text = "\n".join(f"row {i}: value {i * 7 % 1000} unit {i % 13}." for i in range(200))
+    comp = Compactor(ratio=0.5, keep_last_turns=0, store="memory", embedder=_Embedder(), embed_max_tokens=1)
+    res = comp.compact(_chat(text))
+    res.verify()
+    assert res.tokens_after < res.tokens_before and comp.stats["embedding_preselected"] == 1
