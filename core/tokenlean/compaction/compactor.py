@@ -966,7 +966,8 @@ class Compactor:
         if deadline is not None and time.monotonic() > deadline:
             raise _OutOfTime("deadline passed before scoring")
         passages = _passages(items)
-        mask = None
+        mask: np.ndarray | None = None
+        lex_score = np.zeros(0)
         if emb is not None and self.embed_max_tokens is not None and sum(costs) > self.embed_max_tokens:
             # Too much to embed within a call: rank lexically, embed only the best units.
             lex = features(
@@ -978,7 +979,8 @@ class Compactor:
                 lw = AGENT_WEIGHTS
             else:
                 lw = LEXICAL_WEIGHTS if passages else LEXICAL_DOCUMENT_WEIGHTS
-            mask = _embed_mask(lex.score(lw), sents, costs, self.embed_max_tokens)
+            lex_score = lex.score(lw)
+            mask = _embed_mask(lex_score, sents, costs, self.embed_max_tokens)
             self.stats["embedding_preselected"] += 1
         try:
             feats = features(
@@ -1010,6 +1012,10 @@ class Compactor:
         else:
             weights = DOCUMENT_WEIGHTS if emb is not None else LEXICAL_DOCUMENT_WEIGHTS
         score = feats.score(weights)
+        if mask is not None and emb is not None and mask.any() and not mask.all():
+            # Two stages, as a retriever and its re-ranker: the lexically best units (the ones
+            # embedded) re-ranked by the full scorer, all above the rest in their lexical order.
+            score = np.where(mask, score - score[mask].min() + lex_score[~mask].max() + 1.0, lex_score)
         cost_arr = np.asarray(costs, dtype=np.float64)
         priority = score - self.length_exponent * np.log(np.maximum(cost_arr, 1.0))
         match = self.protected.matcher(query)
