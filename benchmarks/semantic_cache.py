@@ -59,6 +59,7 @@ import resource
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,8 @@ def load_pairs(path: Path) -> list[tuple[str, str, bool]]:
     return [(q1, q2, dup) for q2, q1, dup in read_pairs(path)]  # (cached, query, duplicate)
 
 
-def group_split(pairs: list[tuple[str, str, bool]]) -> tuple[list[int], list[int]]:
+def group_folds(pairs: Sequence[tuple[str, str, bool]], k: int = 2, salt: str = "") -> list[int]:
+    """Fold (0..k-1) of each pair: connected questions share one, chosen by md5(salt + group root)."""
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -96,11 +98,13 @@ def group_split(pairs: list[tuple[str, str, bool]]) -> tuple[list[int], list[int
 
     for a, b, _ in pairs:
         parent[find(a)] = find(b)
-    calib, report = [], []
-    for i, (a, _, _) in enumerate(pairs):
-        h = int(hashlib.md5(find(a).encode()).hexdigest(), 16) % 2
-        (calib if h == 0 else report).append(i)
-    return calib, report
+    return [int(hashlib.md5((salt + find(a)).encode()).hexdigest(), 16) % k for a, _, _ in pairs]
+
+
+def group_split(pairs: list[tuple[str, str, bool]]) -> tuple[list[int], list[int]]:
+    """Indices of the calibration half and the report half (no question text in both)."""
+    folds = group_folds(pairs)
+    return [i for i, f in enumerate(folds) if f == 0], [i for i, f in enumerate(folds) if f == 1]
 
 
 def adversarial(pairs: list[tuple[str, str, bool]], rng: random.Random) -> list[tuple[str, str, str]]:
