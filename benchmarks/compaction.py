@@ -40,7 +40,9 @@ measures the method) and an in-memory omission store.
 
 Also measured on ``nq``: ``incremental`` (context tokens per second per call over a 30-call
 SWE-agent session with ``incremental=True`` and embeddings) and ``needles`` (a fact planted in an
-old observation of each SWE-agent trajectory must survive a 90% cut when the last turn asks for it).
+old observation of each SWE-agent trajectory must survive a 90% cut when the last turn asks for it),
+and ``sessions`` (``benchmarks/compaction_sessions.py``: every method's input cost per agent session
+under OpenAI's and Anthropic's prompt caching, action evidence kept, verbatim lines).
 """
 
 from __future__ import annotations
@@ -604,6 +606,12 @@ def main(argv: list[str] | None = None) -> int:
         }
         # a fresh embedder: the needle run above must not warm the session's cache
         results["incremental"] = incremental_throughput(args.data, embedder())
+        # part 3 of the same report: agent sessions under prompt caching (compaction_sessions.py)
+        import compaction_sessions
+
+        results["sessions"] = compaction_sessions.run(
+            args.data, list(compaction_sessions.METHODS), quick=False, tune=False
+        )["sessions"]
 
     _print_table(results, ratios)
     if args.json:

@@ -440,6 +440,18 @@ def _rvl_vectorizer(pre: _Precomputed) -> Any:
     return Vectorizer(embed=one, embed_many=lambda ts: [one(t) for t in ts])
 
 
+def _timed_lookups(cache: Any, warm: list[str], queries: list[str]) -> tuple[list[float], list[bool]]:
+    """Lookup latency without the embedding (ms) and whether each query hit, after a warm-up."""
+    for q in warm:
+        cache.lookup(q)
+    lat, hits = [], []
+    for q in queries:
+        r = cache.lookup(q)
+        lat.append(r.total_ms - r.embed_ms)
+        hits.append(r.hit)
+    return lat, hits
+
+
 def same_set_latency(
     stored: list[str],
     queries: list[str],
@@ -483,14 +495,7 @@ def same_set_latency(
     with SemanticCache(embedder=pre, scorer=scorer) as cache:
         for t in stored:
             cache.store(t, "a")
-        for q in warm:
-            cache.lookup(q)
-        lat, hits = [], []
-        for q in queries:
-            r = cache.lookup(q)
-            lat.append(r.total_ms - r.embed_ms)
-            hits.append(r.hit)
-        row("tokenlean", lat, hits)
+        row("tokenlean", *_timed_lookups(cache, warm, queries))
     if url is not None:
         from tokenlean.cache.redis_backend import RedisBackend
 
@@ -502,14 +507,7 @@ def same_set_latency(
                 t0 = time.perf_counter()
                 while int(backend.stats()["indexed"]) < len(stored) and time.perf_counter() - t0 < 120:
                     time.sleep(0.1)
-                for q in warm:
-                    cache.lookup(q)
-                lat, hits = [], []
-                for q in queries:
-                    r = cache.lookup(q)
-                    lat.append(r.total_ms - r.embed_ms)
-                    hits.append(r.hit)
-                row("tokenlean (redis)", lat, hits)
+                row("tokenlean (redis)", *_timed_lookups(cache, warm, queries))
                 backend.clear()
         except Exception as exc:  # a benchmark row, not the run: say why and go on
             failed["tokenlean (redis)"] = f"{type(exc).__name__}: {exc}"
