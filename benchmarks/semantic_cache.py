@@ -1468,8 +1468,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     order += [i for i in range(len(swaps)) if i not in set(order)]
     served = [i for i in range(len(swaps)) if swap_hit[i] or swap_cos[i] >= peer_t]
-    independent["served"] = [  # every swap either system serves (all wrong, unless the swap kept the meaning)
-        {
+
+    def swap_row(i: int) -> dict[str, Any]:
+        return {
             "cached": swaps[i]["cached"],
             "query": swaps[i]["query"],
             "swap": f"{swaps[i]['word']} -> {swaps[i]['swap']}",
@@ -1477,19 +1478,10 @@ def main(argv: list[str] | None = None) -> int:
             "tokenlean_hit": bool(swap_hit[i]),
             "single_threshold_hit": bool(swap_cos[i] >= peer_t),
         }
-        for i in served
-    ]
-    independent["examples"] = [
-        {
-            "cached": swaps[i]["cached"],
-            "query": swaps[i]["query"],
-            "swap": f"{swaps[i]['word']} -> {swaps[i]['swap']}",
-            "cosine": float(swap_cos[i]),
-            "tokenlean_hit": bool(swap_hit[i]),
-            "single_threshold_hit": bool(swap_cos[i] >= peer_t),
-        }
-        for i in order[:8]
-    ]
+
+    # every swap either system serves (all wrong, unless the swap kept the meaning), and examples
+    independent["served"] = [swap_row(i) for i in served]
+    independent["examples"] = [swap_row(i) for i in order[:8]]
     mock_out: dict[str, float] = {}
     if mock:
         mh = ours.decide(mock, op)
