@@ -700,9 +700,10 @@ class SemanticCache:
             return StoreResult(False, str(exc))
         if answer_text is not None and not isinstance(answer_text, str):
             raise InputError(f"answer_text must be a str, got {type(answer_text).__name__}")
+        key = _h(normalize_text(scope.query))
         if self._audits:
             fresh = answer_text if answer_text is not None else response
-            self._settle_audit(scope.namespace, _h(normalize_text(scope.query)), fresh)
+            self._settle_audit(scope.namespace, key, fresh)
         why = None if force else self.cacheable(request, response, model_call=isinstance(query, Request))
         if why is not None:
             self._stats.skipped += 1
@@ -712,7 +713,7 @@ class SemanticCache:
             payload["answer_text"] = answer_text
         entry = CacheEntry(
             namespace=scope.namespace,
-            key=_h(normalize_text(scope.query)),
+            key=key,
             query=scope.query,
             payload=payload,
             chunks=list(chunks) if chunks is not None else None,
@@ -787,11 +788,15 @@ class SemanticCache:
         assert self.error_bound is not None
         self.error_bound.observe(stat, correct, would_serve=would_serve)
         if not correct and math.isfinite(stat):
-            new = min(1.0 + self.feedback_margin, max(entry.min_score, stat + self.feedback_margin))
             try:
-                self.backend.set_min_score(entry, new)
+                self._raise_entry_threshold(entry, stat)
             except CacheBackendError as exc:
                 self._warn_backend(exc)
+
+    def _raise_entry_threshold(self, entry: CacheEntry, score: float) -> None:
+        """Make ``entry`` miss at ``score`` and below from now on (closer paraphrases still hit)."""
+        new = min(1.0 + self.feedback_margin, max(entry.min_score, score + self.feedback_margin))
+        self.backend.set_min_score(entry, new)
 
     def feedback(self, result: CacheResult, correct: bool) -> None:
         """Label an audited lookup yourself: was ``result.candidate``'s answer right for its query?
@@ -824,9 +829,7 @@ class SemanticCache:
             if hit.tier == "exact":
                 self.backend.delete(hit.entry)
                 return
-            score = hit.score if hit.score is not None else 1.0
-            new = min(1.0 + self.feedback_margin, max(hit.entry.min_score, score + self.feedback_margin))
-            self.backend.set_min_score(hit.entry, new)
+            self._raise_entry_threshold(hit.entry, hit.score if hit.score is not None else 1.0)
         except CacheBackendError as exc:
             self._warn_backend(exc)
 

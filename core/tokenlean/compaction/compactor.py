@@ -68,6 +68,7 @@ from tokenlean.compaction.scoring import (
     LEXICAL_WEIGHTS,
     STOPWORDS,
     EmbeddingAbandoned,
+    UnitFeatures,
     features,
     tokenize,
 )
@@ -923,6 +924,16 @@ class Compactor:
             self._sessions.move_to_end(name)
         return sess
 
+    def _weights_for(self, chat: bool, passages: bool, embedded: bool) -> dict[str, float]:
+        """The scorer weights for this kind of input: the user's, else agent / passages / document."""
+        if self.weights is not None:
+            return self.weights
+        if chat:
+            return AGENT_WEIGHTS
+        if passages:
+            return DEFAULT_WEIGHTS if embedded else LEXICAL_WEIGHTS
+        return DOCUMENT_WEIGHTS if embedded else LEXICAL_DOCUMENT_WEIGHTS
+
     def _select(
         self,
         items: list[_Item],
@@ -967,19 +978,14 @@ class Compactor:
             raise _OutOfTime("deadline passed before scoring")
         passages = _passages(items)
         mask: np.ndarray | None = None
+        lex: UnitFeatures | None = None
         lex_score = np.zeros(0)
         if emb is not None and self.embed_max_tokens is not None and sum(costs) > self.embed_max_tokens:
             # Too much to embed within a call: rank lexically, embed only the best units.
             lex = features(
                 texts, groups, kinds, query, token_counts=costs, bm25=bm25, unit_tokens=toks, sentences=sents
             )
-            if self.weights is not None:
-                lw = self.weights
-            elif chat:
-                lw = AGENT_WEIGHTS
-            else:
-                lw = LEXICAL_WEIGHTS if passages else LEXICAL_DOCUMENT_WEIGHTS
-            lex_score = lex.score(lw)
+            lex_score = lex.score(self._weights_for(chat, passages, embedded=False))
             mask = _embed_mask(lex_score, sents, costs, self.embed_max_tokens)
             self.stats["embedding_preselected"] += 1
         try:
@@ -1000,18 +1006,22 @@ class Compactor:
             self.stats["lexical_fallbacks"] += 1
             log.warning("compaction scores %d units lexically this call: %s", nu, exc)
             emb = None
-            feats = features(
-                texts, groups, kinds, query, token_counts=costs, bm25=bm25, unit_tokens=toks, sentences=sents
+            # the lexical pre-pass, when there was one, is this very matrix
+            feats = (
+                lex
+                if lex is not None
+                else features(
+                    texts,
+                    groups,
+                    kinds,
+                    query,
+                    token_counts=costs,
+                    bm25=bm25,
+                    unit_tokens=toks,
+                    sentences=sents,
+                )
             )
-        if self.weights is not None:
-            weights = self.weights
-        elif chat:
-            weights = AGENT_WEIGHTS
-        elif passages:
-            weights = DEFAULT_WEIGHTS if emb is not None else LEXICAL_WEIGHTS
-        else:
-            weights = DOCUMENT_WEIGHTS if emb is not None else LEXICAL_DOCUMENT_WEIGHTS
-        score = feats.score(weights)
+        score = feats.score(self._weights_for(chat, passages, embedded=emb is not None))
         if mask is not None and emb is not None and mask.any() and not mask.all():
             # Two stages, as a retriever and its re-ranker: the lexically best units (the ones
             # embedded) re-ranked by the full scorer, all above the rest in their lexical order.
