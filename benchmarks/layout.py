@@ -2,7 +2,7 @@
 
     python benchmarks/layout.py [--data DIR] [--json OUT] [--quick] [--seeds N] [--requests N]
 
-1. **Detection** on the planted-breaker corpus (``tokenlean.layout.testing``): request streams of
+1. **Detection** on the planted-breaker corpus (``layout_corpus.py``, next to this file): request streams of
    a support assistant (tools, a policy prompt, few-shot examples, multi-turn conversations of
    several users) with breakers of every kind planted at random places, several per stream in
    some, and clean streams whose stable dates, prices and version numbers must *not* be reported.
@@ -31,13 +31,16 @@ from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # layout_corpus.py sits next to this file
+
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 TRACES = Path("agent_traces") / "swe-agent"
 
 
 def detection(seeds: int, n_requests: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    from layout_corpus import planted_corpus, score
+
     from tokenlean.layout import analyze
-    from tokenlean.layout.testing import planted_corpus, score
 
     per_kind: dict[str, dict[str, int]] = defaultdict(
         lambda: {"planted": 0, "found": 0, "reported": 0, "correct": 0}

@@ -1253,7 +1253,7 @@ def _langchain_entries(big: str) -> list[_Entry]:
     from langchain_tokenlean import (
         TokenleanCache,
         TokenleanCallbackHandler,
-        TokenleanCompaction,
+        TokenleanCompactionMiddleware,
         compact_messages,
         layout_messages,
     )
@@ -1321,7 +1321,7 @@ def _langchain_entries(big: str) -> list[_Entry]:
         )
         return out
 
-    middleware = TokenleanCompaction(store="memory", mode="lexical", min_tokens=8, ratio=0.6)
+    middleware = TokenleanCompactionMiddleware(store="memory", mode="lexical", min_tokens=8, ratio=0.6)
 
     def middleware_call(msgs: Any) -> object:
         from langchain.agents.middleware.types import ModelRequest
@@ -1445,7 +1445,7 @@ def _langchain_entries(big: str) -> list[_Entry]:
             ),
         ),
         _Entry(
-            "langchain.TokenleanCompaction.wrap_model_call",
+            "langchain.TokenleanCompactionMiddleware.wrap_model_call",
             lc_messages,
             middleware_call,
             budget=COMPACTION_DEADLINE_S,
@@ -1496,7 +1496,7 @@ def _llamaindex_entries(big: str) -> list[_Entry]:
     from pydantic import ValidationError
 
     from llama_index.callbacks.tokenlean import TokenleanEventHandler
-    from llama_index.llms.tokenlean import CachedLLM
+    from llama_index.llms.tokenlean import TokenleanCachedLLM
     from llama_index.llms.tokenlean.convert import messages_to_core
     from llama_index.memory.tokenlean import TokenleanCompactedHistoryBlock
     from llama_index.postprocessor.tokenlean import (
@@ -1620,7 +1620,7 @@ def _llamaindex_entries(big: str) -> list[_Entry]:
 
         return asyncio.run(go())
 
-    cache_llm = CachedLLM(
+    cache_llm = TokenleanCachedLLM(
         MockLLM(max_tokens=8), cache=SemanticCache(semantic=False, assume_deterministic=True)
     )
 
@@ -1707,7 +1707,7 @@ def _llamaindex_entries(big: str) -> list[_Entry]:
             edge_cases=((big_li, None),),
         ),
         _Entry(
-            "llamaindex.CachedLLM.chat",
+            "llamaindex.TokenleanCachedLLM.chat",
             li_messages.filter(lambda m: m is _SKIP or bool(m)),
             cached_llm_call,
             framework_errors=(ValidationError,),

@@ -13,7 +13,7 @@ What runs, all on 127.0.0.1, every loop bounded in count and in time:
   whose body carries a compaction marker.
 * **Client**: two agents built with ``langchain.agents.create_agent`` on a real
   ``langchain_openai.ChatOpenAI`` (``max_retries=0``, so no error is retried away): *bare* (no
-  tokenlean) and *stack* (``TokenleanPromptLayout`` + ``TokenleanCompaction`` +
+  tokenlean) and *stack* (``TokenleanPromptLayoutMiddleware`` + ``TokenleanCompactionMiddleware`` +
   ``TokenleanCacheMiddleware``, the README's order, with ``TokenleanCallbackHandler`` metering
   every call). Both go through ``agent.ainvoke``, so the difference is tokenlean alone. The cache
   is the embedded one (SQLite file in a temporary directory + faiss; semantic tier on the static
@@ -343,8 +343,8 @@ def stack_arm(base_url: str, cache_file: Path, embedder: Any) -> Stack:
     from langchain_tokenlean import (
         TokenleanCacheMiddleware,
         TokenleanCallbackHandler,
-        TokenleanCompaction,
-        TokenleanPromptLayout,
+        TokenleanCompactionMiddleware,
+        TokenleanPromptLayoutMiddleware,
     )
     from tokenlean.cache import SemanticCache
     from tokenlean.compaction import Compactor
@@ -362,8 +362,8 @@ def stack_arm(base_url: str, cache_file: Path, embedder: Any) -> Stack:
         _chat_model(base_url),
         tools=[],
         middleware=[
-            TokenleanPromptLayout(),
-            TokenleanCompaction(compactor=compactor),
+            TokenleanPromptLayoutMiddleware(),
+            TokenleanCompactionMiddleware(compactor=compactor),
             TokenleanCacheMiddleware(cache),
         ],
     )

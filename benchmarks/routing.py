@@ -72,7 +72,7 @@ def _decision_latency(
     kwargs = {} if recipe is None else recipe.kwargs()
     router = LearnedRouter("strong", "weak", embedder=embedder, **kwargs)
     if not kwargs.get("segments", True):
-        from tokenlean.routing.policies import whole_prompt_view
+        from tokenlean.routing.features import whole_prompt_view
 
         vectors = whole_prompt_view(vectors)
     router.fit(data.prompts, data.strong, data.weak, vectors=vectors)
@@ -104,13 +104,8 @@ def _decision_latency(
 def run_offline(args: argparse.Namespace) -> dict[str, Any]:
     from tokenlean.embeddings import get_default_embedder, get_static_embedder
     from tokenlean.errors import ConfigError
-    from tokenlean.routing.eval import (
-        DEFAULT_KINDS,
-        cached_embeddings,
-        load_outcomes,
-        offline_report,
-        router_vectors,
-    )
+    from tokenlean.routing.datasets import load_outcomes
+    from tokenlean.routing.eval import DEFAULT_KINDS, cached_embeddings, offline_report, router_vectors
 
     try:
         datasets = load_outcomes(args.csv, args.strong, args.weak, args.data)

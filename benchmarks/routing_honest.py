@@ -374,7 +374,7 @@ class Recipe:
 
     def router(self) -> Any:
         from tokenlean.routing.eval import _NoEmbedder
-        from tokenlean.routing.policies import LearnedRouter
+        from tokenlean.routing.learned import LearnedRouter
 
         scorer = self.scorer if isinstance(self.scorer, str) else self.scorer()
         return LearnedRouter("strong", "weak", scorer=scorer, embedder=_NoEmbedder(), segments=self.segments)
@@ -385,7 +385,7 @@ class Recipe:
 
 
 def view(vectors: np.ndarray, segments: bool) -> np.ndarray:
-    from tokenlean.routing.policies import whole_prompt_view
+    from tokenlean.routing.features import whole_prompt_view
 
     return vectors if segments else whole_prompt_view(vectors)
 
@@ -514,7 +514,7 @@ class _Set:
 
 
 def prepare(datasets: Mapping[str, Any], vectors: Mapping[str, np.ndarray]) -> dict[str, _Set]:
-    from tokenlean.routing.policies import whole_prompt_view
+    from tokenlean.routing.features import whole_prompt_view
 
     out = {}
     for name, data in datasets.items():
@@ -1053,7 +1053,7 @@ def print_honest(res: Mapping[str, Any]) -> None:
 
 def _tuned_ensemble() -> Any:
     from tokenlean.routing.lexical import LexicalGapScorer
-    from tokenlean.routing.policies import EnsembleScorer, KNNGapScorer, QualityGapScorer
+    from tokenlean.routing.scorers import EnsembleScorer, KNNGapScorer, QualityGapScorer
 
     return EnsembleScorer([QualityGapScorer(c=0.03), KNNGapScorer(k=200), LexicalGapScorer()])
 

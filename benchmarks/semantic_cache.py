@@ -289,7 +289,7 @@ class Ours:
         self.cache = SemanticCache(embedder=embedder)
 
     def decide(self, pairs: list[tuple[str, str, bool]], scorer: Any) -> np.ndarray:
-        from tokenlean.cache.guards import normalize_text
+        from tokenlean.cache.scope import normalize_text
         from tokenlean.cache.scoring import LabelledPair
 
         if not pairs:
@@ -950,7 +950,7 @@ class _VectorTable:
 
 
 def _scope_namespace() -> str:
-    from tokenlean.cache.semantic import scope_of
+    from tokenlean.cache.scope import scope_of
     from tokenlean.types import Message, Request
 
     return scope_of(Request(messages=(Message(role="user", content="x"),))).namespace

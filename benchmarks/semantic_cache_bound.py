@@ -46,7 +46,7 @@ def decision_scores(cache: Any, pairs: list[tuple[str, str, bool]]) -> tuple[np.
     cosine is under the cache's floor (never served). ``exact``: the exact tier answers it (the same
     normalised text), outside the bound.
     """
-    from tokenlean.cache.guards import normalize_text
+    from tokenlean.cache.scope import normalize_text
     from tokenlean.cache.scoring import LabelledPair
 
     x, _, vetoes = cache.pair_scores([LabelledPair(q, c, d) for c, q, d in pairs])

@@ -9,7 +9,7 @@ Usage::
 lm-sys/RouteLLM at 0b64fdaf, Apache-2.0): GSM8K (1,319 questions) and MMLU (14,042, 57 subjects),
 0/1 correctness of GPT-4 (``gpt-4-1106-preview``) and Mixtral-8x7B-Instruct, and MT-Bench (80
 questions), the GPT-4 judge's 1-10 scores of both. Prompts RouteLLM lists as contaminated (in its
-own training data) are left out, as ``tokenlean.routing.eval.load_routellm`` always does. MT-Bench
+own training data) are left out, as ``tokenlean.routing.datasets.load_routellm`` always does. MT-Bench
 scores are put on GSM8K/MMLU's 0-1 scale (``(score - 1) / 9``) before the sets are pooled, so one
 set's scale does not swamp the others.
 
@@ -47,8 +47,9 @@ sys.path.insert(0, str(ROOT / "core"))
 
 import numpy as np  # noqa: E402
 
-from tokenlean.routing.eval import ROUTELLM_STRONG, ROUTELLM_WEAK, cached_embeddings, load_routellm  # noqa: E402
-from tokenlean.routing.policies import LearnedRouter  # noqa: E402
+from tokenlean.routing.datasets import ROUTELLM_STRONG, ROUTELLM_WEAK, load_routellm  # noqa: E402
+from tokenlean.routing.eval import cached_embeddings  # noqa: E402
+from tokenlean.routing.learned import LearnedRouter  # noqa: E402
 
 #: Each set's score range, mapped to [0, 1] before pooling.
 SCALES = {"gsm8k": (0.0, 1.0), "mmlu": (0.0, 1.0), "mt_bench": (1.0, 10.0)}

@@ -12,7 +12,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
-from langchain_tokenlean.compaction import TokenleanCompaction
+from langchain_tokenlean.compaction import TokenleanCompactionMiddleware
 from tokenlean.tokens import count_tokens
 
 # A long tool observation from earlier in the session: 60 log lines, one of them matters.
@@ -47,7 +47,7 @@ def run(base_url: str, model_name: str) -> None:
         max_retries=0,
         timeout=120,
     )
-    compaction = TokenleanCompaction(
+    compaction = TokenleanCompactionMiddleware(
         ratio=0.8,  # remove 80% of the compactable history
         keep_last_turns=1,  # the current turn is never touched
         mode="lexical",  # "auto" uses sentence-transformers when installed

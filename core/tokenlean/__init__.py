@@ -7,7 +7,8 @@ errors) and never torch, faiss, redis, langchain or llama_index; a name such as
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from tokenlean import errors
 from tokenlean._lazy import lazy_exports
@@ -51,7 +52,6 @@ _LAZY: dict[str, str] = {
     "RedisStackServer": "tokenlean.cache",
     "PromptLayout": "tokenlean.layout",
     "LayoutReport": "tokenlean.layout",
-    "Breaker": "tokenlean.layout",
     "CachePlan": "tokenlean.layout",
     "HitRate": "tokenlean.layout",
     "plan_cache_markers": "tokenlean.layout",
@@ -67,19 +67,14 @@ _LAZY: dict[str, str] = {
     "Cascade": "tokenlean.routing",
     "Profiler": "tokenlean.profile",
     "ProfileReport": "tokenlean.profile",
-    "profile": "tokenlean.profile",
     "read_trace": "tokenlean.profile",
     "read_traces": "tokenlean.profile",
-    "Trace": "tokenlean.profile",
-    "Call": "tokenlean.profile",
     "LeverEstimate": "tokenlean.profile",
 }
 
 __all__ = [
-    "Breaker",
     "CachePlan",
     "CacheResult",
-    "Call",
     "Cascade",
     "Compacted",
     "Compactor",
@@ -118,7 +113,6 @@ __all__ = [
     "TokenCounter",
     "TokenleanError",
     "ToolCall",
-    "Trace",
     "Usage",
     "UsageRecord",
     "VLLMEndpoint",
@@ -133,7 +127,6 @@ __all__ = [
     "get_static_embedder",
     "normalize_usage",
     "plan_cache_markers",
-    "profile",
     "read_jsonl",
     "read_trace",
     "read_traces",
@@ -143,7 +136,24 @@ __all__ = [
 ]
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals(), __all__)
+#: Generic names that used to be exported at the top level live under their module now
+#: (``tokenlean.profile.Call``, ``tokenlean.layout.Breaker``): at the top level they said nothing
+#: about which lever they belong to. They stay one release as deprecated aliases that warn once.
+_RENAMED: dict[str, tuple[str, str]] = {
+    "Breaker": ("tokenlean.layout", "Breaker"),
+    "Call": ("tokenlean.profile", "Call"),
+    "Trace": ("tokenlean.profile", "Trace"),
+}
+
+_getattr, __dir__ = lazy_exports(__name__, _LAZY, globals(), __all__, _RENAMED)
+
+
+def __getattr__(name: str) -> Any:
+    # ``tokenlean.profile`` is the profiler package (the old top-level ``profile()`` function is
+    # that package called, which still works and warns once: see tokenlean/profile/__init__.py).
+    if name == "profile":
+        return importlib.import_module("tokenlean.profile")
+    return _getattr(name)
 
 
 if TYPE_CHECKING:
@@ -164,7 +174,6 @@ if TYPE_CHECKING:
         get_static_embedder,
     )
     from tokenlean.layout import (
-        Breaker,
         CachePlan,
         HitRate,
         LayoutReport,
@@ -186,12 +195,9 @@ if TYPE_CHECKING:
         to_prometheus,
     )
     from tokenlean.profile import (
-        Call,
         LeverEstimate,
         Profiler,
         ProfileReport,
-        Trace,
-        profile,
         read_trace,
         read_traces,
     )

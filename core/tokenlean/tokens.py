@@ -150,7 +150,8 @@ def _seed_tiktoken_cache(encoding: str) -> str:
 class _Estimator:
     """Last-resort count when no BPE is available: words and punctuation, ~4 chars a token.
 
-    On English prose and code it is within about 15% of o200k_base; it is never used silently
+    It over-counts against o200k_base on English prose, markdown and code, the safe side for a token
+    budget (tests/core/test_tokens.py bounds how far); it is never used silently
     (``TokenCounter.exact`` is False and the log says so).
     """
 

@@ -375,7 +375,7 @@ class Usage:
     reasoning_tokens: int = 0
 
     def __post_init__(self) -> None:
-        # Fast path first: this runs on every metered call (the overhead budget is ~50 µs).
+        # Fast path first: this runs on every metered call, where any overhead is paid per call.
         # (spelled out: a generator under ``all()`` alone costs more than the five checks)
         i, o, c, w, r = (
             self.input_tokens,

@@ -103,7 +103,7 @@ def test_nan_usage_is_still_a_usage_format_error() -> None:
 @pytest.mark.parametrize("items", [[None, "deploy"], ["deploy", None], ["a", {1}], [b"x"]])
 def test_string_lists_refuse_any_non_string_item_none_included(items: list[Any]) -> None:
     # found by the fuzz run: a None first made the non-string check miss the unhashable item after it
-    from tokenlean.routing.policies import Rule
+    from tokenlean.routing.rules import Rule
 
     with pytest.raises(ConfigError):
         Rule(target="weak", tags=items)

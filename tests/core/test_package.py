@@ -40,15 +40,15 @@ def test_unknown_attribute_is_attribute_error() -> None:
 def test_public_names_are_pinned() -> None:
     # Changing the public surface is a decision: update this list on purpose, not by accident.
     assert tokenlean.__all__ == [
-        "Breaker", "CachePlan", "CacheResult", "Call", "Cascade", "Compacted", "Compactor", "Decision",
+        "CachePlan", "CacheResult", "Cascade", "Compacted", "Compactor", "Decision",
         "Embedder", "HitRate", "JsonlSink", "LayoutReport", "LearnedRouter", "Ledger", "LeverEstimate",
         "LocalModelServer", "Message", "Meter", "ModelPrice", "Omission", "OmissionStore",
         "OpenAICompatibleEndpoint", "PriceTable", "ProfileReport", "Profiler", "PromptLayout",
         "ProtectedPatterns", "RedisStackServer", "ReplicaGroup", "Request", "Response", "Router",
         "RulesPolicy", "ScopeConfig", "SemanticCache", "SemanticRouter", "SentenceTransformerEmbedder",
-        "StaticEmbedder", "TaskSummary", "TokenCounter", "TokenleanError", "ToolCall", "Trace", "Usage", "UsageRecord",
+        "StaticEmbedder", "TaskSummary", "TokenCounter", "TokenleanError", "ToolCall", "Usage", "UsageRecord",
         "VLLMEndpoint", "__version__", "compact_text", "count_messages", "count_tokens", "errors",
         "get_counter", "get_default_embedder", "get_default_meter", "get_static_embedder", "normalize_usage",
-        "plan_cache_markers", "profile", "read_jsonl", "read_trace", "read_traces", "realised_hit_rate",
+        "plan_cache_markers", "read_jsonl", "read_trace", "read_traces", "realised_hit_rate",
         "task_scope", "to_prometheus",
     ]  # fmt: skip

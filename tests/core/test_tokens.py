@@ -43,3 +43,17 @@ def test_one_megabyte_counts_without_a_network() -> None:
     n = counter.count(text)
     assert n == len(counter.encode(text))
     assert 150_000 < n < 300_000  # ~11 tokens per 54-char sentence
+
+
+def test_last_resort_estimate_over_counts_o200k_by_a_bounded_share() -> None:
+    # The estimator is only a fallback, but a fallback that is far off would mislead every budget;
+    # over-counting is the safe side (a budget is then kept, not exceeded), under-counting is not.
+    from pathlib import Path
+
+    from tokenlean.tokens import _Estimator
+
+    root = Path(__file__).resolve().parents[2]
+    exact = get_counter("gpt-4o")
+    for text in ((root / "README.md").read_text(), (root / "core/tokenlean/tokens.py").read_text()):
+        estimate, truth = len(_Estimator().encode_ordinary(text)), exact.count(text)
+        assert truth <= estimate <= 1.5 * truth, (estimate, truth)

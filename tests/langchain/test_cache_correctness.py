@@ -218,7 +218,7 @@ def test_layout_clock_line_and_cache(
     A date line lets a repeated question hit all day; a per-second clock (here: changed between the
     calls) makes every request distinct, and no guard is asked to judge it.
     """
-    from langchain_tokenlean import TokenleanCompaction, TokenleanPromptLayout
+    from langchain_tokenlean import TokenleanCompactionMiddleware, TokenleanPromptLayoutMiddleware
 
     state = {"line": line}
 
@@ -230,7 +230,7 @@ def test_layout_clock_line_and_cache(
     agent = create_agent(
         local_chat_model(extra_body={"max_tokens": 64}),
         tools=[],
-        middleware=[system, TokenleanPromptLayout(), TokenleanCompaction(ratio=0.5), mw],
+        middleware=[system, TokenleanPromptLayoutMiddleware(), TokenleanCompactionMiddleware(ratio=0.5), mw],
     )
     _ask(agent, "What is the capital of France?")
     if not repeat_hits:

@@ -1,5 +1,5 @@
 """LangChain adapter: a real agent (create_agent + ChatOpenAI on the local llama.cpp server) with
-TokenleanCompaction on; compact_messages in both modes; the expand_omitted tool."""
+TokenleanCompactionMiddleware on; compact_messages in both modes; the expand_omitted tool."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ import sys
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
-from langchain_tokenlean.compaction import TokenleanCompaction, compact_messages, expand_omitted_tool
+from langchain_tokenlean.compaction import (
+    TokenleanCompactionMiddleware,
+    compact_messages,
+    expand_omitted_tool,
+)
 from tokenlean.compaction import Compactor, MemoryOmissionStore
 from tokenlean.compaction.omissions import HANDLE_PATTERN
 from tokenlean.errors import ConfigError
@@ -62,7 +66,7 @@ def test_expand_tool_returns_omitted_text() -> None:
 def test_rewritten_history_expands_in_a_new_middleware_and_a_new_process(tmp_path) -> None:
     """rewrite_history keeps only markers in the checkpoint: their text must outlive the compactor."""
     store = tmp_path / "omissions.sqlite3"
-    first = TokenleanCompaction(
+    first = TokenleanCompactionMiddleware(
         ratio=0.7, keep_last_turns=1, mode="lexical", rewrite_history=True, store=store
     )
     update = first.before_model({"messages": _history()}, None)
@@ -72,7 +76,9 @@ def test_rewritten_history_expands_in_a_new_middleware_and_a_new_process(tmp_pat
     assert handles
     originals = {m.id: m.content for m in _history()}
     # a new middleware (a restart of the app) reads every omission back, through the agent's tool
-    tool = TokenleanCompaction(ratio=0.7, rewrite_history=True, expose_expand_tool=True, store=store).tools[0]
+    tool = TokenleanCompactionMiddleware(
+        ratio=0.7, rewrite_history=True, expose_expand_tool=True, store=store
+    ).tools[0]
     for m in rewritten:
         for h in HANDLE_PATTERN.findall(str(m.content)):
             text = tool.invoke({"handle": h})
@@ -91,10 +97,12 @@ def test_rewritten_history_expands_in_a_new_middleware_and_a_new_process(tmp_pat
 
 def test_rewrite_history_refuses_a_volatile_store() -> None:
     with pytest.raises(ConfigError, match="durable"):
-        TokenleanCompaction(ratio=0.5, rewrite_history=True, store="memory")
+        TokenleanCompactionMiddleware(ratio=0.5, rewrite_history=True, store="memory")
     with pytest.raises(ConfigError):
-        TokenleanCompaction(compactor=Compactor(store=MemoryOmissionStore()), rewrite_history=True)
-    assert TokenleanCompaction(ratio=0.5, store="memory").compactor.store.durable is False  # a view: fine
+        TokenleanCompactionMiddleware(compactor=Compactor(store=MemoryOmissionStore()), rewrite_history=True)
+    assert (
+        TokenleanCompactionMiddleware(ratio=0.5, store="memory").compactor.store.durable is False
+    )  # a view: fine
 
 
 def test_bad_messages_pass_through() -> None:
@@ -121,7 +129,9 @@ def test_real_agent_sees_compacted_history_and_state_keeps_everything(local_chat
         return LOG
 
     model = local_chat_model(max_retries=0, timeout=120)
-    compaction = TokenleanCompaction(ratio=0.7, keep_last_turns=1, mode="lexical", expose_expand_tool=True)
+    compaction = TokenleanCompactionMiddleware(
+        ratio=0.7, keep_last_turns=1, mode="lexical", expose_expand_tool=True
+    )
     agent = create_agent(
         model,
         tools=[read_log],
@@ -151,7 +161,9 @@ async def test_real_agent_async_and_rewrite_history(local_chat_model) -> None:
     from langchain.agents import create_agent
 
     model = local_chat_model(max_retries=0, timeout=120)
-    compaction = TokenleanCompaction(ratio=0.7, keep_last_turns=1, mode="lexical", rewrite_history=True)
+    compaction = TokenleanCompactionMiddleware(
+        ratio=0.7, keep_last_turns=1, mode="lexical", rewrite_history=True
+    )
     agent = create_agent(model, tools=[], middleware=[compaction])
     history = [SystemMessage("Be brief."), *_history()]
     state = await agent.ainvoke({"messages": history})
@@ -176,7 +188,9 @@ def test_lone_surrogate_does_not_kill_an_agent_run() -> None:
             return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
 
     model = _Model(messages=iter([AIMessage("worker-13")]))
-    compaction = TokenleanCompaction(ratio=0.7, keep_last_turns=1, store="memory")  # auto mode: embeddings
+    compaction = TokenleanCompactionMiddleware(
+        ratio=0.7, keep_last_turns=1, store="memory"
+    )  # auto mode: embeddings
     history = _history()
     history[2] = ToolMessage(LOG + "\nbroken emoji: \ud83d", tool_call_id="call_1", name="read_log", id="t1")
     state = create_agent(model, tools=[], middleware=[compaction]).invoke({"messages": history})
@@ -186,3 +200,51 @@ def test_lone_surrogate_does_not_kill_an_agent_run() -> None:
         and compaction.last_result.tokens_after < compaction.last_result.tokens_before
     )
     assert len(seen[0][2].content) < len(history[2].content)  # the model saw the compacted tool output
+
+
+def test_compaction_as_a_context_edit_in_langchains_own_middleware() -> None:
+    """TokenleanCompactionEdit runs inside LangChain's ContextEditingMiddleware, after ClearToolUsesEdit."""
+    from langchain.agents import create_agent
+    from langchain.agents.middleware import ClearToolUsesEdit, ContextEditingMiddleware
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
+    from langchain_tokenlean import TokenleanCompactionEdit
+
+    seen: list[list] = []
+
+    class _Model(GenericFakeChatModel):
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append(list(messages))
+            return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+    edit = TokenleanCompactionEdit(ratio=0.7, keep_last_turns=1, mode="lexical", store="memory")
+    editing = ContextEditingMiddleware(edits=[ClearToolUsesEdit(trigger=10**9), edit])
+    history = _history()
+    state = create_agent(
+        _Model(messages=iter([AIMessage("worker-13")])), tools=[], middleware=[editing]
+    ).invoke({"messages": history})
+    sent_tool = next(m for m in seen[0] if isinstance(m, ToolMessage))
+    assert len(sent_tool.content) < len(LOG) * 0.6 and "worker-13 finished job 91" in sent_tool.content
+    assert sent_tool.tool_call_id == "call_1"  # still paired with its call
+    handle = HANDLE_PATTERN.search(sent_tool.content).group()
+    assert edit.compactor.expand_omitted(handle) in LOG  # the omitted text is recoverable
+    assert [m.content for m in state["messages"][: len(history)]] == [m.content for m in history]
+
+    # below the trigger the edit leaves the messages alone; a bad option is a typed error
+    untouched = list(history)
+    TokenleanCompactionEdit(trigger=10**9, ratio=0.7, mode="lexical").apply(
+        untouched, count_tokens=lambda m: 100
+    )
+    assert untouched == history
+    with pytest.raises(ConfigError):
+        TokenleanCompactionEdit(trigger=-1)
+
+
+def test_keep_is_the_share_kept_and_ratio_the_share_removed() -> None:
+    msgs = _history()
+    by_ratio = compact_messages(msgs, ratio=0.7, keep_last_turns=1, mode="lexical")
+    by_keep = compact_messages(msgs, keep=0.3, keep_last_turns=1, mode="lexical")
+    assert [m.content for m in by_keep] == [m.content for m in by_ratio]
+    assert sum(len(m.content) for m in by_keep) < sum(len(m.content) for m in msgs)
+    with pytest.raises(ConfigError):
+        compact_messages(ratio=0.7, keep=0.3).invoke(msgs)

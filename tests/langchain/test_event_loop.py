@@ -9,7 +9,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from langchain_tokenlean.callbacks import TokenleanCallbackHandler
-from langchain_tokenlean.compaction import TokenleanCompaction
+from langchain_tokenlean.compaction import TokenleanCompactionMiddleware
 from tokenlean.compaction import SQLiteOmissionStore
 from tokenlean.metering import Ledger, Meter, read_jsonl
 from tokenlean.metering.exporters import JsonlSink
@@ -56,7 +56,7 @@ async def test_rewrite_history_writes_omissions_off_the_loop(loop_watch, tmp_pat
         AIMessage("Done reading.", id="a2"),
         HumanMessage("So which one?", id="h2"),
     ]
-    mw = TokenleanCompaction(
+    mw = TokenleanCompactionMiddleware(
         ratio=0.7,
         keep_last_turns=1,
         mode="lexical",

@@ -9,7 +9,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.prompts import ChatPromptTemplate
 
-from langchain_tokenlean.layout import TokenleanPromptLayout, layout_messages, prompt_layout
+from langchain_tokenlean.layout import TokenleanPromptLayoutMiddleware, layout_messages, prompt_layout
 from tokenlean.layout import read_llamacpp_prefix_reuse
 
 POLICY = "\n".join(
@@ -103,7 +103,7 @@ def test_agent_reuses_a_longer_prefix_with_the_layout(local_llm, local_chat_mode
     model = local_chat_model()
     questions = ["Where is my order?", "Can I return worn shoes?"]
     reused: dict[str, int] = {}
-    layout = TokenleanPromptLayout()
+    layout = TokenleanPromptLayoutMiddleware()
     for name, middleware in (("baseline", [clocked_prompt]), ("layout", [clocked_prompt, layout])):
         agent = create_agent(model, tools=[], middleware=middleware)
         agent.invoke({"messages": [HumanMessage(questions[0])]})
@@ -157,7 +157,7 @@ async def test_middleware_rewrites_the_call_sync_and_async_with_markers_and_tool
     async def ahandler(req: ModelRequest) -> ModelResponse:
         return handler(req)
 
-    mw = TokenleanPromptLayout(anthropic_cache_control=True)
+    mw = TokenleanPromptLayoutMiddleware(anthropic_cache_control=True)
     mw.wrap_model_call(request, handler)
     await mw.awrap_model_call(request, ahandler)
     assert len(seen) == 2 and mw.stats["calls"] == 2

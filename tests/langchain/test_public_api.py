@@ -11,7 +11,8 @@ import langchain_tokenlean
 def test_public_names_are_pinned() -> None:
     assert langchain_tokenlean.__all__ == [
         "ChatTokenleanRouter", "TokenleanCache", "TokenleanCacheMiddleware", "TokenleanCallbackHandler",
-        "TokenleanCompaction", "TokenleanPromptLayout", "TokenleanRouting", "TrackedTask",
+        "TokenleanCompactionEdit", "TokenleanCompactionMiddleware", "TokenleanPromptLayoutMiddleware",
+        "TokenleanRoutingMiddleware", "TrackedTask",
         "compact_messages", "expand_omitted_tool", "layout_messages", "prompt_layout", "track_task",
     ]  # fmt: skip
     for name in langchain_tokenlean.__all__:

@@ -197,7 +197,7 @@ def test_agent_middleware_picks_the_model_per_call(local_llm_pair) -> None:
     from langchain.agents import create_agent
     from langchain_openai import ChatOpenAI
 
-    from langchain_tokenlean.routing_middleware import TokenleanRouting
+    from langchain_tokenlean.routing_middleware import TokenleanRoutingMiddleware
 
     a, b = local_llm_pair
     weak = ChatOpenAI(base_url=a.base_url, api_key="none", model=a.model, max_tokens=8, temperature=0)
@@ -217,7 +217,7 @@ def test_agent_middleware_picks_the_model_per_call(local_llm_pair) -> None:
         meter=meter,
     )
     agent = create_agent(
-        weak, tools=[], middleware=[TokenleanRouting(router, {"weak": weak, "strong": strong})]
+        weak, tools=[], middleware=[TokenleanRoutingMiddleware(router, {"weak": weak, "strong": strong})]
     )
     out = agent.invoke({"messages": [HumanMessage("urgent: say hi")]})
     assert out["messages"][-1].response_metadata[ROUTING_KEY]["target"] == "strong"

@@ -1,4 +1,4 @@
-"""LlamaIndex ``CachedLLM`` around a real OpenAILike LLM on the local llama.cpp server."""
+"""LlamaIndex ``TokenleanCachedLLM`` around a real OpenAILike LLM on the local llama.cpp server."""
 
 from __future__ import annotations
 
@@ -7,20 +7,20 @@ from typing import Any
 import pytest
 from llama_index.core.llms import ChatMessage
 
-from llama_index.llms.tokenlean.cache import CachedLLM
+from llama_index.llms.tokenlean.cache import TokenleanCachedLLM
 from tokenlean.cache import SemanticCache
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def llm(local_openai_like: Any, embedder: object) -> CachedLLM:
+def llm(local_openai_like: Any, embedder: object) -> TokenleanCachedLLM:
     # room for whole answers: a reply cut at max_tokens is never stored
     inner = local_openai_like(timeout=120, max_retries=0, max_tokens=64)
-    return CachedLLM(inner, SemanticCache(embedder=embedder))
+    return TokenleanCachedLLM(inner, SemanticCache(embedder=embedder))
 
 
-def test_chat_and_stream_chat_served_from_cache(llm: CachedLLM) -> None:
+def test_chat_and_stream_chat_served_from_cache(llm: TokenleanCachedLLM) -> None:
     msgs = [
         ChatMessage(role="system", content="Answer briefly."),
         ChatMessage(role="user", content="Name a fruit."),
@@ -41,7 +41,7 @@ def test_chat_and_stream_chat_served_from_cache(llm: CachedLLM) -> None:
     assert replay[-1].message.content == "".join(r.delta or "" for r in live)
 
 
-def test_complete_and_stream_complete(llm: CachedLLM) -> None:
+def test_complete_and_stream_complete(llm: TokenleanCachedLLM) -> None:
     first = llm.complete("Complete the sentence: The capital of France is")
     second = llm.complete("Complete the sentence: The capital of France is")
     assert second.additional_kwargs["tokenlean_cache"]["tier"] == "exact" and second.text == first.text
@@ -51,7 +51,7 @@ def test_complete_and_stream_complete(llm: CachedLLM) -> None:
     assert streamed == first.text
 
 
-async def test_async_chat_and_stream(llm: CachedLLM) -> None:
+async def test_async_chat_and_stream(llm: TokenleanCachedLLM) -> None:
     q = [ChatMessage(role="user", content="Name an animal.")]
     first = await llm.achat(q)
     second = await llm.achat(q)

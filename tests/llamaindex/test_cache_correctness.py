@@ -1,4 +1,4 @@
-"""Issue 13 (LlamaIndex): ``CachedLLM``'s key is the whole call, through one lossless converter.
+"""Issue 13 (LlamaIndex): ``TokenleanCachedLLM``'s key is the whole call, through one lossless converter.
 
 LlamaIndex's own ``MockLLM`` where the point is the key; the local llama.cpp server where the point is
 real generation parameters (per-call ``max_tokens``, the default sampling temperature).
@@ -13,11 +13,11 @@ import pytest
 from llama_index.core.base.llms.types import ImageBlock, TextBlock, ToolCallBlock
 from llama_index.core.llms import ChatMessage, MockLLM
 
-from llama_index.llms.tokenlean import CachedLLM
+from llama_index.llms.tokenlean import TokenleanCachedLLM
 from llama_index.llms.tokenlean.convert import message_to_core, messages_to_core, with_text
 from llama_index.memory.tokenlean import TokenleanCompactedHistoryBlock
 from tokenlean.cache import SemanticCache
-from tokenlean.cache.semantic import scope_of
+from tokenlean.cache.scope import scope_of
 from tokenlean.types import Request
 
 
@@ -26,9 +26,9 @@ def _hit(resp: Any) -> bool:
 
 
 @pytest.fixture
-def cached() -> CachedLLM:
+def cached() -> TokenleanCachedLLM:
     # MockLLM has no temperature: the user declares it deterministic, visibly
-    return CachedLLM(MockLLM(), SemanticCache(semantic=False, assume_deterministic=True))
+    return TokenleanCachedLLM(MockLLM(), SemanticCache(semantic=False, assume_deterministic=True))
 
 
 def _image(data: bytes | None = None, url: str | None = None) -> list[ChatMessage]:
@@ -36,7 +36,7 @@ def _image(data: bytes | None = None, url: str | None = None) -> list[ChatMessag
     return [ChatMessage(role="user", blocks=[TextBlock(text="What is in this picture?"), image])]
 
 
-def test_a_different_image_is_a_different_request(cached: CachedLLM) -> None:
+def test_a_different_image_is_a_different_request(cached: TokenleanCachedLLM) -> None:
     assert not _hit(cached.chat(_image(b"\x89PNG cat")))
     assert _hit(cached.chat(_image(b"\x89PNG cat")))
     assert not _hit(cached.chat(_image(b"\x89PNG dog")))
@@ -74,13 +74,13 @@ def _tool_history(city: str, as_block: bool) -> list[ChatMessage]:
 
 
 @pytest.mark.parametrize("as_block", [False, True])
-def test_tool_call_arguments_are_part_of_the_key(cached: CachedLLM, as_block: bool) -> None:
+def test_tool_call_arguments_are_part_of_the_key(cached: TokenleanCachedLLM, as_block: bool) -> None:
     assert not _hit(cached.chat(_tool_history("Paris", as_block)))
     assert _hit(cached.chat(_tool_history("Paris", as_block)))
     assert not _hit(cached.chat(_tool_history("Rome", as_block)))
 
 
-def test_per_call_arguments_are_part_of_the_key(cached: CachedLLM) -> None:
+def test_per_call_arguments_are_part_of_the_key(cached: TokenleanCachedLLM) -> None:
     q = [ChatMessage(role="user", content="Name a fruit.")]
     assert not _hit(cached.chat(q, max_tokens=3))
     assert _hit(cached.chat(q, max_tokens=3))
@@ -100,7 +100,9 @@ def test_per_call_arguments_are_part_of_the_key(cached: CachedLLM) -> None:
     assert not _hit(one) and not _hit(two)
 
 
-def test_unkeyable_call_argument_is_not_cached(cached: CachedLLM, caplog: pytest.LogCaptureFixture) -> None:
+def test_unkeyable_call_argument_is_not_cached(
+    cached: TokenleanCachedLLM, caplog: pytest.LogCaptureFixture
+) -> None:
     q = [ChatMessage(role="user", content="Name a fruit.")]
     with caplog.at_level("WARNING", logger="tokenlean.llamaindex.cache"):
         cached.chat(q, sampler=lambda x: x)
@@ -112,10 +114,10 @@ def test_unkeyable_call_argument_is_not_cached(cached: CachedLLM, caplog: pytest
 def test_wrapped_llm_settings_are_part_of_the_key() -> None:
     cache = SemanticCache(semantic=False, assume_deterministic=True)
     q = [ChatMessage(role="user", content="Name a fruit.")]
-    CachedLLM(MockLLM(max_tokens=5), cache).chat(q)
-    assert _hit(CachedLLM(MockLLM(max_tokens=5), cache).chat(q))
-    assert not _hit(CachedLLM(MockLLM(max_tokens=6), cache).chat(q))
-    assert not _hit(CachedLLM(MockLLM(max_tokens=5, system_prompt="Be rude."), cache).chat(q))
+    TokenleanCachedLLM(MockLLM(max_tokens=5), cache).chat(q)
+    assert _hit(TokenleanCachedLLM(MockLLM(max_tokens=5), cache).chat(q))
+    assert not _hit(TokenleanCachedLLM(MockLLM(max_tokens=6), cache).chat(q))
+    assert not _hit(TokenleanCachedLLM(MockLLM(max_tokens=5, system_prompt="Be rude."), cache).chat(q))
 
 
 def test_one_converter_for_every_adapter() -> None:
@@ -151,15 +153,17 @@ def test_memory_block_keeps_images_and_kwargs_when_it_compacts() -> None:
 @pytest.mark.integration
 def test_real_server_default_temperature_and_truncation(local_openai_like: Any) -> None:
     # OpenAILike samples at temperature 0.1 unless told otherwise: nothing is stored
-    sampled = CachedLLM(local_openai_like(temperature=None, max_tokens=64), SemanticCache(semantic=False))
+    sampled = TokenleanCachedLLM(
+        local_openai_like(temperature=None, max_tokens=64), SemanticCache(semantic=False)
+    )
     q = [ChatMessage(role="user", content="Name the largest planet.")]
     sampled.chat(q)
     assert not _hit(sampled.chat(q)) and sampled.cache.stats()["stores"] == 0
     story = [ChatMessage(role="user", content="Write a long story about Jupiter.")]
-    cut = CachedLLM(local_openai_like(max_tokens=3), SemanticCache(semantic=False))
+    cut = TokenleanCachedLLM(local_openai_like(max_tokens=3), SemanticCache(semantic=False))
     short = cut.chat(story)
     assert cut.last_result is not None and not cut.last_result.hit
     assert cut.cache.stats()["stores"] == 0, "a truncated answer is never stored"
     assert not _hit(cut.chat(story))
-    full = CachedLLM(local_openai_like(max_tokens=400), cut.cache).chat(story)
+    full = TokenleanCachedLLM(local_openai_like(max_tokens=400), cut.cache).chat(story)
     assert not _hit(full) and len(full.message.content or "") > len(short.message.content or "")

@@ -162,3 +162,29 @@ def test_handler_bug_is_logged_not_swallowed(caplog: pytest.LogCaptureFixture) -
         uninstrument(handler)
     assert "meter exploded" in caplog.text
     assert isinstance(handler, TokenleanEventHandler)
+
+
+async def test_cache_hits_are_metered_once_as_hits(meter: Meter, embedder: object) -> None:
+    """A TokenleanCachedLLM hit is a call the ledger sees (cache_hit, zero cost, its tokens); a miss
+    is recorded once, by the wrapped LLM's own events."""
+    from llama_index.llms.tokenlean import TokenleanCachedLLM
+    from tokenlean.cache import SemanticCache
+
+    inner = ScriptedLLM(raw={"model": "gpt-4o-mini", "usage": {"prompt_tokens": 20, "completion_tokens": 4}})
+    llm = TokenleanCachedLLM(inner, SemanticCache(embedder=embedder, assume_deterministic=True))
+    q = [ChatMessage(role="user", content="Say ok.")]
+    with meter.task("cached"):
+        llm.chat(q)  # miss
+        assert llm.chat(q).additional_kwargs["tokenlean_cache"]["hit"]
+        assert "".join(r.delta or "" for r in llm.stream_chat(q)) == "ok"
+        assert (await llm.achat(q)).message.content == "ok"
+        llm.complete("Say ok.")  # miss (another request shape)
+        assert llm.complete("Say ok.").text == "ok"
+        assert [r.text async for r in await llm.astream_complete("Say ok.")][-1] == "ok"
+    recs = meter.ledger.records("cached")
+    assert [r.cache_hit for r in recs] == [False, True, True, True, False, True, True]
+    misses = [r for r in recs if not r.cache_hit]
+    assert [r.usage for r in misses] == [Usage(20, 4), Usage(20, 4)]
+    for hit in (r for r in recs if r.cache_hit):
+        assert hit.cost == 0 and hit.usage is not None and hit.usage.output_tokens == 1
+        assert hit.usage.input_tokens > 0  # the prompt the hit did not send

@@ -61,6 +61,24 @@ def test_postprocessor_compacts_copies_and_keeps_ids() -> None:
     assert pp.postprocess_nodes(nodes) == nodes
 
 
+def test_keep_is_the_explicit_alternative_to_ratio() -> None:
+    from tokenlean.errors import ConfigError
+
+    query = QueryBundle("When was the Eiffel Tower completed?")
+    by_ratio = TokenleanCompactionPostprocessor(ratio=0.6, mode="lexical").postprocess_nodes(
+        _nodes(), query_bundle=query
+    )
+    by_keep = TokenleanCompactionPostprocessor(keep=0.4, mode="lexical").postprocess_nodes(
+        _nodes(), query_bundle=query
+    )
+    assert [n.node.get_content() for n in by_keep] == [n.node.get_content() for n in by_ratio]
+    with pytest.raises(ConfigError):
+        TokenleanCompactionPostprocessor(ratio=0.6, keep=0.4)
+    assert TokenleanCompactedHistoryBlock(keep=0.4).compactor is not None
+    with pytest.raises(ConfigError):
+        TokenleanCompactedHistoryBlock(ratio=0.6, keep=0.4)
+
+
 def test_expand_tool() -> None:
     pp = TokenleanCompactionPostprocessor(
         ratio=0.7, mode="lexical", marker="[… {tokens} tokens omitted · {handle} …]"

@@ -17,7 +17,7 @@ PINNED = {
         "expand_omitted_tool",
     ],
     "llama_index.memory.tokenlean": ["TokenleanCompactedHistoryBlock"],
-    "llama_index.llms.tokenlean": ["CachedLLM", "TokenleanRouterLLM", "TokenleanRoutingEvent"],
+    "llama_index.llms.tokenlean": ["TokenleanCachedLLM", "TokenleanRouterLLM", "TokenleanRoutingEvent"],
 }
 
 

@@ -12,10 +12,10 @@ from tokenlean._lazy import lazy_exports
 _LAZY: dict[str, str] = {
     "SemanticCache": "tokenlean.cache.semantic",
     "ErrorBound": "tokenlean.cache.bound",
-    "CacheResult": "tokenlean.cache.semantic",
-    "StoreResult": "tokenlean.cache.semantic",
-    "ScopeConfig": "tokenlean.cache.semantic",
-    "scope_of": "tokenlean.cache.semantic",
+    "CacheResult": "tokenlean.cache.results",
+    "StoreResult": "tokenlean.cache.results",
+    "ScopeConfig": "tokenlean.cache.scope",
+    "scope_of": "tokenlean.cache.scope",
     "LabelledPair": "tokenlean.cache.scoring",
     "PairScorer": "tokenlean.cache.scoring",
     "CacheEntry": "tokenlean.cache.store",
@@ -27,7 +27,7 @@ _LAZY: dict[str, str] = {
     "EmbeddedBackend": "tokenlean.cache.backends",
     "RedisBackend": "tokenlean.cache.redis_backend",
     "RedisStackServer": "tokenlean.cache.redis_server",
-    "normalize_text": "tokenlean.cache.guards",
+    "normalize_text": "tokenlean.cache.scope",
 }
 
 __all__ = [
@@ -58,10 +58,11 @@ __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals(), __all__)
 if TYPE_CHECKING:
     from tokenlean.cache.backends import CacheBackend, EmbeddedBackend
     from tokenlean.cache.bound import ErrorBound
-    from tokenlean.cache.guards import normalize_text
     from tokenlean.cache.index import FaissIndex, VectorIndex
     from tokenlean.cache.redis_backend import RedisBackend
     from tokenlean.cache.redis_server import RedisStackServer
+    from tokenlean.cache.results import CacheResult, StoreResult
+    from tokenlean.cache.scope import ScopeConfig, normalize_text, scope_of
     from tokenlean.cache.scoring import LabelledPair, PairScorer
-    from tokenlean.cache.semantic import CacheResult, ScopeConfig, SemanticCache, StoreResult, scope_of
+    from tokenlean.cache.semantic import SemanticCache
     from tokenlean.cache.store import CacheEntry, CacheStore, SQLiteStore

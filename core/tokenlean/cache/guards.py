@@ -1,14 +1,16 @@
 """Guards: cheap, explainable checks that two queries ask for the same answer.
 
 Embedding cosine cannot see what matters most for a cached answer: "4 days" vs "11 days", "can" vs
-"can not" and "from Paris to Rome" vs "from Rome to Paris" all score above 0.95 with
-all-MiniLM-L6-v2. Each guard below extracts one kind of fact from both texts and vetoes the hit when
-they disagree. Guards are deliberately *hard* vetoes (a cached answer about the wrong number is
-worse than a miss) and each can be switched off and measured on its own (the benchmark reports
-how many true and false pairs each one rejects).
+"can not" and "from Paris to Rome" vs "from Rome to Paris" look like near-duplicates to a sentence
+embedder, because they share almost every word. Each guard below extracts one kind of fact from
+both texts and vetoes the hit when they disagree. Guards are deliberately *hard* vetoes (a cached
+answer about the wrong number is worse than a miss) and each can be switched off and measured on
+its own (``benchmarks/semantic_cache.py`` reports how many true and false pairs each one rejects).
 
-Facts are extracted once per text (:func:`extract`) and reused for every candidate comparison; the
-same facts feed the lexical features of the learned scorer (:mod:`tokenlean.cache.scoring`).
+Guards judge a candidate hit *within* a namespace; what makes two requests share a namespace or an
+exact key is decided in :mod:`tokenlean.cache.scope`. Facts are extracted once per text
+(:func:`extract`) and reused for every candidate comparison; the same facts feed the lexical
+features of the learned scorer (:mod:`tokenlean.cache.scoring`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from tokenlean._text import COMMON_STOPWORDS, WORD_PATTERN, word_set
+from tokenlean.cache.scope import normalize_text
 
 __all__ = [
     "ALL_GUARDS",
@@ -27,22 +30,7 @@ __all__ = [
     "TextFacts",
     "extract",
     "failed_guard",
-    "normalize_text",
 ]
-
-_WS = re.compile(r"\s+")
-_EDGE_PUNCT = " \t\n\r.?!,;:…\"'`"
-
-
-def normalize_text(text: str) -> str:
-    """The exact-tier key text: NFKC unicode folding, case folding, collapsed whitespace.
-
-    Edge punctuation is dropped too ("What is X?" and "what is x" are the same request), but nothing
-    inside the text, so numbers, quotes and code keep their meaning.
-    """
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    return _WS.sub(" ", folded).strip(_EDGE_PUNCT)
-
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?|[^\sa-z0-9]", re.IGNORECASE)
 _WORD = re.compile(WORD_PATTERN)

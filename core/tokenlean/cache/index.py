@@ -6,17 +6,18 @@ construction rather than by a filter someone might forget.
 
 A shard starts as an exact inner-product index (``IndexFlatIP``: vectors are L2-normalised, so
 inner product is cosine) and turns into HNSW once it passes ``hnsw_threshold`` entries: a flat scan
-of 100k x 384 floats reads 150 MB per query (~15 ms), HNSW answers in well under a millisecond.
-HNSW cannot delete, so removed ids become tombstones, and the shard is rebuilt when a fifth of it is
-dead. Tombstones are kept as a bitmap that faiss skips *during* the search (an ``IDSelector``), so
-expired entries cost a search nothing: asking for ``k`` plus the number of dead ones instead (as
-before) made a shard with 20k expired entries search for 20k results.
+reads every vector of the shard on every query, while HNSW visits a small part of the graph
+(``benchmarks/semantic_cache.py`` measures both). HNSW cannot delete, so removed ids become
+tombstones, and the shard is rebuilt when a fifth of it is dead. Tombstones are kept as a bitmap
+that faiss skips *during* the search (an ``IDSelector``), so expired entries cost a search nothing:
+asking for ``k`` plus the number of dead ones instead would make a shard full of expired entries
+search for as many results as it has dead ones.
 
-How wide the HNSW search is (``efSearch``) grows with the shard by default: a fixed 64 finds the
-nearest entry of a 20k shard almost always but misses it more and more as the shard grows (on
-unstructured vectors 95% at 100k and about half at 1M; clustered ones 92% at 1M).
-``ef_search=None`` keeps 64 up to 100k entries and then grows it as ``64 * (live / 100_000) ** 0.6``
-(255 at 1M, at most 512); an int fixes it.
+How wide the HNSW search is (``efSearch``) grows with the shard by default: a fixed width finds the
+nearest entry of a small shard almost always but misses it more and more as the shard grows (the
+benchmark's recall runs show by how much). ``ef_search=None`` keeps ``_EF_BASE`` up to
+``_EF_REF`` entries and then grows it as ``_EF_BASE * (live / _EF_REF) ** 0.6``, capped at
+``_EF_MAX``; an int fixes it.
 
 Vectors are held as 8-bit codes by default (``vectors="sq8"``: a quarter of float32's memory, so
 a process can hold many entries); the index then only proposes candidates, and the embedded
@@ -89,13 +90,11 @@ _EF_MAX = 512
 def auto_ef_search(live: int) -> int:
     """The HNSW search width for a shard of ``live`` entries when none is fixed.
 
-    Graph search on 384-d embeddings needs a wider beam as the graph grows to keep finding the true
-    nearest entry, and each lookup costs about linearly in the width. Measured with the benchmark's
-    planted paraphrases (faiss HNSW, M=24, efConstruction 80, 8-bit codes): clustered vectors were
-    found 100% at 100k with 64, and at 1M 91.7% with 64, 98.7% with 128, 100% with 256; so 64 up
-    to 100k (a 100k lookup stays under a millisecond; a wider 109 there cost ~0.3 ms for no gain
-    on clustered vectors) and 255 at 1M. Unstructured vectors are harder (100k: 94.7-98% with 64,
-    99.3% with 128): the benchmark reports them as the worst case.
+    Graph search on sentence embeddings needs a wider beam as the graph grows to keep finding the
+    true nearest entry, and each lookup costs about linearly in the width: so the width stays at
+    its base while a base-width search still finds the planted paraphrases, and grows sublinearly
+    beyond. The constants come from the recall runs of ``benchmarks/semantic_cache.py`` (planted
+    paraphrases in clustered and unstructured vectors, the latter reported as the worst case).
     """
     if live <= _EF_REF:
         return _EF_BASE
@@ -268,9 +267,9 @@ class _Shard:
 class FaissIndex:
     """The embedded ``VectorIndex``: faiss shards, one per namespace, guarded by one lock.
 
-    ``hnsw_threshold`` (default 20,000) is where a shard switches from a full scan to HNSW; set it
-    very high to scan everywhere. ``ef_search`` is the HNSW search width: None (default) scales it
-    with each shard (``auto_ef_search``: 64 up to 100k entries, 255 at 1M), an int fixes
+    ``hnsw_threshold`` is where a shard switches from a full scan to HNSW; set it very high to scan
+    everywhere. ``ef_search`` is the HNSW search width: None (default) scales it with each shard
+    (``auto_ef_search``), an int fixes
     it for every shard. ``max_shards`` caps the namespaces held at once (least recently
     used dropped first, counted in ``evictions``); None removes the cap. ``vectors`` is how vectors
     are held: ``"sq8"`` (default), ``"fp16"`` or ``"float32"``; unless float32, ``exact`` is False

@@ -5,20 +5,19 @@ Uses redis-py directly (no redisvl dependency): the index is one ``FT.CREATE`` a
 ``FT.SEARCH`` with a KNN clause restricted to the scope namespace tag.
 
 The HNSW search width goes with every query (``EF_RUNTIME`` in the KNN clause), so it also applies
-to an index created earlier with another default. The index's own ``EF_RUNTIME`` (20 unless set)
-found the nearest entry of a 100k index in about half the lookups on unstructured vectors; by
-default the width now grows with the index: three times the embedded one (``auto_ef_search`` of
-the indexed documents, re-read at most every ``size_interval`` seconds; 192 up to 100k documents,
-765 at 1M, at most 1024). The namespace tag filter is not
+to an index created earlier with another default. The index's own ``EF_RUNTIME`` is too narrow
+to keep finding the nearest entry of a large index; by default the width grows with the index:
+``_EF_FACTOR`` times the embedded one (``auto_ef_search`` of the indexed documents, re-read at most
+every ``size_interval`` seconds), capped at ``_EF_MAX``. The namespace tag filter is not
 what loses recall: RediSearch answers a filter matching most of the index in ``BATCHES`` from the
 same HNSW search (same recall as no filter), and a small namespace by brute force (exact).
 
-A cache must never make the application slower or break it: sockets time out after 250 ms, redis-py's
-retries are off, and after a failure the backend stays "open circuit" for ``retry_interval`` seconds
-(every call fails fast with ``CacheBackendError`` without touching the network, and
-``SemanticCache`` turns that into a logged pass-through). The first call after the interval tries
-again, so the cache comes back by itself when Redis does; the search index is re-created if the
-server came back empty.
+A cache must never make the application slower or break it: sockets time out quickly
+(``socket_timeout``), redis-py's retries are off, and after a failure the backend stays "open
+circuit" for ``retry_interval`` seconds (every call fails fast with ``CacheBackendError`` without
+touching the network, and ``SemanticCache`` turns that into a logged pass-through). The first call
+after the interval tries again, so the cache comes back by itself when Redis does; the search index
+is re-created if the server came back empty.
 
 The entry cap is kept with a sorted set of last access times. Redis expires an entry's hash by
 itself but cannot take its member out of that set, so every write also sweeps a slice of the set
@@ -45,10 +44,9 @@ __all__ = ["RedisBackend"]
 
 logger = logging.getLogger("tokenlean.cache.redis")
 
-#: The scaled width is this many times the embedded one: RediSearch builds its graph with M=16 by
-#: default (faiss shards: 24): at 100k it found 98.0% of planted paraphrases on clustered vectors
-#: with the index's EF_RUNTIME 20 and 100% with 64; on unstructured ones 52% (20), 86% (64),
-#: 97% (128), 99% (256), 100% (512).
+#: The scaled width is this many times the embedded one: RediSearch builds a sparser graph by
+#: default than the faiss shards, so the same recall needs a wider search (the recall runs of
+#: ``benchmarks/semantic_cache.py`` measure it on clustered and unstructured vectors).
 _EF_FACTOR = 3
 _EF_MAX = 1024
 

@@ -8,7 +8,7 @@ this module links the plain names to those files in a private directory and puts
 ``LD_LIBRARY_PATH`` *for the server process only* (never for the Python process).
 
 Only the modules the cache needs are loaded (RediSearch for ``FT.CREATE``/``FT.SEARCH`` and
-RedisJSON); RedisGears' 38 MB V8 plugin would only slow start-up. ``DEBUG`` is enabled for local
+RedisJSON); RedisGears' large V8 plugin would only slow start-up. ``DEBUG`` is enabled for local
 connections so tests can make the server genuinely slow (``DEBUG SLEEP``).
 
 Set ``TOKENLEAN_REDIS_SERVER`` to a ``redis-server`` binary and ``TOKENLEAN_REDIS_MODULES`` to the

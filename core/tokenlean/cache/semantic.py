@@ -4,7 +4,8 @@ A lookup runs, in order:
 
 1. **Scope.** The request becomes a namespace (hash of tenant, model, sampling parameters, tools,
    system prompt and the conversation before the last user turn, per :class:`ScopeConfig`) and a
-   query text (the last user turn). Entries of another namespace are never even searched.
+   query text (the last user turn). Entries of another namespace are never even searched. The
+   whole key is built in :mod:`tokenlean.cache.scope`.
 2. **Exact tier.** The normalised query text (unicode NFKC, case, whitespace) is looked up by hash.
 3. **Semantic tier.** The query is embedded and the nearest entries of the namespace are fetched;
    each candidate must pass every guard (numbers, negation, order, quotes, code, dates, entities),
@@ -12,23 +13,22 @@ A lookup runs, in order:
    With ``max_false_hit_rate`` set, the scorer's threshold is the one an :class:`ErrorBound`
    learns online from audited lookups instead of the calibrated one.
 
-Every answer is a :class:`CacheResult` that says what happened (tier, similarity, score, and which
-guard or threshold rejected the best candidate). A failing backend never breaks the caller: the
-lookup is a miss with ``rejected_by="backend_error"`` and a logged warning (pass-through).
+Every answer is a :class:`~tokenlean.cache.results.CacheResult` that says what happened (tier,
+similarity, score, and which guard or threshold rejected the best candidate). A failing backend
+never breaks the caller: the lookup is a miss with ``rejected_by="backend_error"`` and a logged
+warning (pass-through).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import math
 import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,29 +38,17 @@ import numpy as np
 from tokenlean._checks import check_number, str_items
 from tokenlean.cache.backends import CacheBackend, EmbeddedBackend
 from tokenlean.cache.bound import ErrorBound
-from tokenlean.cache.guards import ALL_GUARDS, DEFAULT_GUARDS, extract, failed_guard, normalize_text
+from tokenlean.cache.guards import ALL_GUARDS, DEFAULT_GUARDS, extract, failed_guard
+from tokenlean.cache.results import CacheResult, StoreResult, encode_payload
+from tokenlean.cache.scope import ScopeConfig, as_request, exact_key, normalize_text, scope_of
 from tokenlean.cache.scoring import LabelledPair, PairScorer
 from tokenlean.cache.store import CacheEntry
-from tokenlean.errors import CacheBackendError, ConfigError, EmptyInputError, InputError, TextEncodingError
-from tokenlean.layout.patterns import is_volatile_line
+from tokenlean.errors import CacheBackendError, ConfigError, EmptyInputError, InputError
 from tokenlean.types import Message, Request, Response
 
-__all__ = [
-    "REPLAYABLE_FINISH_REASONS",
-    "CacheResult",
-    "ScopeConfig",
-    "SemanticCache",
-    "StoreResult",
-    "scope_of",
-    "split_volatile",
-]
+__all__ = ["REPLAYABLE_FINISH_REASONS", "SemanticCache"]
 
 logger = logging.getLogger("tokenlean.cache")
-
-#: Request keys that do not change the answer and so are not part of the scope.
-IGNORED_PARAMS = frozenset(
-    {"stream", "stream_options", "user", "metadata", "store", "timeout", "extra_headers", "service_tier"}
-)
 
 #: Finish reasons of a complete answer. Any other reported reason (``length``/``max_tokens``:
 #: truncated; ``content_filter``/``safety``: filtered; ``error``...) is never stored: replaying it
@@ -76,213 +64,6 @@ _REFUSAL = re.compile(
 )
 
 
-def _h(obj: object) -> str:
-    data = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.blake2b(data.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class ScopeConfig:
-    """Which parts of a request must match for a cached answer to be served.
-
-    ``context``: ``"last_user"`` (only the last user turn matters: FAQ-style bots), ``"last_n"``
-    (the ``last_n`` messages before it must match too) or ``"prefix"`` (the whole conversation
-    before it; the default, because a follow-up such as "What are its types?" means nothing without
-    it). Messages after the last user turn (tool calls and results) are always part of the scope.
-    Under ``"prefix"`` every conversation turn is a namespace of its own; the embedded backend keeps
-    only its ``max_shards`` most recently used namespaces in memory (the rest load from the store
-    when needed) and counts the ones it drops in ``stats()["backend"]["shard_evictions"]``.
-
-    ``volatile``: what to do with per-request lines (a clock, a request id, "today is ...") at the
-    start of the last user turn, where the layout lever moves them out of the system prompt.
-    ``"scope"`` (default) matches them exactly, as part of the namespace, and keeps them out of the
-    text that is embedded and guarded: the question is compared semantically, the clock exactly,
-    so a date line lets repeats hit all day while a per-second clock makes every request distinct
-    (the cache cannot know that an answer does not depend on the time). ``"ignore"`` leaves them
-    out of the key altogether: only for bots whose answers never depend on such values.
-    """
-
-    context: str = "prefix"
-    last_n: int = 2
-    ignored_params: frozenset[str] = IGNORED_PARAMS
-    volatile: str = "scope"
-
-    def __post_init__(self) -> None:
-        if self.context not in {"last_user", "last_n", "prefix"}:
-            raise ConfigError(f"context must be 'last_user', 'last_n' or 'prefix', got {self.context!r}")
-        if self.last_n < 0:
-            raise ConfigError("last_n must be >= 0")
-        if self.volatile not in {"scope", "ignore"}:
-            raise ConfigError(f"volatile must be 'scope' or 'ignore', got {self.volatile!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class Scope:
-    namespace: str
-    query: str
-    tenant: str
-
-
-def _message_key(m: Message) -> list[Any]:
-    content: Any = normalize_text(m.content) if isinstance(m.content, str) else m.content
-    return [m.role, content, [tc.to_openai() for tc in m.tool_calls], m.tool_call_id, m.name, dict(m.extra)]
-
-
-def _check_text(text: str) -> str:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise TextEncodingError(f"query is not valid UTF-8 text: {exc}") from exc
-    return text
-
-
-def split_volatile(text: str) -> tuple[str, str]:
-    """``text``'s leading lines that carry per-request values, and the rest.
-
-    The layout lever moves clock, id and current-date lines from the system prompt to the start of
-    the new turn; they are context, not the question. Nothing is split off when no question would
-    remain.
-    """
-    lines = text.splitlines(keepends=True)
-    i = 0
-    while i < len(lines) and lines[i].strip() and is_volatile_line(lines[i]):
-        i += 1
-    if i == 0 or not "".join(lines[i:]).strip():
-        return "", text
-    return "".join(lines[:i]), "".join(lines[i:])
-
-
-def scope_of(request: Request, config: ScopeConfig = ScopeConfig(), tenant: str | None = None) -> Scope:
-    """The namespace and query text of ``request`` under ``config``."""
-    if tenant is not None and not isinstance(tenant, str):
-        # A tenant is an isolation boundary: 5 and "5", or an object whose repr changes per
-        # process, must not silently become namespaces of their own.
-        raise InputError(f"tenant must be a string or None, got {type(tenant).__name__}")
-    msgs = request.messages
-    last = max((i for i, m in enumerate(msgs) if m.role == "user"), default=None)
-    if last is None:
-        raise EmptyInputError("the request has no user message to cache on")
-    user = msgs[last]
-    query = _check_text(user.text)
-    if not query.strip():
-        raise EmptyInputError("the last user message is empty")
-    volatile, query = split_volatile(query)
-    if config.volatile == "ignore":
-        volatile = ""
-    system = [_message_key(m) for m in msgs if m.role in ("system", "developer")]
-    before = [m for m in msgs[:last] if m.role not in ("system", "developer")]
-    if config.context == "last_user":
-        before = []
-    elif config.context == "last_n":
-        before = before[-config.last_n :] if config.last_n else []
-    after = msgs[last + 1 :]
-    non_text = [p for p in user.content if p.get("type") != "text"] if isinstance(user.content, tuple) else []
-    params = {k: v for k, v in request.params.items() if k not in config.ignored_params}
-    who = tenant if tenant is not None else (request.tenant or "default")
-    namespace = _h(
-        {
-            "tenant": who,
-            "model": request.model or "",
-            "params": params,
-            "tools": list(request.tools),
-            "system": system,
-            "context": [_message_key(m) for m in before],
-            "after": [_message_key(m) for m in after],
-            "parts": non_text,
-            "user": [user.name, dict(user.extra)],
-            "volatile": volatile,
-            "mode": config.context,
-        }
-    )
-    return Scope(namespace=namespace, query=query, tenant=who)
-
-
-@dataclass(slots=True)
-class CacheResult:
-    """What a lookup did. Truthy on a hit.
-
-    ``rejected_by`` names why the best candidate was not served: a guard name, ``"threshold"``
-    (scorer below the calibrated threshold), ``"entry_threshold"`` (the entry's own threshold,
-    raised by feedback), ``"audit"`` (the error bound sends this lookup to the model to check the
-    candidate), ``"no_candidate"``, ``"uncacheable"`` or ``"backend_error"``. ``candidate`` is the
-    entry the decision was about, hit or not; ``audited`` marks a lookup the error bound audits.
-    """
-
-    hit: bool
-    tier: str | None = None
-    similarity: float | None = None
-    score: float | None = None
-    rejected_by: str | None = None
-    reason: str | None = None
-    query: str | None = None
-    cached_query: str | None = None
-    namespace: str | None = None
-    entry: CacheEntry | None = None
-    candidate: CacheEntry | None = None
-    audited: bool = False
-    embed_ms: float = 0.0
-    search_ms: float = 0.0
-    total_ms: float = 0.0
-
-    def __bool__(self) -> bool:
-        return self.hit
-
-    @property
-    def payload(self) -> Any:
-        return None if self.entry is None else self.entry.payload
-
-    @property
-    def chunks(self) -> list[str] | None:
-        return None if self.entry is None else self.entry.chunks
-
-    @property
-    def response(self) -> Response | None:
-        """The cached answer as a ``Response`` (text payloads become an assistant message)."""
-        p = self.payload
-        if not isinstance(p, Mapping):
-            return None
-        if p.get("type") == "response":
-            return Response.from_openai(p["body"])
-        if p.get("type") == "text":
-            return Response(message=Message(role="assistant", content=p["text"]), finish_reason="stop")
-        return None
-
-    @property
-    def text(self) -> str | None:
-        p = self.payload
-        if isinstance(p, Mapping) and p.get("type") == "text":
-            return str(p["text"])
-        resp = self.response
-        return None if resp is None else resp.text
-
-    @property
-    def value(self) -> Any:
-        """The stored value as given to ``store`` (JSON payloads come back as they went in)."""
-        p = self.payload
-        if isinstance(p, Mapping) and p.get("type") == "json":
-            return p.get("value")
-        if isinstance(p, Mapping) and p.get("type") == "text":
-            return p.get("text")
-        return self.response
-
-    def stream(self) -> Iterator[str]:
-        """Replay the answer as a stream: the stored chunks, or the whole text as one chunk."""
-        if self.chunks is not None:
-            yield from self.chunks
-        elif self.text is not None:
-            yield self.text
-
-
-@dataclass(frozen=True, slots=True)
-class StoreResult:
-    stored: bool
-    reason: str | None = None
-    entry_id: int | str | None = None
-
-    def __bool__(self) -> bool:
-        return self.stored
-
-
 @dataclass
 class _Stats:
     lookups: int = 0
@@ -293,33 +74,6 @@ class _Stats:
     skipped: int = 0
     backend_errors: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
-
-
-def _as_request(query: Request | str | Sequence[Message | Mapping[str, Any]], model: str | None) -> Request:
-    if isinstance(query, Request):
-        return query
-    if isinstance(query, bytes):
-        try:
-            query = query.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise TextEncodingError(f"query bytes are not UTF-8: {exc}") from exc
-    if isinstance(query, str):
-        return Request(messages=(Message(role="user", content=query),), model=model)
-    if isinstance(query, Sequence):
-        return Request(messages=tuple(query), model=model)  # type: ignore[arg-type]
-    raise InputError(f"lookup takes a Request, a str or a message list, got {type(query).__name__}")
-
-
-def _payload(value: Response | str | Any) -> dict[str, Any]:
-    if isinstance(value, Response):
-        return {"type": "response", "body": value.to_openai()}
-    if isinstance(value, str):
-        return {"type": "text", "text": value}
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"cache values must be a Response, a str or JSON-serialisable: {exc}") from exc
-    return {"type": "json", "value": value}
 
 
 class SemanticCache:
@@ -469,7 +223,7 @@ class SemanticCache:
         """Find a cached answer for ``query`` (a ``Request``, a user text or a message list)."""
         t0 = time.perf_counter()
         self._stats.lookups += 1
-        request = _as_request(query, model)
+        request = as_request(query, model)
         sampled = self.sampling(request) if isinstance(query, Request) else None
         if sampled is not None:
             return self._miss(CacheResult(hit=False, rejected_by="uncacheable", reason=sampled), t0)
@@ -477,7 +231,7 @@ class SemanticCache:
             scope = scope_of(request, self.scope, tenant)
         except EmptyInputError as exc:
             return self._miss(CacheResult(hit=False, rejected_by="uncacheable", reason=str(exc)), t0)
-        key = _h(normalize_text(scope.query))
+        key = exact_key(scope.query)
         result = CacheResult(hit=False, query=scope.query, namespace=scope.namespace)
         try:
             entry = self.backend.get_exact(scope.namespace, key)
@@ -686,7 +440,7 @@ class SemanticCache:
         refusals and tool-call answers are skipped unless the matching option (or ``force``) says
         otherwise. Returns whether it was stored.
         """
-        request = _as_request(query, model)
+        request = as_request(query, model)
         if chunks is not None:
             if isinstance(chunks, (str, bytes)) or not isinstance(chunks, Iterable):
                 raise InputError(f"chunks must be a list of str, got {type(chunks).__name__}")
@@ -700,7 +454,7 @@ class SemanticCache:
             return StoreResult(False, str(exc))
         if answer_text is not None and not isinstance(answer_text, str):
             raise InputError(f"answer_text must be a str, got {type(answer_text).__name__}")
-        key = _h(normalize_text(scope.query))
+        key = exact_key(scope.query)
         if self._audits:
             fresh = answer_text if answer_text is not None else response
             self._settle_audit(scope.namespace, key, fresh)
@@ -708,7 +462,7 @@ class SemanticCache:
         if why is not None:
             self._stats.skipped += 1
             return StoreResult(False, why)
-        payload = _payload(response)
+        payload = encode_payload(response)
         if answer_text is not None and payload["type"] == "json":
             payload["answer_text"] = answer_text
         entry = CacheEntry(
@@ -809,7 +563,7 @@ class SemanticCache:
             raise InputError("feedback() takes a CacheResult that the error bound audited (result.audited)")
         if result.namespace is None or result.query is None:
             raise InputError("feedback() needs the CacheResult lookup returned")
-        audit = self._take_audit(result.namespace, _h(normalize_text(result.query)))
+        audit = self._take_audit(result.namespace, exact_key(result.query))
         if audit is None:
             return  # already settled by store()
         entry, stat, would_serve = audit

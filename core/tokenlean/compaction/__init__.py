@@ -1,19 +1,15 @@
 """Verbatim context compaction: drop low-information units, never rewrite a byte.
 
-``Compactor`` is the engine (segmenting, scoring, message-level policies, budgeted selection,
-incremental mode); ``Compacted`` is its result with ``verify()``; an ``OmissionStore`` (durable
-SQLite by default, Redis, or in-memory) keeps what was dropped so an agent can
-``expand_omitted(handle)`` it back, in this process or a later one.
+``Compactor`` is the engine: it runs a pipeline of steps (``steps.py``: ``KeepSystem``,
+``KeepLastTurns``, ``Dedupe``, ``MaskObservations``, ``SelectUnits``, ... or your own; the keyword
+options build ``default_steps``) in plain or incremental mode; ``compact_text`` is the one-line
+entry. ``Compacted`` is its result with ``verify()``; an ``OmissionStore`` (durable SQLite by
+default, Redis, or in-memory) keeps what was dropped so an agent can ``expand_omitted(handle)``
+it back, in this process or a later one.
 """
 
-from tokenlean.compaction.compactor import (
-    DEFAULT_MARKER,
-    DEFAULT_MASK_MARKER,
-    Compacted,
-    Compactor,
-    Omission,
-    compact_text,
-)
+from tokenlean.compaction.compacted import DEFAULT_MARKER, DEFAULT_MASK_MARKER, Compacted, Omission
+from tokenlean.compaction.compactor import Compactor, compact_text
 from tokenlean.compaction.omissions import (
     MemoryOmissionStore,
     OmissionStore,
@@ -24,6 +20,18 @@ from tokenlean.compaction.omissions import (
 from tokenlean.compaction.protect import DEFAULT_PATTERNS, ProtectedPatterns
 from tokenlean.compaction.scoring import BM25, Scorer
 from tokenlean.compaction.segment import Unit, detect_kind, segment
+from tokenlean.compaction.state import State, Step
+from tokenlean.compaction.steps import (
+    Dedupe,
+    ExcludeTools,
+    KeepLastTurns,
+    KeepLastUser,
+    KeepShort,
+    KeepSystem,
+    MaskObservations,
+    SelectUnits,
+    default_steps,
+)
 
 __all__ = [
     "BM25",
@@ -32,6 +40,13 @@ __all__ = [
     "DEFAULT_PATTERNS",
     "Compacted",
     "Compactor",
+    "Dedupe",
+    "ExcludeTools",
+    "KeepLastTurns",
+    "KeepLastUser",
+    "KeepShort",
+    "KeepSystem",
+    "MaskObservations",
     "MemoryOmissionStore",
     "Omission",
     "OmissionStore",
@@ -39,9 +54,13 @@ __all__ = [
     "RedisOmissionStore",
     "SQLiteOmissionStore",
     "Scorer",
+    "SelectUnits",
+    "State",
+    "Step",
     "Unit",
     "compact_text",
     "default_omission_path",
+    "default_steps",
     "detect_kind",
     "segment",
 ]

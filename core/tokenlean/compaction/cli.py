@@ -1,5 +1,7 @@
 """``tokenlean compact FILE --query ... --ratio 0.4``: compact a file and print result + stats.
 
+``--ratio`` is the share of tokens to remove, ``--keep`` the share to keep; give one of them.
+
 FILE may be text, markdown, code, or an OpenAI-format messages JSON (a list of messages, or a
 request body with ``messages``); ``-`` reads stdin. The compacted content goes to stdout, the
 statistics to stderr (so ``tokenlean compact f.md -q ... > out.md`` works), or everything as one
@@ -25,7 +27,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     )
     p.add_argument("file", help="path to a text / markdown / code file or OpenAI messages JSON ('-' = stdin)")
     p.add_argument("-q", "--query", default=None, help="what the compacted context must still answer")
-    p.add_argument("-r", "--ratio", type=float, default=0.5, help="share of tokens to remove (default 0.5)")
+    p.add_argument("-r", "--ratio", type=float, default=None, help="share of tokens to remove (default 0.5)")
+    p.add_argument(
+        "-k", "--keep", type=float, default=None, help="share of tokens to keep (instead of --ratio)"
+    )
     p.add_argument(
         "-t", "--target-tokens", type=int, default=None, help="absolute token budget (wins over --ratio)"
     )
@@ -67,6 +72,7 @@ def _as_messages(text: str) -> list[Any] | None:
 
 def run_compact(args: argparse.Namespace) -> int:
     from tokenlean.compaction.compactor import Compactor
+    from tokenlean.compaction.steps import UNSET
     from tokenlean.errors import TokenleanError
 
     try:
@@ -79,7 +85,8 @@ def run_compact(args: argparse.Namespace) -> int:
         return 2
     try:
         compactor = Compactor(
-            ratio=args.ratio,
+            ratio=UNSET if args.ratio is None else args.ratio,
+            keep=args.keep,
             target_tokens=args.target_tokens,
             mode=args.mode,
             kind=args.kind,

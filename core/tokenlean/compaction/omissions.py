@@ -3,7 +3,7 @@
 A compaction marker (``[… 86 tokens omitted · om-… …]``) is a promise: the text it replaced can be
 read back with ``expand_omitted``. When the compacted history is only a view, a process-local
 store keeps that promise. When the history itself is rewritten (LangChain
-``TokenleanCompaction(rewrite_history=True)``, a checkpointed thread, a memory block), the marker
+``TokenleanCompactionMiddleware(rewrite_history=True)``, a checkpointed thread, a memory block), the marker
 outlives the process and the compactor object, so the store must too.
 
 ``OmissionStore`` is the protocol; three stores implement it:

@@ -219,7 +219,7 @@ FEATURES: tuple[str, ...] = (
 )
 
 #: Fitted weights (see module docstring): class-balanced logistic regression of "this unit
-#: contains the answer" on 200 examples of the NQ dev half (``benchmarks/compaction.py --fit``).
+#: contains the answer" on examples of the NQ dev half (``benchmarks/compaction.py --fit``).
 #: Negative BM25 of the unit itself is not a bug: with passage-level relevance in the model, the
 #: unit that repeats the question's words is usually *not* the one holding the answer.
 DEFAULT_WEIGHTS: dict[str, float] = {

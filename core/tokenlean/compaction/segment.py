@@ -36,7 +36,7 @@ class Unit:
     ``kind`` says what it is (``sentence``, ``line``, ``heading``, ``list_item``, ``code``,
     ``signature``, ``json_member``, ``json_bracket``, ``fence``, ``clause``); ``group`` the
     enclosing block; ``sentence`` numbers sentences, so a long sentence cut into clauses (each
-    clause can go alone, which is what makes a 20x cut keep the one clause that answers) is still
+    clause can go alone, which is what lets a deep cut keep the one clause that answers) is still
     embedded and judged as one sentence.
     """
 

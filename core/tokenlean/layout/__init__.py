@@ -8,7 +8,7 @@ learns the stream-specific parts; ``plan_cache_markers(request, provider)`` -> `
 
 from __future__ import annotations
 
-from tokenlean.layout.analysis import Breaker, LayoutReport, RequestLayout, analyze
+from tokenlean.layout.analysis import analyze
 from tokenlean.layout.canonical import canonical_json, canonical_tools
 from tokenlean.layout.hits import HitRate, PrefixReuse, read_llamacpp_prefix_reuse, realised_hit_rate
 from tokenlean.layout.markers import (
@@ -26,6 +26,7 @@ from tokenlean.layout.reorder import (
     stable_prefix_tokens,
     verify_layout,
 )
+from tokenlean.layout.report import Breaker, LayoutReport, RequestLayout
 
 __all__ = [
     "Breaker",

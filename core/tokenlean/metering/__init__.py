@@ -9,18 +9,10 @@ The LangChain and LlamaIndex adapters only turn framework events into ``Meter.re
 from __future__ import annotations
 
 from tokenlean.metering.exporters import JsonlSink, read_jsonl, to_prometheus, write_prometheus
-from tokenlean.metering.ledger import (
-    UNTRACKED,
-    Ledger,
-    Meter,
-    TaskHandle,
-    TaskSummary,
-    get_default_meter,
-    percentile,
-    summarize,
-)
+from tokenlean.metering.ledger import UNTRACKED, Ledger, Meter, TaskHandle, get_default_meter
 from tokenlean.metering.prices import ModelPrice, PriceTable, normalize_model_name
 from tokenlean.metering.records import UNKNOWN_MODEL, UsageRecord, current_task_id, task_scope
+from tokenlean.metering.summary import TaskSummary, percentile, summarize
 
 __all__ = [
     "UNKNOWN_MODEL",

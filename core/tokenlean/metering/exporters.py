@@ -31,10 +31,14 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from tokenlean.errors import MeteringError, TextEncodingError
-from tokenlean.metering.ledger import Ledger, summarize
 from tokenlean.metering.records import UsageRecord
+from tokenlean.metering.summary import summarize
+
+if TYPE_CHECKING:
+    from tokenlean.metering.ledger import Ledger
 
 __all__ = ["JsonlSink", "read_jsonl", "to_prometheus", "write_prometheus"]
 
@@ -274,7 +278,7 @@ def to_prometheus(source: Ledger | Iterable[UsageRecord], *, by_task: bool = Tru
     ``by_task=False`` drops the ``task`` label: task ids are unbounded and a long-running
     service should not turn each into a time series.
     """
-    records = source.records() if isinstance(source, Ledger) else list(source)
+    records = list(source)  # a Ledger iterates over its records
     groups: dict[tuple[str, ...], list[UsageRecord]] = {}
     for r in records:
         key: tuple[str, ...] = (r.task_id or "", r.model) if by_task else (r.model,)

@@ -38,7 +38,7 @@ __all__ = [
 UNKNOWN_MODEL = "unknown"
 
 # Record ids: a random per-process prefix and a counter: unique across processes writing one
-# JSONL file, and ten times cheaper than uuid4() on the per-call path.
+# JSONL file, and far cheaper than uuid4() on the per-call path (``benchmarks/overhead.py``).
 _ID_PREFIX = os.urandom(6).hex()
 _ID_COUNTER = itertools.count(1)
 
@@ -119,8 +119,9 @@ class UsageRecord:
     """What one LLM call consumed and how fast it was served.
 
     A record is a value: treat it as read-only once it is in a ledger (summaries are computed
-    from it). It is deliberately not a *frozen* dataclass: one is built per metered call, and a
-    frozen dataclass's ``__init__`` costs about 2 µs more, a tenth of the whole metering budget.
+    from it). It is deliberately not a *frozen* dataclass: one is built per metered call, a frozen
+    dataclass's ``__init__`` is slower, and metering must stay negligible next to the call it
+    measures (``benchmarks/overhead.py``).
 
     ``cost`` is ``None`` when the model has no price (unknown is not free: summing a silent zero
     would make a task look cheaper than it is). ``cache_hit`` marks an answer served from a cache

@@ -42,9 +42,9 @@ class LatencyModel:
     """Seconds a call takes as a function of its tokens.
 
     ``ttft = overhead_s + prefill_s_per_token * uncached_input_tokens`` and
-    ``decode = output_tokens / decode_tokens_per_s``. Defaults describe a hosted frontier model
-    (about 0.35 s overhead, 4,000 prompt tokens/s, 60 output tokens/s); ``fitted`` says whether
-    the numbers come from the trace itself.
+    ``decode = output_tokens / decode_tokens_per_s``. The defaults are rough figures for a hosted
+    frontier model, used only when the trace has no timings to fit; ``fitted`` says whether the
+    numbers come from the trace itself.
     """
 
     overhead_s: float = 0.35

@@ -37,7 +37,7 @@ def default_routing_policy(max_prompt_tokens: int = 1500) -> Any:
     Pass a fitted ``tokenlean.routing.LearnedRouter`` (or any policy) to estimate with your own
     difficulty model instead.
     """
-    from tokenlean.routing.policies import Rule, RulesPolicy
+    from tokenlean.routing.rules import Rule, RulesPolicy
 
     return RulesPolicy(
         [Rule(target="cheap", max_tokens=max_prompt_tokens, has_tools=False, name="short prompt, no tools")]

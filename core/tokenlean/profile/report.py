@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from tokenlean.metering.ledger import percentile
+from tokenlean.metering.summary import percentile
 from tokenlean.profile.estimates import LatencyModel, LeverEstimate
 from tokenlean.profile.trace import Trace
 

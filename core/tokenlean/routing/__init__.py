@@ -13,6 +13,7 @@ policy.
 
 from __future__ import annotations
 
+from tokenlean.routing.adequate import CheapestAdequateRouter
 from tokenlean.routing.cascade import (
     Cascade,
     Consistency,
@@ -26,37 +27,27 @@ from tokenlean.routing.cascade import (
     json_schema_validator,
     regex_validator,
 )
-from tokenlean.routing.endpoints import (
-    Endpoint,
-    EndpointMetrics,
-    OpenAICompatibleEndpoint,
-    StreamChunk,
-    VLLMEndpoint,
-    parse_prometheus,
-)
+from tokenlean.routing.decision import Decision, OutputControl, RoutingPolicy
+from tokenlean.routing.endpoints import Endpoint, EndpointMetrics, OpenAICompatibleEndpoint
+from tokenlean.routing.learned import LearnedRouter
 from tokenlean.routing.lexical import LexicalGapScorer
 from tokenlean.routing.outcomes import OutcomeLog, OutcomeTable, read_outcomes
-from tokenlean.routing.policies import (
-    CheapestAdequateRouter,
-    Decision,
+from tokenlean.routing.replicas import ReplicaGroup, stable_prefix_key
+from tokenlean.routing.router import ROUTING_KEY, Router
+from tokenlean.routing.rules import Rule, RulesPolicy
+from tokenlean.routing.scorers import (
     EnsembleScorer,
     KNNGapScorer,
     KNNScorer,
-    LearnedRouter,
     LogisticScorer,
     MatrixFactorizationScorer,
-    OutputControl,
     QualityGapScorer,
-    RoutingPolicy,
-    Rule,
-    RulesPolicy,
-    SemanticRoute,
-    SemanticRouter,
     calibrate_threshold,
     share_for_budget,
 )
-from tokenlean.routing.replicas import ReplicaGroup, stable_prefix_key
-from tokenlean.routing.router import ROUTING_KEY, Router
+from tokenlean.routing.semantic_routes import SemanticRoute, SemanticRouter
+from tokenlean.routing.vllm import VLLMEndpoint, parse_prometheus
+from tokenlean.routing.wire import StreamChunk
 
 __all__ = [
     "ROUTING_KEY",

@@ -25,8 +25,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from tokenlean.errors import ConfigError
-from tokenlean.routing.endpoints import mean_logprob
-from tokenlean.routing.policies import Decision, OutputControl, check_count
+from tokenlean.routing.decision import Decision, OutputControl, check_count
+from tokenlean.routing.wire import mean_logprob
 from tokenlean.types import Message, Request, Response
 
 __all__ = [
@@ -488,7 +488,7 @@ class LearnedVerifier:
         *,
         vectors: np.ndarray | None = None,
     ) -> LearnedVerifier:
-        from tokenlean.routing.policies import LogisticScorer
+        from tokenlean.routing.scorers import LogisticScorer
 
         y = 1.0 - np.clip(np.asarray(answer_ok, dtype=np.float64), 0.0, 1.0)
         self._head = LogisticScorer(l2=self.l2).fit(self._x(questions, answers, vectors, True), y)
@@ -509,7 +509,7 @@ class LearnedVerifier:
         *,
         vectors: np.ndarray | None = None,
     ) -> float:
-        from tokenlean.routing.policies import calibrate_threshold
+        from tokenlean.routing.scorers import calibrate_threshold
 
         self.threshold = calibrate_threshold(self.score(questions, answers, vectors=vectors), escalate_share)
         return self.threshold

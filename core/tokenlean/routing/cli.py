@@ -44,7 +44,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         default=0.5,
         help="threshold: send this share of the training prompts to the strong model (default 0.5)",
     )
-    tr.add_argument("--compact", action="store_true", help="16/8-bit arrays: about 3x smaller, not bit-exact")
+    tr.add_argument("--compact", action="store_true", help="16/8-bit arrays: a smaller file, not bit-exact")
     tr.set_defaults(func=_train)
 
     ev = sub.add_parser(
@@ -74,8 +74,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
 
 def _train(args: argparse.Namespace) -> int:
     from tokenlean.errors import ConfigError
+    from tokenlean.routing.learned import LearnedRouter
     from tokenlean.routing.outcomes import read_outcomes
-    from tokenlean.routing.policies import LearnedRouter, calibrate_threshold
+    from tokenlean.routing.scorers import calibrate_threshold
 
     if not 0.0 <= args.strong_share <= 1.0:
         raise ConfigError(f"--strong-share must be in [0, 1], got {args.strong_share}")
@@ -156,9 +157,10 @@ def _eval_router(args: argparse.Namespace) -> int:
     import numpy as np
 
     from tokenlean.errors import ConfigError, EmptyInputError
-    from tokenlean.routing.eval import OutcomeData, baseline_scores, evaluate_random, evaluate_scores
+    from tokenlean.routing.datasets import OutcomeData
+    from tokenlean.routing.eval import baseline_scores, evaluate_random, evaluate_scores
+    from tokenlean.routing.learned import LearnedRouter
     from tokenlean.routing.outcomes import read_outcomes
-    from tokenlean.routing.policies import LearnedRouter
 
     if (args.strong is None) != (args.weak is None):
         raise ConfigError(
@@ -224,7 +226,8 @@ def _eval_router(args: argparse.Namespace) -> int:
 
 
 def _eval_scorers(args: argparse.Namespace) -> int:
-    from tokenlean.routing.eval import DEFAULT_KINDS, load_outcomes, offline_report, router_vectors
+    from tokenlean.routing.datasets import load_outcomes
+    from tokenlean.routing.eval import DEFAULT_KINDS, offline_report, router_vectors
 
     datasets = load_outcomes(args.csv, args.strong, args.weak, args.data)
     kinds = tuple(k.strip() for k in args.policies.split(",") if k.strip()) or DEFAULT_KINDS

@@ -1,29 +1,17 @@
 """Endpoints: one OpenAI-compatible chat server, spoken to over httpx, sync or async.
 
-Why one code path: the sync and async clients must classify errors, retry, parse usage and
-assemble streams identically, or a chain behaves differently under ``ainvoke``. So everything
-that is not I/O lives in plain functions (``_build_body``, ``_classify_status``,
-``_parse_body``, ``_StreamAssembler``, ``backoff_delay``); ``complete`` and ``acomplete`` are
-thin loops around one ``client.post`` each.
-
-Errors are always typed (``tokenlean.errors``): connection refused and 5xx become
-``EndpointUnavailable`` (retryable), timeouts ``EndpointTimeout`` (retryable), 4xx and broken
-JSON ``EndpointProtocolError`` (not retryable: the same bytes will fail the same way).
-
-Only failures of the server or the wire are endpoint errors (``TRANSPORT_ERRORS``). The parsers
-check the shape of what the server sent and raise ``EndpointProtocolError`` themselves, so any
-other exception (a ``TypeError`` in our own code) is a tokenlean bug: it propagates unchanged
-instead of counting against a healthy replica, ejecting it or sending the call to a fallback.
-
-``VLLMEndpoint`` adds what a replica router needs from a vLLM server: ``/health``,
-``/v1/models`` discovery and a scrape of ``/metrics`` (queue depth, KV-cache use, prefix-cache
-hit counters), and sends a per-tenant ``cache_salt`` so tenants never share prefix-cache blocks.
+Why one code path: the sync and async clients must retry, classify errors, parse usage and
+assemble streams identically, or a chain behaves differently under ``ainvoke``. So parsing and
+error typing live in ``tokenlean.routing.wire`` (no I/O), the retry decisions in one plan
+(``OpenAICompatibleEndpoint._retries``, driven by ``tokenlean.routing.failover``), and
+``complete``/``acomplete``/``stream``/``astream`` only differ in the one ``client`` call each
+makes. ``VLLMEndpoint`` (``tokenlean.routing.vllm``) adds what a replica router needs from vLLM.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
 import json
 import logging
 import random
@@ -38,15 +26,21 @@ from tokenlean.errors import (
     EmptyInputError,
     EndpointError,
     EndpointProtocolError,
-    EndpointTimeout,
-    EndpointUnavailable,
     InputError,
     MessageFormatError,
     StreamInterrupted,
     TextEncodingError,
-    UsageFormatError,
 )
-from tokenlean.types import Message, Request, Response, ToolCall, Usage, normalize_usage
+from tokenlean.routing import failover
+from tokenlean.routing.wire import (
+    TRANSPORT_ERRORS,
+    StreamChunk,
+    _classify_exception,
+    _classify_status,
+    _parse_body,
+    _StreamAssembler,
+)
+from tokenlean.types import Request, Response
 
 __all__ = [
     "TRANSPORT_ERRORS",
@@ -54,33 +48,11 @@ __all__ = [
     "EndpointMetrics",
     "OpenAICompatibleEndpoint",
     "StreamChunk",
-    "VLLMEndpoint",
     "backoff_delay",
     "check_request",
-    "parse_prometheus",
 ]
 
 log = logging.getLogger("tokenlean.routing.endpoints")
-
-
-@dataclass(frozen=True, slots=True)
-class StreamChunk:
-    """One streamed delta. ``usage`` arrives on the last chunk when the server reports it."""
-
-    text: str = ""
-    tool_call_deltas: tuple[Mapping[str, Any], ...] = ()
-    finish_reason: str | None = None
-    usage: Usage | None = None
-    logprobs: tuple[float, ...] = ()
-    model: str | None = None
-    id: str | None = None
-    #: Set on the last chunk only: the whole answer assembled, usage included when reported.
-    response: Response | None = None
-
-    @property
-    def has_token(self) -> bool:
-        """Whether this chunk carries generated output (text or a tool-call piece)."""
-        return bool(self.text or self.tool_call_deltas)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +95,7 @@ class Endpoint(Protocol):
     def astream(self, request: Request) -> AsyncIterator[StreamChunk]: ...
 
 
-# -- pure helpers shared by the sync and async paths --------------------------------------------
+# -- request checks and backoff ------------------------------------------------------------------
 
 
 def backoff_delay(
@@ -177,247 +149,6 @@ def _sendable(body: dict[str, Any]) -> dict[str, Any]:
     except (TypeError, ValueError) as exc:
         raise InputError(f"the request cannot be sent as JSON: {exc}") from exc
     return body
-
-
-def _classify_status(status: int, text: str, endpoint: str) -> EndpointError:
-    snippet = text[:200].replace("\n", " ")
-    if status == 408 or status == 504:
-        return EndpointTimeout(f"{endpoint}: HTTP {status}: {snippet}", endpoint=endpoint, status=status)
-    if status >= 500 or status == 429:
-        return EndpointUnavailable(f"{endpoint}: HTTP {status}: {snippet}", endpoint=endpoint, status=status)
-    return EndpointProtocolError(f"{endpoint}: HTTP {status}: {snippet}", endpoint=endpoint, status=status)
-
-
-#: What a call to a server may fail with that is the server's or the network's doing: our own
-#: typed errors, everything httpx raises about the request it sent (transport, timeouts, status,
-#: undecodable bodies, redirect loops) and socket-level ``OSError``. Catch these and only these
-#: around I/O; anything else is a bug in tokenlean and must reach the caller as itself.
-TRANSPORT_ERRORS: tuple[type[Exception], ...] = (EndpointError, httpx.HTTPError, OSError)
-
-
-def _classify_exception(exc: Exception, endpoint: str) -> EndpointError:
-    """The typed endpoint error for one of ``TRANSPORT_ERRORS``.
-
-    Callers catch ``TRANSPORT_ERRORS`` only, so nothing else reaches here; should it anyway, it
-    is re-raised as itself rather than passed off as the server's fault.
-    """
-    if isinstance(exc, EndpointError):
-        return exc
-    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
-        return EndpointTimeout(f"{endpoint}: timed out ({type(exc).__name__})", endpoint=endpoint)
-    if isinstance(exc, httpx.HTTPStatusError):
-        return _classify_status(exc.response.status_code, exc.response.text, endpoint)
-    if isinstance(exc, (httpx.TransportError, OSError)):
-        return EndpointUnavailable(f"{endpoint}: {type(exc).__name__}: {exc}", endpoint=endpoint)
-    if isinstance(exc, httpx.HTTPError):  # an undecodable body, a redirect loop: the server's answer
-        return EndpointProtocolError(f"{endpoint}: {type(exc).__name__}: {exc}", endpoint=endpoint)
-    raise exc
-
-
-def _malformed(endpoint: str, what: str) -> EndpointProtocolError:
-    return EndpointProtocolError(f"{endpoint}: {what}", endpoint=endpoint)
-
-
-def _logprobs_of(choice: Mapping[str, Any], endpoint: str) -> tuple[float, ...]:
-    lp = choice.get("logprobs")
-    if not isinstance(lp, Mapping):
-        return ()
-    content = lp.get("content")
-    if isinstance(content, list):
-        out: list[float] = []
-        for t in content:
-            if not isinstance(t, Mapping) or "logprob" not in t:
-                continue
-            value = t["logprob"]
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise _malformed(endpoint, f"token logprob must be a number, got {value!r}")
-            out.append(float(value))
-        return tuple(out)
-    tokens = lp.get("token_logprobs")  # legacy completions shape, some servers still send it
-    if isinstance(tokens, list):
-        return tuple(float(x) for x in tokens if isinstance(x, (int, float)))
-    return ()
-
-
-def mean_logprob(response: Response) -> float | None:
-    """Mean token log-probability of the first choice, or ``None`` when the server sent none."""
-    lps = response.extra.get("logprobs")
-    if not lps:
-        return None
-    return float(sum(lps) / len(lps))
-
-
-def _parse_body(raw: bytes, endpoint: str, latency_s: float) -> Response:
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EndpointProtocolError(
-            f"{endpoint}: response is not JSON: {raw[:120]!r}", endpoint=endpoint
-        ) from exc
-    try:
-        resp = Response.from_openai(body)
-    except (MessageFormatError, UsageFormatError) as exc:
-        raise EndpointProtocolError(
-            f"{endpoint}: unexpected response shape: {exc}", endpoint=endpoint
-        ) from exc
-    choice = body["choices"][0]
-    extra = dict(resp.extra)
-    extra["endpoint"] = endpoint
-    extra["latency_s"] = latency_s
-    lps = _logprobs_of(choice, endpoint)
-    if lps:
-        extra["logprobs"] = lps
-    return Response(resp.message, resp.model, resp.usage, resp.finish_reason, resp.id, extra)
-
-
-class _StreamAssembler:
-    """Parses SSE lines into ``StreamChunk`` and accumulates the final ``Response``."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.endpoint = endpoint
-        self.text: list[str] = []
-        self.tool_calls: dict[int, dict[str, Any]] = {}
-        self.finish_reason: str | None = None
-        self.usage: Usage | None = None
-        self.model: str | None = None
-        self.id: str | None = None
-        self.logprobs: list[float] = []
-        self.done = False
-        self.started = time.monotonic()
-        self.first_token_at: float | None = None
-
-    def feed(self, line: str) -> StreamChunk | None:
-        line = line.strip()
-        if not line or line.startswith(":") or not line.startswith("data:"):
-            return None
-        data = line[5:].strip()
-        if data == "[DONE]":
-            self.done = True
-            return None
-        try:
-            event = json.loads(data)
-        except json.JSONDecodeError as exc:
-            raise EndpointProtocolError(
-                f"{self.endpoint}: broken SSE event: {data[:120]!r}", endpoint=self.endpoint
-            ) from exc
-        if not isinstance(event, Mapping):
-            raise EndpointProtocolError(
-                f"{self.endpoint}: SSE event is not an object", endpoint=self.endpoint
-            )
-        if "error" in event and "choices" not in event:
-            raise EndpointUnavailable(
-                f"{self.endpoint}: stream error: {event['error']}", endpoint=self.endpoint
-            )
-        model, rid = event.get("model"), event.get("id")
-        self.model = model if model and isinstance(model, str) else self.model  # as Response.from_openai
-        self.id = rid if rid and isinstance(rid, str) else self.id
-        usage = None
-        if event.get("usage"):
-            try:
-                usage = self.usage = normalize_usage(event["usage"])
-            except UsageFormatError as exc:
-                raise EndpointProtocolError(
-                    f"{self.endpoint}: bad usage in stream: {exc}", endpoint=self.endpoint
-                ) from exc
-        text: str = ""
-        raw_deltas: tuple[Any, ...] = ()
-        finish: str | None = None
-        lps: tuple[float, ...] = ()
-        choices = event.get("choices") or []
-        if not isinstance(choices, list):
-            raise _malformed(self.endpoint, "SSE 'choices' is not a list")
-        if choices and isinstance(choices[0], Mapping):
-            choice = choices[0]
-            delta = choice.get("delta") or {}
-            if not isinstance(delta, Mapping):
-                raise _malformed(self.endpoint, "SSE 'delta' is not an object")
-            text = delta.get("content") or ""
-            if not isinstance(text, str):
-                raise _malformed(
-                    self.endpoint, f"SSE delta content must be a string, got {type(text).__name__}"
-                )
-            calls = delta.get("tool_calls") or ()
-            if not isinstance(calls, (list, tuple)):
-                raise _malformed(self.endpoint, "SSE delta 'tool_calls' is not a list")
-            raw_deltas = tuple(calls)
-            finish = choice.get("finish_reason")
-            lps = _logprobs_of(choice, self.endpoint)
-        deltas = tuple(self._normalise_delta(d) for d in raw_deltas if isinstance(d, Mapping))
-        if text:
-            self.text.append(text)
-        if finish:
-            self.finish_reason = finish
-        self.logprobs.extend(lps)
-        chunk = StreamChunk(text, deltas, finish, usage, lps, self.model, self.id)
-        if chunk.has_token and self.first_token_at is None:
-            self.first_token_at = time.monotonic()
-        return chunk
-
-    def _normalise_delta(self, d: Mapping[str, Any]) -> dict[str, Any]:
-        """One tool-call delta in OpenAI's streaming convention: id and name only on the first piece.
-
-        Some servers (llama.cpp) repeat the id and the full name on every delta; passed on as-is,
-        every consumer that concatenates pieces would build "addaddadd".
-        """
-        index = d.get("index", 0)
-        fn = d.get("function") or {}
-        if isinstance(index, bool) or not isinstance(index, int) or not isinstance(fn, Mapping):
-            raise _malformed(self.endpoint, f"bad tool-call delta: {dict(d)!r:.120}")
-        name, args, call_id = fn.get("name") or "", fn.get("arguments") or "", d.get("id")
-        if (
-            not isinstance(name, str)
-            or not isinstance(args, str)
-            or not isinstance(call_id, (str, type(None)))
-        ):
-            raise _malformed(self.endpoint, f"bad tool-call delta: {dict(d)!r:.120}")
-        slot = self.tool_calls.get(index)
-        first = slot is None
-        if slot is None:
-            slot = self.tool_calls[index] = {"id": None, "name": "", "arguments": ""}
-        new_id = call_id if call_id and call_id != slot["id"] and slot["id"] is None else None
-        if new_id:
-            slot["id"] = new_id
-        if name == slot["name"]:
-            name = ""
-        elif name.startswith(slot["name"]) and slot["name"]:
-            name = name[len(slot["name"]) :]
-        slot["name"] += name
-        slot["arguments"] += args
-        out: dict[str, Any] = {"index": index, "function": {"name": name or None, "arguments": args}}
-        if first:
-            out["type"] = "function"
-        if new_id:
-            out["id"] = new_id
-        return out
-
-    def end(self) -> None:
-        """The server closed the stream: refuse an answer that never said it was finished.
-
-        An OpenAI-style stream states why it stopped (``finish_reason``) before it ends. One that
-        ends without it was cut: a server killed mid-answer, a proxy timeout on a body without
-        framing, or llama-cpp-python's server, which by default ends a stream early with a
-        regular ``[DONE]`` when another request arrives. Taking what arrived as the answer would
-        pass a truncated reply off as a whole one.
-        """
-        if self.finish_reason is None:
-            how = "[DONE] without a finish_reason" if self.done else "no finish_reason, no [DONE]"
-            raise EndpointUnavailable(
-                f"{self.endpoint}: the stream ended before the answer finished ({how})",
-                endpoint=self.endpoint,
-            )
-
-    def response(self) -> Response:
-        calls = tuple(
-            ToolCall(id=v["id"] or f"call_{i}", name=v["name"], arguments=v["arguments"] or "{}")
-            for i, v in sorted(self.tool_calls.items())
-        )
-        msg = Message("assistant", "".join(self.text) if self.text or not calls else None, tool_calls=calls)
-        extra: dict[str, Any] = {"endpoint": self.endpoint, "latency_s": time.monotonic() - self.started}
-        if self.first_token_at is not None:
-            extra["ttft_s"] = self.first_token_at - self.started
-        if self.logprobs:
-            extra["logprobs"] = tuple(self.logprobs)
-        return Response(msg, self.model, self.usage, self.finish_reason, self.id, extra)
 
 
 # -- the endpoint ---------------------------------------------------------------------------------
@@ -534,40 +265,67 @@ class OpenAICompatibleEndpoint:
         if yielded or not self._should_retry(err, attempt):
             raise err from exc
 
-    # -- non-streaming ---------------------------------------------------------------------------
+    def _retries(self, body: dict[str, Any]) -> failover.Plan[dict[str, Any]]:
+        """The retry plan of one call, shared by the four call styles: the same ``body`` again,
+        after a jittered backoff, while the error is retryable and retries are left."""
+        attempt = 0
+        failed = yield failover.Attempt(body)
+        while failed is not None:
+            self._retry_or_raise(failed.error, attempt, yielded=failed.streamed)
+            failed = yield failover.Attempt(body, self._delay(attempt))
+            attempt += 1
+
+    # -- the I/O of one attempt: the only part the sync and async twins do not share -------------
+    def _answer(self, r: httpx.Response, t0: float) -> Response:
+        if r.status_code >= 400:
+            raise _classify_status(r.status_code, r.text, self.name)
+        return _parse_body(r.content, self.name, time.monotonic() - t0)
+
+    def _post(self, body: dict[str, Any]) -> Response:
+        t0 = time.monotonic()
+        return self._answer(self.client.post(self.url, json=body), t0)
+
+    async def _apost(self, body: dict[str, Any]) -> Response:
+        t0 = time.monotonic()
+        return self._answer(await self.aclient.post(self.url, json=body), t0)
+
+    def _stream_once(self, body: dict[str, Any]) -> Iterator[StreamChunk]:
+        asm = _StreamAssembler(self.name)
+        with self.client.stream("POST", self.url, json=body) as r:
+            if r.status_code >= 400:
+                r.read()
+                raise _classify_status(r.status_code, r.text, self.name)
+            for line in r.iter_lines():
+                chunk = asm.feed(line)
+                if chunk is not None:
+                    yield chunk
+            asm.end()
+        yield asm.last()
+
+    async def _astream_once(self, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
+        asm = _StreamAssembler(self.name)
+        async with self.aclient.stream("POST", self.url, json=body) as r:
+            if r.status_code >= 400:
+                await r.aread()
+                raise _classify_status(r.status_code, r.text, self.name)
+            async for line in r.aiter_lines():
+                chunk = asm.feed(line)
+                if chunk is not None:
+                    yield chunk
+            asm.end()
+        yield asm.last()
+
+    # -- calls ------------------------------------------------------------------------------------
     def complete(self, request: Request) -> Response:
         check_request(request)
         body = _sendable(self._body(request, stream=False))
-        attempt = 0
-        while True:
-            t0 = time.monotonic()
-            try:
-                r = self.client.post(self.url, json=body)
-                if r.status_code >= 400:
-                    raise _classify_status(r.status_code, r.text, self.name)
-                return _parse_body(r.content, self.name, time.monotonic() - t0)
-            except TRANSPORT_ERRORS as exc:
-                self._retry_or_raise(exc, attempt)
-            time.sleep(self._delay(attempt))
-            attempt += 1
+        return failover.call(self._retries(body), self._post, TRANSPORT_ERRORS)
 
     async def acomplete(self, request: Request) -> Response:
         check_request(request)
         body = _sendable(self._body(request, stream=False))
-        attempt = 0
-        while True:
-            t0 = time.monotonic()
-            try:
-                r = await self.aclient.post(self.url, json=body)
-                if r.status_code >= 400:
-                    raise _classify_status(r.status_code, r.text, self.name)
-                return _parse_body(r.content, self.name, time.monotonic() - t0)
-            except TRANSPORT_ERRORS as exc:
-                self._retry_or_raise(exc, attempt)
-            await asyncio.sleep(self._delay(attempt))
-            attempt += 1
+        return await failover.acall(self._retries(body), self._apost, TRANSPORT_ERRORS)
 
-    # -- streaming ---------------------------------------------------------------------------------
     def stream(self, request: Request) -> Iterator[StreamChunk]:
         """Yield deltas, then one last ``StreamChunk`` whose ``response`` is the assembled answer.
 
@@ -576,56 +334,17 @@ class OpenAICompatibleEndpoint:
         """
         check_request(request)
         body = _sendable(self._body(request, stream=True))
-        attempt = 0
-        while True:
-            asm = _StreamAssembler(self.name)
-            yielded = False
-            try:
-                with self.client.stream("POST", self.url, json=body) as r:
-                    if r.status_code >= 400:
-                        r.read()
-                        raise _classify_status(r.status_code, r.text, self.name)
-                    for line in r.iter_lines():
-                        chunk = asm.feed(line)
-                        if chunk is not None:
-                            yielded = yielded or chunk.has_token
-                            yield chunk
-                    asm.end()
-                yield StreamChunk(response=asm.response(), model=asm.model, id=asm.id)
-                return
-            except GeneratorExit:
-                raise
-            except TRANSPORT_ERRORS as exc:
-                self._retry_or_raise(exc, attempt, yielded=yielded)
-            time.sleep(self._delay(attempt))
-            attempt += 1
+        yield from failover.stream(self._retries(body), self._stream_once, TRANSPORT_ERRORS)
 
     async def astream(self, request: Request) -> AsyncIterator[StreamChunk]:
         check_request(request)
         body = _sendable(self._body(request, stream=True))
-        attempt = 0
-        while True:
-            asm = _StreamAssembler(self.name)
-            yielded = False
-            try:
-                async with self.aclient.stream("POST", self.url, json=body) as r:
-                    if r.status_code >= 400:
-                        await r.aread()
-                        raise _classify_status(r.status_code, r.text, self.name)
-                    async for line in r.aiter_lines():
-                        chunk = asm.feed(line)
-                        if chunk is not None:
-                            yielded = yielded or chunk.has_token
-                            yield chunk
-                    asm.end()
-                yield StreamChunk(response=asm.response(), model=asm.model, id=asm.id)
-                return
-            except GeneratorExit:
-                raise
-            except TRANSPORT_ERRORS as exc:
-                self._retry_or_raise(exc, attempt, yielded=yielded)
-            await asyncio.sleep(self._delay(attempt))
-            attempt += 1
+        # closed with this generator, so the attempt in flight ends now, not when it is collected
+        async with contextlib.aclosing(
+            failover.astream(self._retries(body), self._astream_once, TRANSPORT_ERRORS)
+        ) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     # -- discovery (OpenAI servers and llama.cpp both have /v1/models) -------------------------
     def list_models(self) -> list[str]:
@@ -651,153 +370,3 @@ class OpenAICompatibleEndpoint:
     def metrics(self) -> EndpointMetrics | None:
         """Live load, when the server exports it (plain OpenAI-compatible servers do not)."""
         return None
-
-
-# -- Prometheus text format -------------------------------------------------------------------------
-
-
-def parse_prometheus(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Parse Prometheus text exposition into ``{metric: [(labels, value), ...]}``.
-
-    Small on purpose: vLLM's ``/metrics`` is the only producer we read, and pulling in
-    ``prometheus_client`` for its parser would be a dependency for twenty lines.
-    """
-    out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        labels: dict[str, str] = {}
-        if "{" in line:
-            name, rest = line.split("{", 1)
-            label_str, _, value_part = rest.rpartition("}")
-            for item in _split_labels(label_str):
-                k, _, v = item.partition("=")
-                labels[k.strip()] = v.strip().strip('"').replace('\\"', '"')
-        else:
-            name, _, value_part = line.partition(" ")
-        fields = value_part.split()
-        if not fields:
-            continue
-        try:
-            value = float(fields[0])
-        except ValueError:
-            continue
-        out.setdefault(name.strip(), []).append((labels, value))
-    return out
-
-
-def _split_labels(s: str) -> list[str]:
-    items, cur, quoted, esc = [], [], False, False
-    for ch in s:
-        if esc:
-            cur.append(ch)
-            esc = False
-        elif ch == "\\":
-            cur.append(ch)
-            esc = True
-        elif ch == '"':
-            quoted = not quoted
-            cur.append(ch)
-        elif ch == "," and not quoted:
-            items.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    if "".join(cur).strip():
-        items.append("".join(cur))
-    return [i for i in items if i.strip()]
-
-
-def _metric(
-    parsed: Mapping[str, list[tuple[dict[str, str], float]]], names: tuple[str, ...], model: str | None
-) -> float | None:
-    for name in names:
-        for candidate in (name, f"{name}_total"):
-            samples = parsed.get(candidate)
-            if not samples:
-                continue
-            picked = [v for lab, v in samples if model is None or lab.get("model_name") in (None, model)]
-            if picked:
-                return float(sum(picked))
-    return None
-
-
-def metrics_from_prometheus(text: str, model: str | None = None) -> EndpointMetrics:
-    """vLLM's metrics (v1 names first, the pre-0.7 ``gpu_cache_usage_perc`` as fallback)."""
-    p = parse_prometheus(text)
-    return EndpointMetrics(
-        running=_metric(p, ("vllm:num_requests_running",), model),
-        waiting=_metric(p, ("vllm:num_requests_waiting",), model),
-        kv_cache_usage=_metric(p, ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"), model),
-        prefix_cache_queries=_metric(
-            p, ("vllm:prefix_cache_queries", "vllm:gpu_prefix_cache_queries"), model
-        ),
-        prefix_cache_hits=_metric(p, ("vllm:prefix_cache_hits", "vllm:gpu_prefix_cache_hits"), model),
-    )
-
-
-class VLLMEndpoint(OpenAICompatibleEndpoint):
-    """A vLLM OpenAI server: adds ``/health``, ``/v1/models`` discovery, ``/metrics`` and ``cache_salt``.
-
-    ``model=None`` discovers the served model from ``/v1/models`` on first use. The cache salt
-    is derived from ``request.metadata["cache_salt"]`` or, failing that, the tenant, hashed so a
-    tenant id never leaves the process in clear text; vLLM then only reuses prefix-cache blocks
-    between requests with the same salt (its defence against cache-timing side channels).
-    """
-
-    def __init__(
-        self, base_url: str, model: str | None = None, *, salt_by_tenant: bool = True, **kwargs: Any
-    ) -> None:
-        super().__init__(base_url, model or "", **kwargs)
-        self.salt_by_tenant = salt_by_tenant
-        if model is None:
-            self.name = kwargs.get("name") or f"vllm@{self.base_url}"
-
-    @property
-    def root_url(self) -> str:
-        return self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
-
-    def discover(self) -> str:
-        """The first served model id (what ``model=None`` resolves to)."""
-        models = self.list_models()
-        if not models:
-            raise EndpointProtocolError(f"{self.name}: /v1/models lists no model", endpoint=self.name)
-        self.model = models[0]
-        return self.model
-
-    def _body(self, request: Request, *, stream: bool) -> dict[str, Any]:
-        if not self.model:
-            self.discover()
-        body = super()._body(request, stream=stream)
-        salt = request.metadata.get("cache_salt")
-        if salt is None and self.salt_by_tenant and request.tenant:
-            tenant = f"tokenlean:{request.tenant}".encode("utf-8", "surrogatepass")
-            salt = hashlib.sha256(tenant).hexdigest()[:32]
-        if salt is not None:
-            body["cache_salt"] = str(salt)
-        return body
-
-    def health(self) -> bool:
-        try:
-            r = self.client.get(f"{self.root_url}/health", timeout=2.0)
-        except TRANSPORT_ERRORS:
-            return False
-        return r.status_code == 200
-
-    async def ahealth(self) -> bool:
-        try:
-            r = await self.aclient.get(f"{self.root_url}/health", timeout=2.0)
-        except TRANSPORT_ERRORS:
-            return False
-        return r.status_code == 200
-
-    def metrics(self) -> EndpointMetrics | None:
-        try:
-            r = self.client.get(f"{self.root_url}/metrics", timeout=2.0)
-        except TRANSPORT_ERRORS as exc:
-            log.debug("%s: metrics scrape failed: %s", self.name, exc)
-            return None
-        if r.status_code != 200:
-            return None
-        return metrics_from_prometheus(r.text, self.model or None)

@@ -4,13 +4,12 @@ A sentence embedding is a blurred summary: "Statement 1 | Statement 2", a statut
 unit of measure are each a few tokens in a mean of hundreds, yet they tell which kind of
 question this is, and kinds of questions are what routing generalises over (the cheap model is
 reliably fine on some and reliably lost on others). A linear model on the words and word pairs
-themselves sees them sharply. On RouteLLM's MMLU outcomes (``benchmarks/routing.py``, 5-fold
-cross-fitted) this model alone routes about as well as the embedding ensemble (APGR 0.69), and the
-two together better than either (0.697 -> 0.71), because they err on different prompts.
+themselves sees them sharply, and it errs on other prompts than the embedding scorers do, so
+the two together route better than either (``benchmarks/routing.py`` measures it).
 
-Words need many examples to mean anything: on MT-Bench's 64 training prompts a word model is
+Words need many examples to mean anything: on a small outcome set (MT-Bench's) a word model is
 noise, and averaged in (as a z-score, like every ensemble member) it would dilute the embedding
-scorers (APGR 0.77 -> 0.74). So the model checks itself when it is fitted: cross-validated on its
+scorers. So the model checks itself when it is fitted: cross-validated on its
 own training rows, do its predictions correlate with the gain beyond chance (t >= ``min_t``)? The
 ensemble leaves it out when not (``reliable``).
 

@@ -28,24 +28,26 @@ import weakref
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tokenlean.errors import ConfigError, EmbedderMismatchError, RouterFileError, TokenleanError
+from tokenlean.routing.decision import OutputControl
 from tokenlean.routing.lexical import LexicalGapScorer, _Tfidf
-from tokenlean.routing.policies import (
-    _SCORERS,
+from tokenlean.routing.scorers import (
+    SCORERS,
     EnsembleScorer,
     KNNGapScorer,
     KNNScorer,
-    LearnedRouter,
     LogisticScorer,
     MatrixFactorizationScorer,
-    OutputControl,
     QualityGapScorer,
-    _PromptFeatures,
 )
+
+if TYPE_CHECKING:  # the router calls in here (save, load); this module never imports it
+    from tokenlean.routing.features import PromptFeatures
+    from tokenlean.routing.learned import LearnedRouter
 
 __all__ = ["DEFAULT_ROUTER_DIR", "ROUTER_FORMAT", "ROUTER_FORMAT_VERSION", "load_router", "save_router"]
 
@@ -182,7 +184,7 @@ def _dump_scorer(s: Any, key: str, st: _Arrays) -> dict[str, Any]:
         }
     raise ConfigError(
         f"cannot save a scorer of type {t.__name__}: save() knows tokenlean's own scorers "
-        f"({', '.join(sorted(_SCORERS))})"
+        f"({', '.join(sorted(SCORERS))})"
     )
 
 
@@ -194,9 +196,9 @@ def _settings(m: Any) -> dict[str, Any]:
 def _load_scorer(meta: Mapping[str, Any], key: str, arrays: Mapping[str, np.ndarray]) -> Any:
     kind = meta.get("kind")
     if meta.get("unfitted"):
-        if kind not in _SCORERS:
+        if kind not in SCORERS:
             raise RouterFileError(f"unknown scorer kind {kind!r}")
-        return _SCORERS[kind]()
+        return SCORERS[kind]()
     if kind == "logistic":
         lg = LogisticScorer(l2=float(meta["l2"]), max_iter=int(meta["max_iter"]), tol=float(meta["tol"]))
         lg.w, lg.b = _get(arrays, f"{key}.w", np.float64), float(meta["b"])
@@ -290,7 +292,7 @@ def _table_sha256(base: Any) -> str | None:
     return sha
 
 
-def _embedder_spec(router: _PromptFeatures, st: _Arrays) -> dict[str, Any]:
+def _embedder_spec(router: PromptFeatures, st: _Arrays) -> dict[str, Any]:
     base = router.base_embedder
     spec: dict[str, Any] = {
         "name": getattr(base, "name", type(base).__name__),
@@ -339,7 +341,7 @@ def _router_state(router: LearnedRouter, compact: bool) -> tuple[dict[str, Any],
     }
     if "embedder.probe" in st.data:
         # the router as it will load (compact arrays included) scores the probes: load() checks them
-        twin = LearnedRouter(
+        twin = type(router)(
             router.strong,
             router.weak,
             scorer=_load_scorer(scorer, "scorer", st.data),

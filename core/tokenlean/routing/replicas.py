@@ -25,27 +25,27 @@ timeout, connection errors and 5xx, and for streams only until the first token w
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from tokenlean.errors import ConfigError, EndpointError, NoRouteError
-from tokenlean.routing.endpoints import (
-    TRANSPORT_ERRORS,
-    Endpoint,
-    EndpointMetrics,
-    StreamChunk,
-    check_request,
-)
+from tokenlean.routing import failover
+from tokenlean.routing.endpoints import Endpoint, EndpointMetrics, check_request
+from tokenlean.routing.wire import TRANSPORT_ERRORS, StreamChunk
 from tokenlean.types import Request, Response
 
 __all__ = ["ReplicaGroup", "ReplicaState", "stable_prefix_key"]
 
 log = logging.getLogger("tokenlean.routing.replicas")
+
+#: A replica failing this way is the server's or the network's doing; anything else is a bug.
+_CATCH: tuple[type[Exception], ...] = (EndpointError,)
 
 
 def stable_prefix_key(request: Request, max_chars: int = 2048) -> str:
@@ -343,72 +343,40 @@ class ReplicaGroup:
     def _give_up(self, errors: list[str]) -> NoRouteError:
         return NoRouteError(f"all replicas of {self.model!r} failed: " + "; ".join(errors))
 
-    def complete(self, request: Request) -> Response:
-        check_request(request)  # refused here whatever the endpoint type
+    def _failover(self, request: Request) -> failover.Plan[Endpoint]:
+        """The failover plan of one call, shared by the four call styles: the replicas in
+        ``order``, each counted in flight while it is tried, until one answers."""
         errors: list[str] = []
         for r in self.order(request):
             t0, ahead = self._begin(r)
             try:
-                resp = r.endpoint.complete(request)
-            except EndpointError as err:
-                self._failed(r, err, errors)
-                continue
+                failed = yield failover.Attempt(r.endpoint)
             finally:
                 self._end(r)
-            self._mark_success(r, time.monotonic() - t0, ahead)
-            return resp
+            if failed is None:
+                self._mark_success(r, time.monotonic() - t0, ahead)
+                return
+            assert isinstance(failed.error, EndpointError)
+            self._failed(r, failed.error, errors, streamed=failed.streamed)
         raise self._give_up(errors)
+
+    def complete(self, request: Request) -> Response:
+        check_request(request)  # refused here whatever the endpoint type
+        return failover.call(self._failover(request), lambda e: e.complete(request), _CATCH)
 
     async def acomplete(self, request: Request) -> Response:
         check_request(request)  # refused here whatever the endpoint type
-        errors: list[str] = []
-        for r in self.order(request):
-            t0, ahead = self._begin(r)
-            try:
-                resp = await r.endpoint.acomplete(request)
-            except EndpointError as err:
-                self._failed(r, err, errors)
-                continue
-            finally:
-                self._end(r)
-            self._mark_success(r, time.monotonic() - t0, ahead)
-            return resp
-        raise self._give_up(errors)
+        return await failover.acall(self._failover(request), lambda e: e.acomplete(request), _CATCH)
 
     def stream(self, request: Request) -> Iterator[StreamChunk]:
         check_request(request)  # refused here whatever the endpoint type
-        errors: list[str] = []
-        for r in self.order(request):
-            t0, ahead = self._begin(r)
-            started = False
-            try:
-                for chunk in r.endpoint.stream(request):
-                    started = started or chunk.has_token
-                    yield chunk
-            except EndpointError as err:
-                self._failed(r, err, errors, streamed=started)
-                continue
-            finally:
-                self._end(r)
-            self._mark_success(r, time.monotonic() - t0, ahead)
-            return
-        raise self._give_up(errors)
+        yield from failover.stream(self._failover(request), lambda e: e.stream(request), _CATCH)
 
-    async def astream(self, request: Request) -> AsyncIterator[StreamChunk]:
+    async def astream(self, request: Request) -> AsyncGenerator[StreamChunk, None]:
         check_request(request)  # refused here whatever the endpoint type
-        errors: list[str] = []
-        for r in self.order(request):
-            t0, ahead = self._begin(r)
-            started = False
-            try:
-                async for chunk in r.endpoint.astream(request):
-                    started = started or chunk.has_token
-                    yield chunk
-            except EndpointError as err:
-                self._failed(r, err, errors, streamed=started)
-                continue
-            finally:
-                self._end(r)
-            self._mark_success(r, time.monotonic() - t0, ahead)
-            return
-        raise self._give_up(errors)
+        # closed with this generator, so the attempt in flight ends now, not when it is collected
+        async with contextlib.aclosing(
+            failover.astream(self._failover(request), lambda e: e.astream(request), _CATCH)
+        ) as chunks:
+            async for chunk in chunks:
+                yield chunk

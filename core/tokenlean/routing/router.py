@@ -8,11 +8,13 @@ first token), and each call that reached a model is recorded through ``tokenlean
 the route, policy and reason as tags, so savings show up per task.
 
 Sync and async share one code path: ``_plan`` is a generator that *yields* the calls it needs
-and receives their answers; ``_drive`` and ``_adrive`` only perform them.
+and receives their answers; ``_drive`` and ``_adrive`` only perform them. Falling back from one
+target to the next is one plan too (``_fallbacks``, driven by ``tokenlean.routing.failover``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
@@ -20,8 +22,9 @@ from dataclasses import replace
 from typing import Any
 
 from tokenlean.errors import EndpointError, NoRouteError
+from tokenlean.routing import failover
+from tokenlean.routing.decision import Decision, RoutingPolicy
 from tokenlean.routing.endpoints import Endpoint, StreamChunk, check_request
-from tokenlean.routing.policies import Decision, RoutingPolicy
 from tokenlean.routing.replicas import ReplicaGroup
 from tokenlean.types import Request, Response, Usage
 
@@ -34,6 +37,8 @@ ROUTING_KEY = "tokenlean_routing"
 
 _Call = tuple[str, Request, str]  # (target, request, role)
 _Plan = Generator[_Call, Response | None, tuple[Response, Decision]]
+#: A target failing this way (all its replicas, or the call itself) may fall back to the next.
+_CATCH: tuple[type[Exception], ...] = (NoRouteError, EndpointError)
 
 
 def _as_group(target: ReplicaGroup | Endpoint | Sequence[Endpoint]) -> ReplicaGroup:
@@ -220,6 +225,18 @@ class Router:
         errors.append(f"{t}: {exc}")
         fell.append(t)
 
+    def _fallbacks(self, target: str, fell: list[str]) -> failover.Plan[str]:
+        """The fallback plan of one call, shared by the four call styles: ``target``, then its
+        ``fallbacks`` in order, until one answers (the targets that failed are added to ``fell``)."""
+        errors: list[str] = []
+        for t in self._chain(target):
+            failed = yield failover.Attempt(t)
+            if failed is None:
+                return
+            assert isinstance(failed.error, (NoRouteError, EndpointError))
+            self._fall_back(t, failed.error, errors, fell, streamed=failed.streamed)
+        raise NoRouteError("; ".join(errors))
+
     def _advance(
         self, plan: _Plan, resp: Response | None, fell: list[str]
     ) -> tuple[_Call, None] | tuple[None, tuple[Response, Decision]]:
@@ -257,20 +274,41 @@ class Router:
         resp, _ = self._finish(full, dec, fell)
         return replace(chunk, response=resp, usage=resp.usage)
 
+    # -- the I/O of one attempt: the only part the sync and async twins do not share ---------------
+    def _complete_on(self, t: str, request: Request) -> tuple[str, float, Response]:
+        started = time.time()
+        return t, started, self.targets[t].complete(request)
+
+    async def _acomplete_on(self, t: str, request: Request) -> tuple[str, float, Response]:
+        started = time.time()
+        return t, started, await self.targets[t].acomplete(request)
+
+    def _stream_on(self, t: str, req: Request, decision: Decision, fell: list[str]) -> Iterator[StreamChunk]:
+        started = time.time()
+        first: float | None = None
+        for chunk in self.targets[t].stream(req):
+            if chunk.has_token and first is None:
+                first = time.time()
+            yield self._stream_chunk(chunk, t, req, decision, started, first, fell)
+
+    async def _astream_on(
+        self, t: str, req: Request, decision: Decision, fell: list[str]
+    ) -> AsyncIterator[StreamChunk]:
+        started = time.time()
+        first: float | None = None
+        async with contextlib.aclosing(self.targets[t].astream(req)) as chunks:
+            async for chunk in chunks:
+                if chunk.has_token and first is None:
+                    first = time.time()
+                yield self._stream_chunk(chunk, t, req, decision, started, first, fell)
+
     # -- sync -------------------------------------------------------------------------------------
     def _call(
         self, target: str, request: Request, decision: Decision, role: str, fell: list[str]
     ) -> Response:
-        errors: list[str] = []
-        for t in self._chain(target):
-            started = time.time()
-            try:
-                raw = self.targets[t].complete(request)
-            except (NoRouteError, EndpointError) as exc:
-                self._fall_back(t, exc, errors, fell)
-                continue
-            return self._accept(t, request, raw, decision, role, started)
-        raise NoRouteError("; ".join(errors))
+        plan = self._fallbacks(target, fell)
+        t, started, raw = failover.call(plan, lambda t: self._complete_on(t, request), _CATCH)
+        return self._accept(t, request, raw, decision, role, started)
 
     def _drive(self, request: Request, decision: Decision) -> tuple[Response, Decision]:
         check_request(request)  # a decision made earlier may come with a different request
@@ -315,35 +353,17 @@ class Router:
             yield from self._single_chunks(self._drive(request, decision)[0])
             return
         req = decision.output.apply(request) if decision.output is not None else request
-        errors: list[str] = []
         fell: list[str] = []
-        for t in self._chain(decision.target):
-            started = time.time()
-            first: float | None = None
-            try:
-                for chunk in self.targets[t].stream(req):
-                    if chunk.has_token and first is None:
-                        first = time.time()
-                    yield self._stream_chunk(chunk, t, req, decision, started, first, fell)
-                return
-            except (NoRouteError, EndpointError) as exc:
-                self._fall_back(t, exc, errors, fell, streamed=first is not None)
-        raise NoRouteError("; ".join(errors))
+        plan = self._fallbacks(decision.target, fell)
+        yield from failover.stream(plan, lambda t: self._stream_on(t, req, decision, fell), _CATCH)
 
     # -- async ------------------------------------------------------------------------------------
     async def _acall(
         self, target: str, request: Request, decision: Decision, role: str, fell: list[str]
     ) -> Response:
-        errors: list[str] = []
-        for t in self._chain(target):
-            started = time.time()
-            try:
-                raw = await self.targets[t].acomplete(request)
-            except (NoRouteError, EndpointError) as exc:
-                self._fall_back(t, exc, errors, fell)
-                continue
-            return self._accept(t, request, raw, decision, role, started)
-        raise NoRouteError("; ".join(errors))
+        plan = self._fallbacks(target, fell)
+        t, started, raw = await failover.acall(plan, lambda t: self._acomplete_on(t, request), _CATCH)
+        return self._accept(t, request, raw, decision, role, started)
 
     async def _adrive(self, request: Request, decision: Decision) -> tuple[Response, Decision]:
         check_request(request)
@@ -381,20 +401,14 @@ class Router:
                 yield chunk
             return
         req = decision.output.apply(request) if decision.output is not None else request
-        errors: list[str] = []
         fell: list[str] = []
-        for t in self._chain(decision.target):
-            started = time.time()
-            first: float | None = None
-            try:
-                async for chunk in self.targets[t].astream(req):
-                    if chunk.has_token and first is None:
-                        first = time.time()
-                    yield self._stream_chunk(chunk, t, req, decision, started, first, fell)
-                return
-            except (NoRouteError, EndpointError) as exc:
-                self._fall_back(t, exc, errors, fell, streamed=first is not None)
-        raise NoRouteError("; ".join(errors))
+        plan = self._fallbacks(decision.target, fell)
+        # closed with this generator, so the attempt in flight ends now, not when it is collected
+        async with contextlib.aclosing(
+            failover.astream(plan, lambda t: self._astream_on(t, req, decision, fell), _CATCH)
+        ) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     # -- housekeeping -----------------------------------------------------------------------------
     def close(self) -> None:

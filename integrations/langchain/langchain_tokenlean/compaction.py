@@ -1,7 +1,7 @@
 """Verbatim compaction for LangChain: agent middleware, a ``trim_messages``-style function, a tool.
 
-* ``TokenleanCompaction`` is an ``AgentMiddleware``: with
-  ``create_agent(model, tools, middleware=[TokenleanCompaction(ratio=0.6)])`` every model call sees
+* ``TokenleanCompactionMiddleware`` is an ``AgentMiddleware``: with
+  ``create_agent(model, tools, middleware=[TokenleanCompactionMiddleware(ratio=0.6)])`` every model call sees
   a compacted view of the history (``wrap_model_call`` / ``awrap_model_call`` hand
   ``request.override(messages=...)`` to the handler) while the graph state keeps the full history.
   ``rewrite_history=True`` instead rewrites the stored history in ``before_model`` (smaller
@@ -11,6 +11,9 @@
 * ``compact_messages(messages, ratio=..., query=...)`` is dual-mode like ``trim_messages``:
   messages in, messages out; called with options only it returns a ``Runnable``.
 * ``expand_omitted_tool(compactor)`` is a LangChain tool that returns omitted text by handle.
+* ``TokenleanCompactionEdit`` is a LangChain ``ContextEdit``: one more step for LangChain's own
+  ``ContextEditingMiddleware(edits=[ClearToolUsesEdit(...), TokenleanCompactionEdit(ratio=0.5)])``,
+  for users who already compose their context edits there.
 
 The adapter holds no logic of its own: messages are converted to tokenlean ``Message`` objects
 through the OpenAI shape, the core ``Compactor`` decides, and the changed texts are written back
@@ -31,11 +34,21 @@ from langchain_core.tools import BaseTool, StructuredTool
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
 
 from langchain_tokenlean._convert import messages_to_core
+from tokenlean._lazy import renamed
 from tokenlean.compaction import Compacted, Compactor
+from tokenlean.compaction.steps import UNSET, _Unset
 from tokenlean.compaction.tools import expand_omitted_function
 from tokenlean.errors import ConfigError, TokenleanError
 
-__all__ = ["TokenleanCompaction", "compact_messages", "expand_omitted_tool"]
+__all__ = [
+    "TokenleanCompactionEdit",
+    "TokenleanCompactionMiddleware",
+    "compact_messages",
+    "expand_omitted_tool",
+]
+
+#: Names of the previous release, kept one release as deprecated aliases (they warn once).
+__getattr__ = renamed(__name__, {"TokenleanCompaction": "TokenleanCompactionMiddleware"}, globals())
 
 log = logging.getLogger("tokenlean.langchain.compaction")
 
@@ -71,7 +84,8 @@ def _compact(
 def compact_messages(
     messages: Sequence[Any],
     *,
-    ratio: float | None = 0.5,
+    ratio: float | _Unset | None = UNSET,
+    keep: float | None = None,
     target_tokens: int | None = None,
     query: str | None = None,
     compactor: Compactor | None = None,
@@ -80,11 +94,13 @@ def compact_messages(
     """Compact a message list verbatim (the ``trim_messages`` of deletion, not truncation).
 
     Pass a ``compactor`` to reuse caches, frozen decisions and the omission store between calls;
-    otherwise one is built from ``ratio`` / ``target_tokens`` / ``options`` (``Compactor`` keywords).
+    otherwise one is built from ``ratio`` (the share of tokens to *remove*, 0.5 when neither is
+    given) or ``keep`` (the share to *keep*, LLMLingua's ``rate``; give one), ``target_tokens`` and
+    ``options`` (``Compactor`` keywords).
     Called without messages it returns a ``Runnable`` with these options bound.
     """
     msgs = convert_to_messages(messages)
-    comp = compactor or Compactor(ratio=ratio, target_tokens=target_tokens, **options)
+    comp = compactor or Compactor(ratio=ratio, keep=keep, target_tokens=target_tokens, **options)
     out, _ = _compact(comp, msgs, query)
     return out
 
@@ -95,11 +111,11 @@ def expand_omitted_tool(compactor: Compactor, *, name: str = "expand_omitted") -
     return StructuredTool.from_function(expand_omitted_function(compactor), name=name)
 
 
-class TokenleanCompaction(AgentMiddleware):
+class TokenleanCompactionMiddleware(AgentMiddleware):
     """Compact every model call of a LangChain agent, verbatim.
 
-    Keyword arguments go to :class:`tokenlean.compaction.Compactor` (``ratio``,
-    ``target_tokens``, ``keep_last_turns``, ``mask_observations_after``, ``exclude_tools``,
+    Keyword arguments go to :class:`tokenlean.compaction.Compactor` (``ratio``, the share of
+    tokens to *remove*, or ``keep``, the share to *keep*; ``target_tokens``, ``keep_last_turns``, ``mask_observations_after``, ``exclude_tools``,
     ``protect``, ``marker``, ``mode``, ...). Incremental mode is on by default, so decisions about
     old turns are frozen and the compacted prefix stays byte-stable for provider prompt caches.
     ``last_result`` holds the latest ``Compacted`` (tokens before/after, omissions) for inspection.
@@ -183,3 +199,48 @@ class TokenleanCompaction(AgentMiddleware):
         import asyncio
 
         return await asyncio.to_thread(self.before_model, state, runtime)
+
+
+class TokenleanCompactionEdit:
+    """Verbatim compaction as a LangChain ``ContextEdit`` for ``ContextEditingMiddleware``.
+
+    LangChain's ``ContextEditingMiddleware(edits=[...])`` runs its edits in order on a copy of the
+    messages each model call sees (the graph state keeps the originals), the same contract as
+    :class:`TokenleanCompactionMiddleware`. This edit lets compaction be one step in that list,
+    e.g. after ``ClearToolUsesEdit`` has cleared old tool results. ``trigger`` (tokens, counted by
+    the middleware's own counter) skips compaction while the messages are shorter, like
+    ``ClearToolUsesEdit(trigger=...)``. Keyword arguments go to
+    :class:`tokenlean.compaction.Compactor`: ``ratio`` is the share of tokens to remove, ``keep``
+    the share to keep (LLMLingua's ``rate``); give one. A tokenlean error leaves the messages as they
+    are (logged): an edit must never break the call.
+
+    The middleware hands edits the messages without the system prompt, and no thread id; the
+    compactor's incremental state is keyed by the conversation's first message id instead, so
+    different threads never share frozen decisions.
+    """
+
+    def __init__(
+        self,
+        *,
+        compactor: Compactor | None = None,
+        trigger: int | None = None,
+        query: str | None = None,
+        **options: Any,
+    ) -> None:
+        if trigger is not None and (isinstance(trigger, bool) or not isinstance(trigger, int) or trigger < 0):
+            raise ConfigError(f"trigger must be a token count >= 0 or None, got {trigger!r}")
+        options.setdefault("incremental", True)
+        self.compactor = compactor or Compactor(**options)
+        self.trigger = trigger
+        self.query = query
+        self.last_result: Compacted | None = None
+
+    def apply(self, messages: list[Any], *, count_tokens: Callable[[Sequence[BaseMessage]], int]) -> None:
+        """Replace ``messages`` in place by their compacted copies (the ``ContextEdit`` protocol)."""
+        if not messages or (self.trigger is not None and count_tokens(messages) <= self.trigger):
+            return
+        first_id = getattr(messages[0], "id", None)
+        out, result = _compact(self.compactor, messages, self.query, str(first_id or "default"))
+        if result is not None:
+            self.last_result = result
+            messages[:] = out

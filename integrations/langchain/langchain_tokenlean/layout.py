@@ -1,7 +1,7 @@
 """Cache-friendly prompt layout for LangChain: agent middleware and a chain runnable.
 
-* ``TokenleanPromptLayout`` is an ``AgentMiddleware``: with
-  ``create_agent(model, tools, middleware=[..., TokenleanPromptLayout()])`` every model call is
+* ``TokenleanPromptLayoutMiddleware`` is an ``AgentMiddleware``: with
+  ``create_agent(model, tools, middleware=[..., TokenleanPromptLayoutMiddleware()])`` every model call is
   re-laid stable-first (``wrap_model_call`` / ``awrap_model_call`` hand
   ``request.override(...)`` to the handler) while the graph state keeps the messages as they
   were. Put it *after* middleware that writes the system prompt (``@dynamic_prompt``), so that
@@ -29,11 +29,15 @@ from langchain_core.runnables import Runnable, RunnableLambda
 from langchain_core.tools import BaseTool
 
 from langchain_tokenlean._convert import messages_to_core
+from tokenlean._lazy import renamed
 from tokenlean.errors import TokenleanError
 from tokenlean.layout import CachePlan, PromptLayout, Reordered, canonical_tools, plan_cache_markers, reorder
 from tokenlean.types import Message, Request
 
-__all__ = ["LaidOutMessages", "TokenleanPromptLayout", "layout_messages", "prompt_layout"]
+__all__ = ["LaidOutMessages", "TokenleanPromptLayoutMiddleware", "layout_messages", "prompt_layout"]
+
+#: Names of the previous release, kept one release as deprecated aliases (they warn once).
+__getattr__ = renamed(__name__, {"TokenleanPromptLayout": "TokenleanPromptLayoutMiddleware"}, globals())
 
 log = logging.getLogger("tokenlean.langchain.layout")
 
@@ -148,7 +152,7 @@ def prompt_layout(
     return RunnableLambda(_run, name="tokenlean_prompt_layout")
 
 
-class TokenleanPromptLayout(AgentMiddleware):  # type: ignore[type-arg]
+class TokenleanPromptLayoutMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     """Lay every model call of an agent out stable-first, for provider prompt caches.
 
     ``layout``: a ``PromptLayout`` (e.g. ``PromptLayout.fit(sample_requests)`` to learn per-user

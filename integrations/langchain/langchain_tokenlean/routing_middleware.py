@@ -1,6 +1,6 @@
-"""``TokenleanRouting``: agent middleware that picks the model for every model call of an agent.
+"""``TokenleanRoutingMiddleware``: agent middleware that picks the model for every model call of an agent.
 
-``create_agent(default_model, tools, middleware=[TokenleanRouting(router, models={...})])``: before
+``create_agent(default_model, tools, middleware=[TokenleanRoutingMiddleware(router, models={...})])``: before
 each model call, the router's policies look at the conversation (tools present, tags, length,
 semantic routes, learned router) and the call is handed on with
 ``request.override(model=models[target])``. The agent graph, tools and state are untouched; only
@@ -24,16 +24,20 @@ from langchain_core.messages import AIMessage
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from langchain_tokenlean.chat_models import request_from_langchain
+from tokenlean._lazy import renamed
 from tokenlean.errors import TokenleanError
 from tokenlean.routing import ROUTING_KEY, Decision, Router
 from tokenlean.types import Request, Usage
 
-__all__ = ["TokenleanRouting"]
+__all__ = ["TokenleanRoutingMiddleware"]
+
+#: Names of the previous release, kept one release as deprecated aliases (they warn once).
+__getattr__ = renamed(__name__, {"TokenleanRouting": "TokenleanRoutingMiddleware"}, globals())
 
 log = logging.getLogger("tokenlean.langchain.routing")
 
 
-class TokenleanRouting(AgentMiddleware):  # type: ignore[type-arg]
+class TokenleanRoutingMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     """Choose the chat model per agent step with a tokenlean ``Router``'s policies.
 
     ``models`` maps the router's target names to LangChain chat models; a decision for a target

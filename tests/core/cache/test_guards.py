@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tokenlean.cache.guards import ALL_GUARDS, extract, failed_guard, normalize_text
+from tokenlean.cache.guards import ALL_GUARDS, extract, failed_guard
+from tokenlean.cache.scope import normalize_text
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tokenlean.cache import SemanticCache
-from tokenlean.cache.semantic import ScopeConfig, scope_of, split_volatile
+from tokenlean.cache.scope import ScopeConfig, scope_of, split_volatile
 from tokenlean.errors import ConfigError
 from tokenlean.types import Message, Request, Response
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from layout_corpus import PLANTABLE, planted_corpus, planted_stream, score
 
 from tokenlean.errors import EmptyInputError
 from tokenlean.layout import BreakerKind, analyze
 from tokenlean.layout.canonical import message_text
-from tokenlean.layout.testing import PLANTABLE, planted_corpus, planted_stream, score
 from tokenlean.types import Request
 
 

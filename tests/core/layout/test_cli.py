@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from layout_corpus import planted_stream
+
 from tokenlean.layout import BreakerKind
 from tokenlean.layout.cli import register_cli
-from tokenlean.layout.testing import planted_stream
 
 
 def _run(argv: list[str]) -> int:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from layout_corpus import planted_stream
 
 from tokenlean.errors import ConfigError
 from tokenlean.layout import anthropic_min_cacheable_tokens, plan_cache_markers, reorder
-from tokenlean.layout.testing import planted_stream
 from tokenlean.tokens import count_tokens
 
 LONG = "\n".join(

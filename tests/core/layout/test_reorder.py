@@ -6,10 +6,10 @@ import json
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from layout_corpus import planted_stream
 
 from tokenlean.errors import LayoutError
 from tokenlean.layout import BreakerKind, PromptLayout, analyze, canonical_tools, reorder, verify_layout
-from tokenlean.layout.testing import planted_stream
 from tokenlean.types import Message, Request, ToolCall
 
 

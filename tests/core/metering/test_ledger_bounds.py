@@ -9,7 +9,8 @@ import pytest
 
 from tokenlean.errors import MeteringError
 from tokenlean.metering import Ledger, UsageRecord, get_default_meter
-from tokenlean.metering.ledger import ROLLED_UP, UNTRACKED, summarize
+from tokenlean.metering.ledger import ROLLED_UP, UNTRACKED
+from tokenlean.metering.summary import summarize
 from tokenlean.types import Usage
 
 

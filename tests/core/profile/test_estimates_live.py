@@ -117,7 +117,7 @@ def test_generate_less_estimate_vs_max_tokens_on_the_model(baseline: tuple[Trace
 def test_routing_estimate_vs_router_over_two_endpoints(baseline: tuple[Trace, Any, Any]) -> None:
     from tokenlean.metering import Ledger, Meter
     from tokenlean.routing import Router
-    from tokenlean.routing.policies import Rule, RulesPolicy
+    from tokenlean.routing.rules import Rule, RulesPolicy
 
     trace, strong, weak = baseline
     policy = RulesPolicy([Rule(target="weak", max_tokens=60, name="short question")])

@@ -8,7 +8,9 @@ import pytest
 
 from tokenlean.errors import EndpointError, EndpointProtocolError, EndpointTimeout, EndpointUnavailable
 from tokenlean.routing import OpenAICompatibleEndpoint, VLLMEndpoint, parse_prometheus
-from tokenlean.routing.endpoints import backoff_delay, mean_logprob, metrics_from_prometheus
+from tokenlean.routing.endpoints import backoff_delay
+from tokenlean.routing.vllm import metrics_from_prometheus
+from tokenlean.routing.wire import mean_logprob
 from tokenlean.types import Message, Request
 
 Q = Request([Message("user", "Say hello in one word.")], params={"max_tokens": 8, "temperature": 0})

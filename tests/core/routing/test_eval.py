@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from tokenlean.errors import InputError
+from tokenlean.routing.datasets import OutcomeData, load_outcome_csv
 from tokenlean.routing.eval import (
-    OutcomeData,
     apgr,
     baseline_scores,
     cost_quality_curve,
@@ -21,7 +21,6 @@ from tokenlean.routing.eval import (
     crossfit_scores,
     evaluate_random,
     evaluate_scores,
-    load_outcome_csv,
 )
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -193,7 +192,7 @@ def _check_honest_blocks(res: dict) -> None:
 
 def test_load_outcomes_says_what_to_pass(tmp_path: Path) -> None:
     from tokenlean.errors import ConfigError
-    from tokenlean.routing.eval import load_outcomes
+    from tokenlean.routing.datasets import load_outcomes
 
     f = tmp_path / "outcomes.csv"
     _write_csv(f)

@@ -20,9 +20,8 @@ from tokenlean.errors import (
     EndpointTimeout,
     EndpointUnavailable,
 )
-from tokenlean.routing import OpenAICompatibleEndpoint, ReplicaGroup, Router, VLLMEndpoint
-from tokenlean.routing import endpoints as endpoints_mod
-from tokenlean.routing.endpoints import _classify_exception, _parse_body, _StreamAssembler
+from tokenlean.routing import OpenAICompatibleEndpoint, ReplicaGroup, Router, VLLMEndpoint, wire
+from tokenlean.routing.wire import _classify_exception, _parse_body, _StreamAssembler
 from tokenlean.types import Message, Request
 
 
@@ -55,7 +54,7 @@ def _bug(*args: Any, **kwargs: Any) -> Any:
 async def test_bug_in_response_parsing_propagates_and_leaves_replicas_alone(
     stub, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    monkeypatch.setattr(endpoints_mod, "_logprobs_of", _bug)
+    monkeypatch.setattr(wire, "_logprobs_of", _bug)
     eps = [OpenAICompatibleEndpoint(stub.url("ok"), "m", name=n, max_retries=2) for n in ("a", "b")]
     g = ReplicaGroup(eps, prefix_affinity=False)
     with pytest.raises(TypeError, match="simulated tokenlean bug"):
@@ -68,7 +67,7 @@ async def test_bug_in_response_parsing_propagates_and_leaves_replicas_alone(
 
 @pytest.mark.parametrize("how", CALLS)
 async def test_bug_does_not_trigger_model_fallback(stub, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
-    monkeypatch.setattr(endpoints_mod, "_logprobs_of", _bug)
+    monkeypatch.setattr(wire, "_logprobs_of", _bug)
     router = Router(
         {
             "first": OpenAICompatibleEndpoint(stub.url("first"), "m", name="first"),

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from tokenlean.errors import ConfigError, EmptyInputError
+from tokenlean.routing.learned import LearnedRouter
 from tokenlean.routing.lexical import LexicalGapScorer, _ridge, _Rows, _Tfidf, prompt_terms
-from tokenlean.routing.policies import EnsembleScorer, KNNGapScorer, LearnedRouter, QualityGapScorer
+from tokenlean.routing.scorers import EnsembleScorer, KNNGapScorer, QualityGapScorer
 from tokenlean.types import Message, Request
 
 TOPICS_HARD = ("integral", "eigenvalue", "theorem", "derivative", "lemma", "manifold")

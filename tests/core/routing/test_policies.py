@@ -156,7 +156,7 @@ def test_learned_router_from_outcomes(embedder, kind) -> None:
 def test_learned_router_defaults_to_static_embeddings_and_is_fast_enough_to_matter(static_embedder) -> None:
     """The default router embeds with the distilled table, not a transformer pass per request."""
     from tokenlean.embeddings import StaticEmbedder
-    from tokenlean.routing.policies import SegmentedEmbedder
+    from tokenlean.routing.features import SegmentedEmbedder
 
     prompts = [f"Integrate x^{n} * sin(x) by parts and show every step." for n in range(2, 14)]
     prompts += [f"Translate '{w}' into French." for w in ("cat", "dog", "house", "tree", "car", "book")]
@@ -191,7 +191,7 @@ def test_learned_router_rejects_bad_outcomes() -> None:
 
 
 def test_prompt_segments_split_lines_in_half_and_vectors_must_be_the_routers() -> None:
-    from tokenlean.routing.policies import SegmentedEmbedder, prompt_segments, whole_prompt_view
+    from tokenlean.routing.features import SegmentedEmbedder, prompt_segments, whole_prompt_view
 
     assert prompt_segments("one line") == ("one line", "")
     assert prompt_segments("Q?\nA. x\nB. y\nC. z") == ("Q?\nA. x", "B. y\nC. z")

@@ -1,4 +1,4 @@
-"""``CachedLLM``: any LlamaIndex LLM, answered from tokenlean's semantic cache when it can be.
+"""``TokenleanCachedLLM``: any LlamaIndex LLM, answered from tokenlean's semantic cache when it can be.
 
 LlamaIndex has no response cache, so this wraps the LLM itself: ``chat``/``complete`` (sync and
 async) and their streaming forms look the request up first and call the wrapped LLM only on a miss.
@@ -11,6 +11,12 @@ default temperature (0.1), so set ``temperature=0`` or ``SemanticCache(assume_de
 Truncated (``finish_reason="length"``), filtered and tool-call answers are never stored.
 Streamed answers are stored whole with their chunks and replayed as a stream on a hit. Each
 response's ``additional_kwargs["tokenlean_cache"]`` says whether it came from the cache.
+
+A hit is still an LLM call to whoever meters the application: it emits the same start /
+in-progress / end instrumentation events an LLM call emits, flagged as a cache hit and carrying the
+tokens the call would have cost, so ``TokenleanEventHandler`` (or any other handler) records the
+saving instead of missing the call. A miss emits nothing of its own: the wrapped LLM's events
+describe it, once.
 """
 
 from __future__ import annotations
@@ -31,18 +37,35 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
     MessageRole,
 )
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.events.llm import (
+    LLMChatEndEvent,
+    LLMChatInProgressEvent,
+    LLMChatStartEvent,
+    LLMCompletionEndEvent,
+    LLMCompletionInProgressEvent,
+    LLMCompletionStartEvent,
+)
+from llama_index.core.instrumentation.span import active_span_id
 from llama_index.core.llms import LLM
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from llama_index.llms.tokenlean.convert import llm_identity, message_to_core, messages_to_core
+from tokenlean._lazy import renamed
 from tokenlean.cache import CacheResult, SemanticCache
 from tokenlean.cache.identity import describe_fields, find_temperature, unkeyable
 from tokenlean.errors import TokenleanError
+from tokenlean.metering.calls import CACHE_HIT_FLAG
+from tokenlean.tokens import get_counter
 from tokenlean.types import Message, Request, Response, ToolCall
 
-__all__ = ["CachedLLM"]
+__all__ = ["TokenleanCachedLLM"]
+
+#: Names of the previous release, kept one release as deprecated aliases (they warn once).
+__getattr__ = renamed(__name__, {"CachedLLM": "TokenleanCachedLLM"}, globals())
 
 log = logging.getLogger("tokenlean.llamaindex.cache")
+dispatcher = get_dispatcher(__name__)
 
 CACHE_KEY = "tokenlean_cache"
 
@@ -83,10 +106,10 @@ def _tool_calls(resp: Any) -> tuple[ToolCall, ...]:
         return (ToolCall(id="unreadable", name="unreadable"),)
 
 
-class CachedLLM(LLM):
+class TokenleanCachedLLM(LLM):
     """Wrap ``llm`` with a :class:`tokenlean.cache.SemanticCache` (pass one, or its options).
 
-    >>> llm = CachedLLM(llm=OpenAILike(...), cache=SemanticCache("cache.db"))
+    >>> llm = TokenleanCachedLLM(llm=OpenAILike(...), cache=SemanticCache("cache.db"))
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -126,7 +149,7 @@ class CachedLLM(LLM):
         identity = llm_identity(self.llm)
         call, unknown = describe_fields(kwargs, ignore=())
         unknown = [*identity.unknown, *(f"call argument {k}" for k in unknown)]
-        if unkeyable(unknown, adapter="CachedLLM", logger=log):
+        if unkeyable(unknown, adapter="TokenleanCachedLLM", logger=log):
             self._last = CacheResult(hit=False, rejected_by="uncacheable", reason="unkeyable settings")
             return None
         params = {**identity.params(), "call": call, **mode}
@@ -184,36 +207,88 @@ class CachedLLM(LLM):
     def _info(hit: CacheResult | None) -> dict[str, Any]:
         if hit is None:
             return {CACHE_KEY: {"hit": False}}
-        return {CACHE_KEY: {"hit": True, "tier": hit.tier, "similarity": hit.similarity}}
+        return {
+            CACHE_KEY: {"hit": True, "tier": hit.tier, "similarity": hit.similarity},
+            CACHE_HIT_FLAG: True,
+        }
 
-    def _chat_hit(self, hit: CacheResult) -> ChatResponse:
-        msg = ChatMessage(role=MessageRole.ASSISTANT, content=hit.text)
-        return ChatResponse(message=msg, additional_kwargs=self._info(hit))
+    def _saved_usage(self, request: Request | None, text: str) -> dict[str, Any]:
+        """What the call would have cost, as a usage block: a hit's tokens are shown, not charged."""
+        counter = get_counter(request.model if request is not None else None)
+        prompt = counter.count_messages(list(request.messages)) if request is not None else 0
+        return {"usage": {"prompt_tokens": prompt, "completion_tokens": counter.count(text)}}
 
-    def _replay_chat(self, hit: CacheResult) -> Generator[ChatResponse, None, None]:
-        """A cached answer as a chat stream (cumulative text + delta), for sync and async streams."""
-        text = ""
+    def _chat_events(
+        self,
+        messages: Sequence[ChatMessage],
+        kwargs: dict[str, Any],
+        request: Request | None,
+        hit: CacheResult,
+    ) -> Generator[ChatResponse, None, None]:
+        """A hit as a chat call: start, one in-progress event per replayed chunk, end."""
+        span = active_span_id.get()
+        msgs = list(messages)
+        payload = self.llm.to_payload()
+        dispatcher.event(
+            LLMChatStartEvent(model_dict=payload, messages=msgs, additional_kwargs=kwargs, span_id=span)
+        )
+        text, last = "", None
         for piece in hit.stream():
             text += piece
-            yield ChatResponse(
+            last = ChatResponse(
                 message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
                 delta=piece,
                 additional_kwargs=self._info(hit),
             )
+            dispatcher.event(LLMChatInProgressEvent(messages=msgs, response=last, span_id=span))
+            yield last
+        if last is None:
+            message = ChatMessage(role=MessageRole.ASSISTANT, content=text)
+            last = ChatResponse(message=message, additional_kwargs=self._info(hit))
+        last.raw = self._saved_usage(request, text)
+        dispatcher.event(LLMChatEndEvent(messages=msgs, response=last, span_id=span))
 
-    def _replay_complete(self, hit: CacheResult) -> Generator[CompletionResponse, None, None]:
-        """A cached answer as a completion stream (cumulative text + delta)."""
-        text = ""
+    def _completion_events(
+        self, prompt: str, kwargs: dict[str, Any], request: Request | None, hit: CacheResult
+    ) -> Generator[CompletionResponse, None, None]:
+        """A hit as a completion call: start, one in-progress event per replayed chunk, end."""
+        span = active_span_id.get()
+        payload = self.llm.to_payload()
+        dispatcher.event(
+            LLMCompletionStartEvent(model_dict=payload, prompt=prompt, additional_kwargs=kwargs, span_id=span)
+        )
+        text, last = "", None
         for piece in hit.stream():
             text += piece
-            yield CompletionResponse(text=text, delta=piece, additional_kwargs=self._info(hit))
+            last = CompletionResponse(text=text, delta=piece, additional_kwargs=self._info(hit))
+            dispatcher.event(LLMCompletionInProgressEvent(prompt=prompt, response=last, span_id=span))
+            yield last
+        if last is None:
+            last = CompletionResponse(text=text, additional_kwargs=self._info(hit))
+        last.raw = self._saved_usage(request, text)
+        dispatcher.event(LLMCompletionEndEvent(prompt=prompt, response=last, span_id=span))
+
+    @staticmethod
+    def _whole(replay: Generator[Any, None, None], hit: CacheResult, chat: bool) -> Any:
+        """The last response of a replay, holding the whole answer (a non-streaming hit)."""
+        last = None
+        for last in replay:  # noqa: B007 - the loop runs the replay's events; the last response is kept
+            pass
+        if last is None:  # pragma: no cover - a replay always yields or builds a response
+            raise RuntimeError("empty cache replay")
+        last.delta = None
+        if chat:
+            last.message.content = hit.text
+        else:
+            last.text = hit.text or ""
+        return last
 
     # -- chat ----------------------------------------------------------------------------------
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         req = self._chat_request(messages, kwargs)
         hit = self._lookup(req)
         if hit is not None:
-            return self._chat_hit(hit)
+            return self._whole(self._chat_events(messages, kwargs, req, hit), hit, chat=True)
         resp = self.llm.chat(messages, **kwargs)
         self._save(req, resp.message.content or "", resp)
         resp.additional_kwargs = {**resp.additional_kwargs, **self._info(None)}
@@ -233,13 +308,13 @@ class CachedLLM(LLM):
             if last is not None:
                 self._save(req, "".join(chunks), last, chunks)
 
-        return self._replay_chat(hit) if hit is not None else passthrough()
+        return self._chat_events(messages, kwargs, req, hit) if hit is not None else passthrough()
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         req = self._chat_request(messages, kwargs)
         hit = await asyncio.to_thread(self._lookup, req)
         if hit is not None:
-            return self._chat_hit(hit)
+            return self._whole(self._chat_events(messages, kwargs, req, hit), hit, chat=True)
         resp = await self.llm.achat(messages, **kwargs)
         await asyncio.to_thread(self._save, req, resp.message.content or "", resp)
         resp.additional_kwargs = {**resp.additional_kwargs, **self._info(None)}
@@ -251,7 +326,7 @@ class CachedLLM(LLM):
 
         async def gen() -> AsyncGenerator[ChatResponse, None]:
             if hit is not None:
-                for r in self._replay_chat(hit):
+                for r in self._chat_events(messages, kwargs, req, hit):
                     yield r
                 return
             chunks: list[str] = []
@@ -270,7 +345,7 @@ class CachedLLM(LLM):
         req = self._complete_request(prompt, formatted, kwargs)
         hit = self._lookup(req)
         if hit is not None:
-            return CompletionResponse(text=hit.text or "", additional_kwargs=self._info(hit))
+            return self._whole(self._completion_events(prompt, kwargs, req, hit), hit, chat=False)
         resp = self.llm.complete(prompt, formatted=formatted, **kwargs)
         self._save(req, resp.text, resp)
         resp.additional_kwargs = {**resp.additional_kwargs, **self._info(None)}
@@ -282,7 +357,7 @@ class CachedLLM(LLM):
 
         def gen() -> Generator[CompletionResponse, None, None]:
             if hit is not None:
-                yield from self._replay_complete(hit)
+                yield from self._completion_events(prompt, kwargs, req, hit)
                 return
             chunks: list[str] = []
             last: CompletionResponse | None = None
@@ -299,7 +374,7 @@ class CachedLLM(LLM):
         req = self._complete_request(prompt, formatted, kwargs)
         hit = await asyncio.to_thread(self._lookup, req)
         if hit is not None:
-            return CompletionResponse(text=hit.text or "", additional_kwargs=self._info(hit))
+            return self._whole(self._completion_events(prompt, kwargs, req, hit), hit, chat=False)
         resp = await self.llm.acomplete(prompt, formatted=formatted, **kwargs)
         await asyncio.to_thread(self._save, req, resp.text, resp)
         resp.additional_kwargs = {**resp.additional_kwargs, **self._info(None)}
@@ -313,7 +388,7 @@ class CachedLLM(LLM):
 
         async def gen() -> AsyncGenerator[CompletionResponse, None]:
             if hit is not None:
-                for r in self._replay_complete(hit):
+                for r in self._completion_events(prompt, kwargs, req, hit):
                     yield r
                 return
             chunks: list[str] = []

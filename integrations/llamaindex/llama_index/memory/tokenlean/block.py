@@ -32,12 +32,14 @@ log = logging.getLogger("tokenlean.llamaindex.memory")
 class TokenleanCompactedHistoryBlock(BaseMemoryBlock[list[ChatMessage]]):
     """Long-term chat history, returned compacted to the current question.
 
-    ``ratio`` is the share of the stored history's tokens to remove on each ``aget``;
+    ``ratio`` is the share of the stored history's tokens to *remove* on each ``aget``; ``keep``
+    is the share to *keep* (LLMLingua's ``rate``), the explicit alternative: give one.
     ``max_messages`` bounds what is stored (oldest go first).
     """
 
     name: str = Field(default="compacted_history", description="The name of the memory block.")
     ratio: float = Field(default=0.6, description="share of stored tokens to remove")
+    keep: float | None = Field(default=None, description="share of stored tokens to keep, instead of ratio")
     max_messages: int = Field(default=1000, description="most messages kept in the block")
     _messages: list[ChatMessage] = PrivateAttr(default_factory=list)
     _compactor: Compactor = PrivateAttr()
@@ -46,7 +48,12 @@ class TokenleanCompactedHistoryBlock(BaseMemoryBlock[list[ChatMessage]]):
         super().__init__(**data)
         # the block's messages are all "old": no live window, every message may be shortened
         self._compactor = compactor or Compactor(
-            ratio=self.ratio, keep_last_turns=0, keep_last_user=False, min_tokens=16, incremental=True
+            ratio=self.ratio if self.keep is None or "ratio" in self.model_fields_set else None,
+            keep=self.keep,
+            keep_last_turns=0,
+            keep_last_user=False,
+            min_tokens=16,
+            incremental=True,
         )
 
     @property

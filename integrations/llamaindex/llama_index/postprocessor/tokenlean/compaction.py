@@ -72,12 +72,16 @@ class TokenleanEmbedding(BaseEmbedding):
 class TokenleanCompactionPostprocessor(BaseNodePostprocessor):
     """Compact retrieved nodes to the query, verbatim, on copies of the nodes.
 
-    ``ratio`` is the share of the nodes' tokens to remove (``target_tokens`` an absolute budget
-    that wins when set). Nodes left with nothing are dropped unless ``keep_empty`` is set.
+    ``ratio`` is the share of the nodes' tokens to *remove*; ``keep`` is the share to *keep*
+    (LLMLingua's ``rate``), the explicit alternative: give one (``target_tokens``, an absolute
+    budget, wins when set). Nodes left with nothing are dropped unless ``keep_empty`` is set.
     Without a query the nodes pass through unchanged.
     """
 
-    ratio: float | None = Field(default=0.5, description="share of tokens to remove (0.9 = keep 10%)")
+    ratio: float | None = Field(
+        default=0.5, description="share of tokens to remove (0.9 removes nine tenths)"
+    )
+    keep: float | None = Field(default=None, description="share of tokens to keep, instead of ratio")
     target_tokens: int | None = Field(default=None, description="absolute token budget over all nodes")
     mode: str = Field(default="auto", description="auto | lexical | embedding")
     marker: str | None = Field(default=None, description="omission marker template, None = omit silently")
@@ -90,7 +94,8 @@ class TokenleanCompactionPostprocessor(BaseNodePostprocessor):
     ) -> None:
         super().__init__(**data)
         self._compactor = compactor or Compactor(
-            ratio=self.ratio,
+            ratio=self.ratio if self.keep is None or "ratio" in self.model_fields_set else None,
+            keep=self.keep,
             target_tokens=self.target_tokens,
             mode=self.mode,  # type: ignore[arg-type]
             embedder=embedder,

@@ -5,7 +5,8 @@ did not plant (precision). Streams look like real traffic: a support assistant w
 policy prompt, tools, few-shot examples and multi-turn conversations from several users; each
 stream plants a few breakers of known kind at known places, and clean streams carry values
 that *look* volatile but are stable (a knowledge-cutoff date, version numbers, prices) to
-catch false positives. Used by ``tests/core/layout`` and ``benchmarks/layout.py``.
+catch false positives. Used by ``benchmarks/layout.py`` (which imports it from its own folder)
+and by ``tests/core/layout`` (whose ``conftest.py`` loads it as ``layout_corpus``).
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tokenlean.layout.analysis import Breaker, LayoutReport
+from tokenlean.layout import Breaker, BreakerKind, LayoutReport
 from tokenlean.layout.canonical import message_text
-from tokenlean.layout.patterns import BreakerKind
 from tokenlean.types import Request
 
 __all__ = ["PLANTABLE", "Planted", "PlantedStream", "Score", "planted_corpus", "planted_stream", "score"]
