@@ -15,7 +15,7 @@ from tokenlean._lazy import lazy_exports
 from tokenlean.errors import TokenleanError
 from tokenlean.types import Message, Request, Response, ToolCall, Usage, normalize_usage
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # name -> module that defines it; imported on first attribute access (PEP 562).
 _LAZY: dict[str, str] = {

@@ -11,7 +11,9 @@ session, repeated support questions) twice, and measures both runs with ``tokenl
 
 Then it profiles the baseline trace (``tokenlean.profile``) and writes one HTML report with the
 profiler's ranked levers *and* the measured before/after table: tokens and cost per task, TTFT,
-tokens/s, cache hit rate, routing mix, and whether the answers stayed the same.
+tokens/s, cache hit rate, routing mix, answers graded correct before / after against the
+references bundled with the workload (``tokenlean.demo.grade``), and the profiler's estimate per
+lever beside the saving the levers run attributes to it (``tokenlean.demo.attribution``).
 
 Both local endpoints serve the same small model (SmolLM2-135M); for cost they are priced as
 ``--strong-price-as`` / ``--weak-price-as`` (default gpt-4o / gpt-4o-mini) so the money column

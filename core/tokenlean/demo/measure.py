@@ -52,7 +52,11 @@ def summarise_tasks(ledger: Any, records: list[RunRecord]) -> dict[str, dict[str
 
 
 def same_answers(base: list[RunRecord], lean: list[RunRecord]) -> dict[str, tuple[int, int]]:
-    """Per task: (answers equal to the baseline answer to the same step, answers)."""
+    """Per task: (answers worded exactly as the baseline answer to the same step, answers).
+
+    This says how often the wording survived the levers, not whether answers were right:
+    ``tokenlean.demo.grade`` grades both runs against the bundled references for that.
+    """
     same: dict[str, tuple[int, int]] = {}
     for b, a in zip(base, lean, strict=True):
         ok, n = same.get(b.task_id, (0, 0))
@@ -61,8 +65,18 @@ def same_answers(base: list[RunRecord], lean: list[RunRecord]) -> dict[str, tupl
 
 
 def comparison_rows(
-    base: dict[str, dict[str, Any]], lean: dict[str, dict[str, Any]], same: dict[str, tuple[int, int]]
+    base: dict[str, dict[str, Any]],
+    lean: dict[str, dict[str, Any]],
+    same: dict[str, tuple[int, int]],
+    correct_before: dict[str, tuple[int, int]] | None = None,
+    correct_after: dict[str, tuple[int, int]] | None = None,
 ) -> list[dict[str, Any]]:
+    """Per task: tokens, cost, TTFT, tokens/s, hits, routing, and answers graded correct before/after.
+
+    ``same_answers`` counts answers worded exactly as the baseline's (not a correctness measure);
+    ``correct_before`` / ``correct_after`` count answers the reference grader accepts.
+    """
+    correct_before, correct_after = correct_before or {}, correct_after or {}
     rows = []
     for task in base:
         b, a = base[task], lean.get(task, {})
@@ -81,6 +95,8 @@ def comparison_rows(
                 "calls": b["calls"],
                 "routes_after": a.get("routes", {}),
                 "escalations": a.get("escalations", 0),
+                "correct_before": correct_before.get(task, (0, 0))[0],
+                "correct_after": correct_after.get(task, (0, 0))[0],
                 "same_answers": same.get(task, (0, 0))[0],
                 "answers": same.get(task, (0, 0))[1],
             }
@@ -115,6 +131,8 @@ def totals_of(rows: list[dict[str, Any]], base: list[RunRecord], lean: list[RunR
         "calls": sum(r["calls"] for r in rows),
         "routes_after": dict(routes),
         "escalations": sum(r["escalations"] for r in rows),
+        "correct_before": sum(r["correct_before"] for r in rows),
+        "correct_after": sum(r["correct_after"] for r in rows),
         "same_answers": sum(r["same_answers"] for r in rows),
         "answers": sum(r["answers"] for r in rows),
         "hit_rate": sum(r["cache_hits"] for r in rows) / max(1, sum(r["calls"] for r in rows)),

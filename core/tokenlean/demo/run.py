@@ -1,8 +1,9 @@
 """``run_demo``: start two local servers, run the workload as built and with every lever, report.
 
 Each step of the demo is one function here, in the order ``run_demo`` calls them: start the
-servers, run the baseline, run with the levers, compare the two runs, profile the baseline trace,
-write the report and print the summary.
+servers, run the baseline, run with the levers, compare the two runs (cost, speed, and answers
+graded against the workload's references), profile the baseline trace, set the profiler's
+estimates beside the applied savings, write the report and print the summary.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tokenlean.demo.attribution import profile_vs_applied, step_usage
+from tokenlean.demo.grade import correct_answers
 from tokenlean.demo.measure import (
     comparison_rows,
     same_answers,
@@ -23,7 +26,7 @@ from tokenlean.demo.measure import (
     trace_of,
     write_trace_jsonl,
 )
-from tokenlean.demo.report import html_section, notes, rich_tables
+from tokenlean.demo.report import estimate_table, html_section, notes, rich_tables
 from tokenlean.demo.traffic import (
     STRONG,
     WEAK,
@@ -48,6 +51,7 @@ class DemoResult:
 
     rows: list[dict[str, Any]]
     totals: dict[str, Any]
+    estimates: list[dict[str, Any]]
     out_dir: Path
     report_html: Path
     report_json: Path
@@ -97,10 +101,11 @@ def run_demo(
         for s in servers:
             s.stop()
 
-    rows, totals = _compare(baseline, levers)
+    rows, totals = _compare(baseline, levers, steps)
     trace_path = out / "baseline_trace.jsonl"
     write_trace_jsonl(baseline.records, trace_path)
     report = _profile_baseline(baseline.records, prices, policies)
+    estimates = _estimates_vs_applied(report, baseline, levers, prices, totals)
     report_notes = notes(
         strong_price_as=strong_price_as,
         weak_price_as=weak_price_as,
@@ -110,7 +115,7 @@ def run_demo(
         prefix_reuse_after=levers.prefix_reuse,
     )
     result = _write_report(
-        out, rows, totals, report, report_notes, trace=trace_path, quick=quick, t_start=t_start
+        out, rows, totals, estimates, report, report_notes, trace=trace_path, quick=quick, t_start=t_start
     )
     _print_summary(console, result, report, report_notes)
     return result
@@ -254,12 +259,20 @@ def _measured_pass(
     return records, prefix_reuse(servers, offsets)
 
 
-def _compare(baseline: _Run, levers: _Run) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Per-task rows and the totals: baseline against all levers."""
+def _compare(
+    baseline: _Run, levers: _Run, steps: Sequence[Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per-task rows and the totals: baseline against all levers, answers graded by one grader."""
     same = same_answers(baseline.records, levers.records)
     base_sum = summarise_tasks(baseline.ledger, baseline.records)
     lean_sum = summarise_tasks(levers.ledger, levers.records)
-    rows = comparison_rows(base_sum, lean_sum, same)
+    rows = comparison_rows(
+        base_sum,
+        lean_sum,
+        same,
+        correct_answers(baseline.records, steps),
+        correct_answers(levers.records, steps),
+    )
     totals = totals_of(rows, baseline.records, levers.records)
     totals["prefix_reuse_before"] = baseline.prefix_reuse
     totals["prefix_reuse_after"] = levers.prefix_reuse
@@ -284,10 +297,28 @@ def _profile_baseline(records: list[RunRecord], prices: Any, policies: list[Any]
     return profiler.profile(trace_of(records, STRONG_ALIAS))
 
 
+def _estimates_vs_applied(
+    report: Any, baseline: _Run, levers: _Run, prices: Any, totals: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Each lever's estimate on the baseline trace beside the saving the levers run attributes to it."""
+    from decimal import Decimal
+
+    return profile_vs_applied(
+        report,
+        step_usage(baseline.ledger, baseline.records),
+        step_usage(levers.ledger, levers.records),
+        levers.records,
+        prices,
+        STRONG_ALIAS,
+        Decimal(totals["cost_before"]) - Decimal(totals["cost_after"]),
+    )
+
+
 def _write_report(
     out: Path,
     rows: list[dict[str, Any]],
     totals: dict[str, Any],
+    estimates: list[dict[str, Any]],
     report: Any,
     report_notes: list[str],
     *,
@@ -299,12 +330,13 @@ def _write_report(
     html_path = report.write_html(
         out / "report.html",
         title="tokenlean demo report",
-        extra_sections=[html_section(rows, totals, report_notes)],
+        extra_sections=[html_section(rows, totals, report_notes, estimates)],
     )
     seconds = time.perf_counter() - t_start
     result_json = out / "demo_result.json"
     payload = {
         "measured": {"tasks": rows, "total": totals},
+        "profile_vs_applied": estimates,
         "profile": report.to_dict(),
         "notes": report_notes,
         "seconds": round(seconds, 1),
@@ -314,6 +346,7 @@ def _write_report(
     return DemoResult(
         rows=rows,
         totals=totals,
+        estimates=estimates,
         out_dir=out,
         report_html=html_path,
         report_json=result_json,
@@ -329,6 +362,7 @@ def _write_report(
 def _print_summary(console: Any, result: DemoResult, report: Any, report_notes: list[str]) -> None:
     for table in rich_tables(result.rows, result.totals):
         console.print(table)
+    console.print(estimate_table(result.estimates))
     for note in report_notes[:1]:
         console.print(f"[dim]{note}[/dim]")
     best = report.best

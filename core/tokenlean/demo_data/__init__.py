@@ -11,6 +11,10 @@
 
 Texts are inline (no files to find at run time); ``build_workload`` turns them into
 ``tokenlean.Request`` objects with ``metadata`` naming the task and its kind.
+
+Every step carries a ``Reference``: what a correct answer contains (facts from the documents or
+the support FAQ in the prompt) or, for the agent, which next commands the repository's state and
+the system prompt's rules allow. ``tokenlean.demo.grade`` grades both runs against them.
 """
 
 from __future__ import annotations
@@ -21,16 +25,34 @@ from datetime import UTC, datetime, timedelta
 
 from tokenlean.types import Message, Request
 
-__all__ = ["DemoStep", "build_workload"]
+__all__ = ["DemoStep", "Reference", "build_workload"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """What a correct answer to one step is, written from the task alone (not from any model's output).
+
+    ``answer`` is a correct answer in words (shown to the reader; it grades correct itself).
+    ``facts``: each entry is one fact, given as the phrasings that state it; every fact must appear.
+    ``forbidden``: phrasings that make the answer wrong (the opposite verdict).
+    ``commands`` (agent steps): the reply's first command must be one of these (verb and path).
+    Matching is on normalised words: lower case, anything but letters and digits is a space.
+    """
+
+    answer: str
+    facts: tuple[tuple[str, ...], ...] = ()
+    forbidden: tuple[str, ...] = ()
+    commands: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class DemoStep:
-    """One model call of the workload."""
+    """One model call of the workload, and the reference its answer is graded against."""
 
     task_id: str
     kind: str  # "agent" | "rag" | "support"
     request: Request
+    reference: Reference
 
 
 _AGENT_SYSTEM = """You are a careful coding agent working in a Python repository.
@@ -105,6 +127,30 @@ def _test_log(passing: bool) -> str:
     return "\n".join(lines)
 
 
+_TESTS = "run_tests tests/test_durations.py"
+_OPEN_SRC, _OPEN_TESTS, _EDIT_SRC = (
+    "open src/durations.py",
+    "open tests/test_durations.py",
+    "edit src/durations.py",
+)
+
+# The next commands the state allows at agent step k (after k recorded turns): the recorded one
+# first, then any other that makes progress under the system prompt's rules (read before edit,
+# run the tests after every edit).
+_AGENT_REFERENCES = [
+    # only the task: reproduce the failure, or read the code or the test
+    Reference(_TESTS, commands=(_TESTS, _OPEN_SRC, _OPEN_TESTS)),
+    # the failing log (ValueError at src/durations.py:22): read the code (or the test) before editing
+    Reference(_OPEN_SRC, commands=(_OPEN_SRC, _OPEN_TESTS)),
+    # the source is read and the unit table lacks "w": edit it
+    Reference(_EDIT_SRC + ' \'"d": 86400}\' \'"d": 86400, "w": 604800}\'', commands=(_EDIT_SRC,)),
+    # an edit was made: the rules say run the tests
+    Reference(_TESTS, commands=(_TESTS,)),
+    # still failing: read the file again, or edit the regex (the file was read before)
+    Reference(_OPEN_SRC, commands=(_OPEN_SRC, _EDIT_SRC)),
+]
+
+
 def _agent_turns() -> list[tuple[str, str]]:
     """The agent's recorded replies (thought + command) and what each command printed."""
     half_fixed = _SOURCE.replace('"d": 86400}', '"d": 86400, "w": 604800}')
@@ -166,29 +212,67 @@ _DOCS = [
     ),
 ]
 
+# Each question with its reference: the facts of the document that answers it.
 _RAG_QUESTIONS = [
-    "How long are daily snapshots kept on the Pro plan?",
-    "Which encryption is used for snapshots at rest?",
-    "How fast does priority support answer a ticket?",
+    (
+        "How long are daily snapshots kept on the Pro plan?",
+        Reference("35 days [1]", facts=(("35 days", "35 day"),)),
+    ),
+    (
+        "Which encryption is used for snapshots at rest?",
+        Reference("AES-256 [4]", facts=(("aes 256", "aes256"),)),
+    ),
+    (
+        "How fast does priority support answer a ticket?",
+        Reference(
+            "Within two hours, around the clock [5]", facts=(("two hours", "2 hours", "two hour", "2 hour"),)
+        ),
+    ),
 ]
 
 _SUPPORT_SYSTEM = (
-    "You are the support assistant of Acme Cloud. Answer in one short sentence. "
+    "You are the support assistant of Acme Cloud. Answer in one short sentence, from these facts:\n"
+    '- Password reset: click "Forgot password" on the sign-in page; a reset link arrives by email.\n'
+    "- Plans: Standard costs 20 dollars per month, Pro costs 45 dollars per month.\n"
+    "- Refunds: a full refund within 14 days of purchase; no refunds after 14 days.\n"
+    "- Data export: CSV from Settings > Data > Export; JSON only through the API (GET /v1/export?format=json).\n"
     "If you do not know, say that a human agent will follow up."
+)
+
+_PASSWORD = Reference(
+    'Click "Forgot password" on the sign-in page; a reset link arrives by email.',
+    facts=(("forgot password", "reset link"),),
+)
+_PRO_PRICE = Reference("The Pro plan costs 45 dollars per month.", facts=(("45",),))
+# The refund near-misses have opposite answers: yes within 14 days, no at 30 days.
+_REFUND_14 = Reference(
+    "Yes, you get a full refund within 14 days of purchase.",
+    facts=(("yes", "14 days", "14 day"),),
+    forbidden=("no", "cannot", "can t", "not able", "unable", "not eligible", "not possible"),
+)
+_REFUND_30 = Reference(
+    "No: refunds are given only within 14 days of purchase.",
+    facts=(("no", "not", "cannot", "can t", "14 days", "14 day"),),
+    forbidden=("yes",),
+)
+_EXPORT_CSV = Reference("Export CSV from Settings > Data > Export.", facts=(("settings",), ("csv",)))
+_EXPORT_JSON = Reference(
+    "JSON export is only through the API: GET /v1/export?format=json.",
+    facts=(("api", "v1 export"), ("json",)),
 )
 
 SUPPORT_MAX_TOKENS = 96
 _SUPPORT = [
-    "How do I reset my password?",
-    "What does the Pro plan cost per month?",
-    "how do i reset my password",
-    "Can I get a refund within 14 days of purchase?",
-    "I forgot my password. How can I reset it?",
-    "How much is the Pro plan per month?",
-    "Can I get a refund within 30 days of purchase?",
-    "How do I export my data as CSV?",
-    "How do I export my data as JSON?",
-    "How do I reset my password?",
+    ("How do I reset my password?", _PASSWORD),
+    ("What does the Pro plan cost per month?", _PRO_PRICE),
+    ("how do i reset my password", _PASSWORD),
+    ("Can I get a refund within 14 days of purchase?", _REFUND_14),
+    ("I forgot my password. How can I reset it?", _PASSWORD),
+    ("How much is the Pro plan per month?", _PRO_PRICE),
+    ("Can I get a refund within 30 days of purchase?", _REFUND_30),
+    ("How do I export my data as CSV?", _EXPORT_CSV),
+    ("How do I export my data as JSON?", _EXPORT_JSON),
+    ("How do I reset my password?", _PASSWORD),
 ]
 
 
@@ -216,14 +300,14 @@ def build_workload(*, quick: bool = False, start: datetime | None = None) -> lis
             params={"max_tokens": 24, "temperature": 0},
             metadata={"task_id": task, "task_type": "agent"},
         )
-        steps.append(DemoStep(task, "agent", req))
+        steps.append(DemoStep(task, "agent", req, _AGENT_REFERENCES[k]))
         if k < len(turns):
             reply, output = turns[k]
             history += [Message("assistant", reply), Message("user", f"Observation:\n{output}")]
 
     task = "rag: product docs"
     docs = "\n\n".join(f"Document [{i}](Title: {t}) {body}" for i, (t, body) in enumerate(_DOCS, 1))
-    for q in _RAG_QUESTIONS[: 2 if quick else 3]:
+    for q, ref in _RAG_QUESTIONS[: 2 if quick else 3]:
         req = Request(
             messages=(
                 Message(
@@ -235,15 +319,15 @@ def build_workload(*, quick: bool = False, start: datetime | None = None) -> lis
             params={"max_tokens": 24, "temperature": 0},
             metadata={"task_id": task, "task_type": "rag"},
         )
-        steps.append(DemoStep(task, "rag", req))
+        steps.append(DemoStep(task, "rag", req, ref))
 
     task = "support: repeated questions"
-    for q in _SUPPORT[: 7 if quick else len(_SUPPORT)]:
+    for q, ref in _SUPPORT[: 7 if quick else len(_SUPPORT)]:
         req = Request(
             messages=(Message("system", _SUPPORT_SYSTEM), Message("user", q)),
             # room to finish: the cache never stores an answer cut off at max_tokens
             params={"max_tokens": SUPPORT_MAX_TOKENS, "temperature": 0},
             metadata={"task_id": task, "task_type": "support"},
         )
-        steps.append(DemoStep(task, "support", req))
+        steps.append(DemoStep(task, "support", req, ref))
     return steps

@@ -367,10 +367,21 @@ def estimate_prompt_cache(
     for pos, i in enumerate(order):
         per = report.per_request[pos]
         prompt = calls[i].usage.input_tokens
-        sent = provider_cached_tokens(per.reused_prefix_tokens, prompt, min_tokens=min_tokens, block=block)
+        # The analyser counts its own serialisation of the request (segment headers, tool-call
+        # ids), the bill counts the prompt as sent: convert the reusable prefix into billed
+        # tokens by the request's own ratio. Capping it at the prompt instead would bill the
+        # new turn, never sent before, as cached whenever the serialisation is the longer count.
+        scale = prompt / per.prompt_tokens if per.prompt_tokens else 0.0
+
+        def billed(reused: int, scale: float = scale, prompt: int = prompt) -> int:
+            return min(prompt, int(reused * scale))
+
+        sent = provider_cached_tokens(
+            billed(per.reused_prefix_tokens), prompt, min_tokens=min_tokens, block=block
+        )
         after = per.reused_prefix_tokens_after if use_layout else per.reused_prefix_tokens
         as_sent += sent
-        cached_by_call[i] = provider_cached_tokens(after, prompt, min_tokens=min_tokens, block=block)
+        cached_by_call[i] = provider_cached_tokens(billed(after), prompt, min_tokens=min_tokens, block=block)
     usages: list[Usage] = []
     prompt_tokens = 0
     for i, c in enumerate(calls):

@@ -13,13 +13,20 @@ from tokenlean.types import Request
 __all__ = ["Rule", "RulesPolicy"]
 
 
+def _uses_tools(request: Request) -> bool:
+    return bool(request.tools) or any(m.tool_calls or m.role == "tool" for m in request.messages)
+
+
 @dataclass(frozen=True)
 class Rule:
     """A declarative match; every given condition must hold.
 
     ``tags``: all must be in ``request.metadata["tags"]``; ``task_type``: equals
     ``metadata["task_type"]``; ``min_tokens``/``max_tokens``: bounds on the prompt's token count;
-    ``has_tools``: whether tools are attached; ``when``: any extra predicate.
+    ``has_tools``: whether the request uses tools, i.e. tools are attached *or* the conversation is
+    a tool loop (a tool call or a tool result in its messages). Traces often leave the tool schemas
+    out while keeping the calls, and a turn that must act on a tool's result is an agent step, not
+    a short question; ``when``: any extra predicate.
     """
 
     target: str
@@ -70,7 +77,7 @@ class Rule:
                 return None
             why.append(f"task_type={self.task_type}")
         if self.has_tools is not None:
-            if bool(request.tools) != self.has_tools:
+            if _uses_tools(request) != self.has_tools:
                 return None
             why.append("tools present" if self.has_tools else "no tools")
         if self.min_tokens is not None or self.max_tokens is not None:

@@ -49,6 +49,26 @@ def test_rules_first_match_with_reason_and_output_control() -> None:
     assert policy.decide(_r("short")) is None
 
 
+def test_a_tool_loop_uses_tools_even_without_schemas() -> None:
+    # Traces keep the calls and drop the schemas: a turn acting on a tool result is not "no tools".
+    from tokenlean.types import ToolCall
+
+    loop = Request(
+        [
+            Message("user", "fix the bug"),
+            Message(
+                "assistant", None, tool_calls=(ToolCall(id="c1", name="bash", arguments='{"cmd": "ls"}'),)
+            ),
+            Message("tool", "a.py b.py", tool_call_id="c1"),
+        ]
+    )
+    easy = RulesPolicy([Rule("weak", max_tokens=1000, has_tools=False)])
+    assert easy.decide(loop) is None
+    assert easy.decide(_r("what is 2+2?")) is not None
+    d = RulesPolicy([Rule("strong", has_tools=True, name="tools")]).decide(loop)
+    assert d is not None and d.target == "strong"
+
+
 def test_output_control_applies_and_records() -> None:
     oc = OutputControl(max_tokens=50, stop=("END",), instruction="Be brief.")
     req = Request([Message("user", "q")], params={"max_tokens": 500, "stop": "STOP"})
