@@ -1237,20 +1237,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default=None, help=f"comma-separated subset of {','.join(METHODS)}")
     ap.add_argument("--no-tune", action="store_true", help="skip the tune-half grid and the what-ifs")
     args = ap.parse_args(argv)
-    traces = args.data / TRACES
-    if not traces.is_dir() or not any(traces.glob("*.traj")):
-        print(
-            f"dataset not found: {traces}\npass --data DIR (the folder holding agent_traces/swe-agent/)",
-            file=sys.stderr,
-        )
+    if not traces_found(args.data):
         return 2
     names = args.methods.split(",") if args.methods else list(METHODS)
     results = run(args.data, names, args.quick, tune=not args.no_tune)
     print_table(results)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    write_json(args.json, results)
     return 0
+
+
+def traces_found(data: Path) -> bool:
+    """Whether ``data`` holds the SWE-agent trajectories; says where to point ``--data`` if not."""
+    traces = data / TRACES
+    if traces.is_dir() and any(traces.glob("*.traj")):
+        return True
+    print(
+        f"dataset not found: {traces}\npass --data DIR (the folder holding agent_traces/swe-agent/)",
+        file=sys.stderr,
+    )
+    return False
+
+
+def write_json(path: Path | None, results: dict[str, Any]) -> None:
+    """Write ``results`` to ``path`` (``--json``), creating its folder; nothing when None."""
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -49,7 +49,6 @@ the first 10 and the last 9 trajectories by file name are also reported separate
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -638,12 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help=f"the {QUICK_TRACES} smallest trajectories (for tests)"
     )
     args = ap.parse_args(argv)
-    traces = args.data / TRACES
-    if not traces.is_dir() or not any(traces.glob("*.traj")):
-        print(
-            f"dataset not found: {traces}\npass --data DIR (the folder holding agent_traces/swe-agent/)",
-            file=sys.stderr,
-        )
+    if not cs.traces_found(args.data):
         return 2
     try:
         import torch
@@ -655,9 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run(args.data, args.quick)
     results["seconds"]["total"] = round(time.perf_counter() - t0, 2)
     print_table(results)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    cs.write_json(args.json, results)
     return 0
 
 

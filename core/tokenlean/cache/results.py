@@ -49,6 +49,21 @@ class CacheResult:
     def __bool__(self) -> bool:
         return self.hit
 
+    def event_attributes(self) -> dict[str, Any]:
+        """The lookup as a ``tokenlean.cache.lookup`` event (``tokenlean.events``): no text, only
+        the decision, so an observer never exports a user's prompt."""
+        attrs: dict[str, Any] = {
+            "tokenlean.cache.hit": self.hit,
+            "tokenlean.cache.lookup_ms": round(self.total_ms, 3),
+        }
+        if self.tier is not None:
+            attrs["tokenlean.cache.tier"] = self.tier
+        if self.similarity is not None:
+            attrs["tokenlean.cache.similarity"] = float(self.similarity)
+        if self.rejected_by is not None:
+            attrs["tokenlean.cache.rejected_by"] = self.rejected_by
+        return attrs
+
     @property
     def payload(self) -> Any:
         return None if self.entry is None else self.entry.payload

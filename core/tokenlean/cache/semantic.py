@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from tokenlean import events
 from tokenlean._checks import check_number, str_items
 from tokenlean.cache.backends import CacheBackend, EmbeddedBackend
 from tokenlean.cache.bound import ErrorBound
@@ -221,6 +222,17 @@ class SemanticCache:
         model: str | None = None,
     ) -> CacheResult:
         """Find a cached answer for ``query`` (a ``Request``, a user text or a message list)."""
+        result = self._lookup(query, tenant, model)
+        if events.enabled():
+            events.emit(events.CACHE_LOOKUP, result.event_attributes())
+        return result
+
+    def _lookup(
+        self,
+        query: Request | str | Sequence[Message | Mapping[str, Any]],
+        tenant: str | None,
+        model: str | None,
+    ) -> CacheResult:
         t0 = time.perf_counter()
         self._stats.lookups += 1
         request = as_request(query, model)

@@ -65,6 +65,15 @@ class Compacted:
         """Share of tokens removed (0.62 = 62% fewer tokens)."""
         return 0.0 if self.tokens_before <= 0 else 1.0 - self.tokens_after / self.tokens_before
 
+    def event_attributes(self) -> dict[str, Any]:
+        """The compaction as a ``tokenlean.compaction`` event (``tokenlean.events``): counts only."""
+        return {
+            "tokenlean.compaction.tokens_before": self.tokens_before,
+            "tokenlean.compaction.tokens_after": self.tokens_after,
+            "tokenlean.compaction.omissions": len(self.omissions),
+            "tokenlean.compaction.budget_met": self.budget_met,
+        }
+
     @property
     def text(self) -> str:
         """The compacted text (for a text input: its single message; else messages joined)."""

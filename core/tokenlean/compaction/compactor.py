@@ -30,6 +30,7 @@ from dataclasses import replace
 from re import Pattern
 from typing import TYPE_CHECKING, Any
 
+from tokenlean import events
 from tokenlean._checks import check_number
 from tokenlean.compaction.compacted import (
     DEFAULT_MARKER,
@@ -356,6 +357,14 @@ class Compactor:
         Raises ``MessageFormatError`` for malformed messages and ``TextEncodingError`` for bytes
         that are not UTF-8; empty input passes through unchanged.
         """
+        return _observed(self._compact(data, query, session))
+
+    def _compact(
+        self,
+        data: Request | Sequence[Message | Mapping[str, Any]] | str | bytes,
+        query: str | None,
+        session: str,
+    ) -> Compacted:
         if query is not None and not isinstance(query, str):
             raise InputError("query must be a string")
         if not isinstance(session, str):
@@ -366,7 +375,7 @@ class Compactor:
             except UnicodeDecodeError as exc:
                 raise TextEncodingError(f"input is not valid UTF-8 (byte {exc.start})") from exc
         if isinstance(data, str):
-            return self.compact_documents([data], query=query)
+            return self._compact_documents([data], query)
         request: Request | None = None
         if isinstance(data, Request):
             request = data
@@ -403,6 +412,9 @@ class Compactor:
         sentence repeated by overlapping chunks is kept once. No message-level step applies (the
         budget is ``SelectUnits``': ``ratio`` the share removed, ``keep`` the share kept).
         """
+        return _observed(self._compact_documents(texts, query))
+
+    def _compact_documents(self, texts: Sequence[str], query: str | None) -> Compacted:
         if query is not None and not isinstance(query, str):
             raise InputError("query must be a string")
         if isinstance(texts, (str, bytes, Mapping)) or not isinstance(texts, Iterable):
@@ -646,3 +658,10 @@ def compact_text(
     (LLMLingua's ``rate``); give one of them.
     """
     return Compactor(ratio=ratio, keep=keep, **options).compact(text, query=query)
+
+
+def _observed(result: Compacted) -> Compacted:
+    """``result``, after telling the observers (``tokenlean.events``) what the compaction did."""
+    if events.enabled():
+        events.emit(events.COMPACTION, result.event_attributes())
+    return result

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from tokenlean import events
 from tokenlean._checks import check_number
 from tokenlean.errors import LayoutError, MessageFormatError
 from tokenlean.layout.canonical import (
@@ -356,6 +357,16 @@ class PromptLayout:
             verify_layout(original, laid, self)
         before = stable_prefix_tokens(original, self, model=model)
         after = stable_prefix_tokens(laid, self, model=model)
+        if events.enabled():
+            events.emit(
+                events.LAYOUT,
+                {
+                    "tokenlean.layout.breakers": len(moves),
+                    "tokenlean.layout.breaker_kinds": tuple(sorted({m.kind for m in moves})),
+                    "tokenlean.layout.stable_prefix_tokens_before": before,
+                    "tokenlean.layout.stable_prefix_tokens_after": after,
+                },
+            )
         return Reordered(laid, original, tuple(moves), before, after, tuple(source))
 
 

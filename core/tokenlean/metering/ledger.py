@@ -122,6 +122,11 @@ class Ledger:
         with self._lock:
             self._sinks.append(sink)
 
+    def remove_sink(self, sink: Sink) -> None:
+        """Stop sending records to ``sink`` (no-op if it is not attached)."""
+        with self._lock:
+            self._sinks = [s for s in self._sinks if s is not sink]
+
     def _defer(self, build: Callable[..., UsageRecord], args: tuple[Any, ...]) -> bool:
         """Queue ``build(*args)`` for the next read; ``False`` (nothing queued) when the record
         must be stored now: a sink wants it at once, or a subclass's ``record`` must see it."""

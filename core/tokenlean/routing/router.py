@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequenc
 from dataclasses import replace
 from typing import Any
 
+from tokenlean import events
 from tokenlean.errors import EndpointError, NoRouteError
 from tokenlean.routing import failover
 from tokenlean.routing.decision import Decision, RoutingPolicy
@@ -101,7 +102,18 @@ class Router:
             decision = Decision(self.default, "no policy matched: default target", "default")
         if decision.target not in self.targets:
             raise NoRouteError(f"policy {decision.policy!r} chose unknown target {decision.target!r}")
-        return replace(decision, latency_ms=(time.perf_counter() - t0) * 1000.0)
+        decision = replace(decision, latency_ms=(time.perf_counter() - t0) * 1000.0)
+        if events.enabled():
+            events.emit(
+                events.ROUTE,
+                {
+                    "tokenlean.route.target": decision.target,
+                    "tokenlean.route.model": self.targets[decision.target].model,
+                    "tokenlean.route.policy": decision.policy,
+                    "tokenlean.route.reason": decision.reason,
+                },
+            )
+        return decision
 
     def model_of(self, target: str) -> str:
         return self.targets[target].model

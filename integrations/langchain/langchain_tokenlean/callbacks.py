@@ -100,6 +100,9 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
     """Records each chat-model (and LLM) call as a ``UsageRecord`` in ``meter``'s ledger.
 
     Pass it in ``config={"callbacks": [handler]}`` (or let ``track_task`` install one).
+    ``otel=True`` also exports every call as an OpenTelemetry GenAI span and metric points
+    (``tokenlean.metering.otel``; needs ``tokenlean[otel]``), adding tokenlean's fields to
+    OpenInference's LLM span instead of a second one when that instrumentation is on.
     ``task_id`` fixes the task of every call this handler sees; otherwise the task is taken from
     run metadata (``tokenlean_task_id``), the current ``task_scope`` / ``Meter.task``, or the
     root run (``"<root run name>#<last 8 hex digits of its id>"``; LangChain run ids are
@@ -115,11 +118,17 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         *,
         task_id: str | None = None,
         tags: Mapping[str, str] | None = None,
+        otel: bool = False,
     ) -> None:
         super().__init__()
         self.meter = meter if meter is not None else get_default_meter()
         self.task_id = task_id
         self.tags = dict(tags or {})
+        self.otel = bool(otel)
+        if self.otel:
+            from langchain_tokenlean._otel import enable
+
+            enable(self.meter)
         self._runs: dict[UUID, _RunInfo] = {}
         self._pending: dict[UUID, PendingCall] = {}
         self._warn_no_usage = MissingUsageWarner(log, "streaming without stream_usage=True?")
@@ -247,6 +256,10 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
             self._pending[run_id] = PendingCall(
                 now, task, None, self._endpoint(serialized, kwargs), context=kwargs
             )
+            if self.otel:
+                from langchain_tokenlean._otel import on_start
+
+                on_start(run_id)
         except Exception:
             log.exception("tokenlean: could not start metering a model call (ignored)")
 
@@ -270,6 +283,10 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
+        if self.otel:
+            from langchain_tokenlean._otel import COMPLETION_KEY
+
+            kwargs[COMPLETION_KEY] = True
         self._start_call(serialized, run_id, parent_run_id, kwargs)
 
     def on_llm_new_token(self, token: str, *, run_id: UUID, chunk: Any = None, **kwargs: Any) -> None:
@@ -293,6 +310,10 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._pending.pop(run_id, None)
+        if self.otel:
+            from langchain_tokenlean._otel import forget
+
+            forget(run_id)
 
     def _record(
         self,
@@ -308,12 +329,18 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
             pending = PendingCall(ended, self._task_for(info, None), None, None)
         elif model is None and pending.context is not None:
             model = _model_from_start(pending.context)
+        extra = None
+        if self.otel:
+            from langchain_tokenlean._otel import call_extra
+
+            extra = call_extra(pending.context)
         return record_call(
             self.meter,
             pending,
             raw_usage=raw_usage,
             model=model,
             tags=self.tags,
+            extra=extra,
             ended_at=ended,
             cache_hit=cache_hit,
             record_id=run_id,
@@ -400,16 +427,18 @@ def track_task(
     *,
     meter: Meter | None = None,
     tags: Mapping[str, str] | Sequence[str] | None = None,
+    otel: bool = False,
 ) -> Iterator[TrackedTask]:
     """Meter every LangChain model call inside the block as task ``name``.
 
     No callback needs to be passed: like ``get_usage_metadata_callback``, a handler is
     installed for every run configured inside the block (threads and asyncio tasks started
-    inside inherit it). Calls land in ``meter`` (default: ``get_default_meter()``).
+    inside inherit it). Calls land in ``meter`` (default: ``get_default_meter()``); ``otel=True``
+    exports them to OpenTelemetry too (see ``TokenleanCallbackHandler``).
     """
     _ensure_hook()
     tag_map = dict(tags) if isinstance(tags, Mapping) else {t: "" for t in (tags or ())}
-    handler = TokenleanCallbackHandler(meter, task_id=name, tags=tag_map)
+    handler = TokenleanCallbackHandler(meter, task_id=name, tags=tag_map, otel=otel)
     token = _TRACKER.set(handler)
     try:
         with task_scope(name) as task_id:

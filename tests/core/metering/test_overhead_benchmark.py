@@ -6,6 +6,7 @@ benchmark's business (a timed assertion on a shared CI machine would be flaky, n
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -56,3 +57,15 @@ def test_overhead_benchmark_quick(local_llm: Any, tmp_path: Path) -> None:
         )
     assert data["local_model"]["model"] == local_llm.model
     assert set(data["pass"]) >= {"langchain_under_50us", "langchain_under_1pct_of_local_call"}
+    # OpenTelemetry export on: its own rows, measured the same way (the flush counted in).
+    if importlib.util.find_spec("opentelemetry.sdk") is not None:
+        assert "langchain + OTel" in proc.stdout and "llamaindex + OTel" in proc.stdout
+        for adapter in ("langchain", "llamaindex"):
+            otel = data["in_process"][f"{adapter}_otel"]
+            assert otel["bare_us"] == data["in_process"][adapter]["bare_us"]  # same interleaved run
+            assert otel["metered_us"] > 0 and otel["spans_exported"] > 0
+            assert otel["overhead_us"] == pytest.approx(
+                otel["metered_us"] - otel["bare_us"] + otel["deferred_build_us"]
+            )
+            assert otel["deferred_build_us"] >= otel["otel_flush_us"] >= 0
+            assert f"{adapter}_otel_under_50us" in data["pass"]

@@ -91,6 +91,8 @@ class TokenleanEventHandler(BaseEventHandler):
 
     meter: Meter = Field(default_factory=get_default_meter, exclude=True)
     task_id: str | None = None
+    #: Also export each call to OpenTelemetry (``instrument(otel=True)``).
+    otel: bool = False
     # Plain (excluded) fields rather than PrivateAttr: private attributes go through pydantic's
     # __getattr__, which costs microseconds on every LLM event.
     pending: dict[str, _PendingCall] = Field(default_factory=dict, exclude=True, repr=False)
@@ -138,6 +140,8 @@ class TokenleanEventHandler(BaseEventHandler):
             model=model if isinstance(model, str) else None,
             endpoint=endpoint if isinstance(endpoint, str) else None,
         )
+        if self.otel:
+            pending.context = _otel_extra(event, model_dict)
         key = _call_key(event)
         outer = _IN_CALL.get()
         with self.lock:
@@ -177,29 +181,55 @@ class TokenleanEventHandler(BaseEventHandler):
             ended_at=ended,
             cache_hit=cache_hit,
             record_id=event.id_,
-            extra={"span_id": event.span_id},
+            extra={"span_id": event.span_id, **(pending.context or {})},
             warn_missing=self.usage_warner,
             logger=log,
             call_label=f"LLM call {event.span_id}",
         )
 
 
+def _otel_extra(event: BaseEvent, model_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """The GenAI fields only the start event shows: operation, provider, requested model."""
+    extra: dict[str, Any] = {}
+    if isinstance(event, LLMCompletionStartEvent):
+        extra["operation"] = "text_completion"
+    requested = model_dict.get("model") or model_dict.get("model_name")
+    if isinstance(requested, str) and requested:
+        extra["request_model"] = requested
+    cls = str(model_dict.get("class_name") or "").lower()
+    for needle, provider in (("openai", "openai"), ("anthropic", "anthropic"), ("gemini", "gcp.gemini")):
+        if needle in cls:  # the client protocol, as the OpenAI / Anthropic SDK instrumentations name it
+            extra["provider"] = provider
+            break
+    return extra
+
+
 _INSTRUMENT_LOCK = threading.Lock()
 
 
-def instrument(meter: Meter | None = None, *, task_id: str | None = None) -> TokenleanEventHandler:
+def instrument(
+    meter: Meter | None = None, *, task_id: str | None = None, otel: bool = False
+) -> TokenleanEventHandler:
     """Meter every LlamaIndex LLM call of this process into ``meter`` (default meter if None).
 
+    ``otel=True`` also exports each call as an OpenTelemetry GenAI span and metric points, and the
+    levers' events as span events (``tokenlean.metering.otel``; needs ``tokenlean[otel]``).
     Idempotent: a handler for the same meter (and task) already on the root dispatcher is
-    returned instead of adding a second one that would double-count.
+    returned instead of adding a second one that would double-count (``otel=True`` on a second
+    call switches export on for it).
     """
     meter = meter if meter is not None else get_default_meter()
+    if otel:
+        from tokenlean.metering.otel import enable_otel
+
+        enable_otel(meter)
     root = root_dispatcher
     with _INSTRUMENT_LOCK:
         for h in root.event_handlers:
             if isinstance(h, TokenleanEventHandler) and h.meter is meter and h.task_id == task_id:
+                h.otel = h.otel or otel
                 return h
-        handler = TokenleanEventHandler(meter=meter, task_id=task_id)
+        handler = TokenleanEventHandler(meter=meter, task_id=task_id, otel=otel)
         root.add_event_handler(handler)
         return handler
 
