@@ -21,17 +21,14 @@ pytest.importorskip("langchain_openai")
 pytest.importorskip("opentelemetry.sdk")
 
 from langchain_core.tools import tool
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Tracer
 
 from langchain_tokenlean.callbacks import TokenleanCallbackHandler, track_task
 from tokenlean.metering import Meter, ModelPrice, PriceTable
-from tokenlean.metering.otel import disable_otel, enable_otel
-from tokenlean.metering.testing import ServerUsage
+from tokenlean.metering.testing import InMemoryOtel, ServerUsage
 
 
 @dataclass
@@ -57,20 +54,13 @@ def traced(local_llm: Any) -> Iterator[Traced]:
     # The local model priced as self-hosted GPU time, so its calls have a cost to export.
     prices = PriceTable.default().with_price(local_llm.model, ModelPrice.self_hosted("2.00", tokens_per_s=20))
     meter = Meter(prices=prices)
-    spans = InMemorySpanExporter()
-    tp = TracerProvider()
-    tp.add_span_processor(SimpleSpanProcessor(spans))
-    reader = InMemoryMetricReader()
-    mp = MeterProvider(metric_readers=[reader])
     # Private providers first: the handler's ``otel=True`` then finds this exporter (idempotent)
     # instead of configuring the global providers.
-    enable_otel(meter, tracer_provider=tp, meter_provider=mp)
+    otel = InMemoryOtel(meter)
     try:
-        yield Traced(meter, spans, reader, tp)
+        yield Traced(meter, otel.spans, otel.reader, otel.tracer_provider)
     finally:
-        disable_otel(meter)
-        tp.shutdown()
-        mp.shutdown()
+        otel.close()
 
 
 def _chat(local_chat_model: Any, wire: ServerUsage, **kwargs: Any) -> Any:

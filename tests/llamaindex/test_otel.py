@@ -16,16 +16,11 @@ pytest.importorskip("opentelemetry.sdk")
 
 from llama_index.core.instrumentation import root_dispatcher
 from llama_index.core.llms import ChatMessage
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from llama_index.callbacks.tokenlean.handler import instrument, uninstrument
 from tokenlean.metering import Meter, ModelPrice, PriceTable
 from tokenlean.metering.otel import disable_otel, enable_otel
-from tokenlean.metering.testing import ServerUsage
+from tokenlean.metering.testing import InMemoryOtel, ServerUsage
 
 
 @pytest.mark.integration
@@ -38,13 +33,9 @@ def test_chat_span_tokens_equal_ledger_and_server(local_llm: Any, local_openai_l
     )
     prices = PriceTable.default().with_price(local_llm.model, ModelPrice.self_hosted("2.00", tokens_per_s=20))
     meter = Meter(prices=prices)
-    spans = InMemorySpanExporter()
-    tp = TracerProvider()
-    tp.add_span_processor(SimpleSpanProcessor(spans))
-    # private provider first: instrument(otel=True) then reuses this exporter (idempotent per ledger)
-    reader = InMemoryMetricReader()
-    mp = MeterProvider(metric_readers=[reader])
-    exporter = enable_otel(meter, tracer_provider=tp, meter_provider=mp)
+    # private providers first: instrument(otel=True) then reuses this exporter (idempotent per ledger)
+    otel = InMemoryOtel(meter)
+    spans, reader, tp, exporter = otel.spans, otel.reader, otel.tracer_provider, otel.exporter
     handler = instrument(meter, otel=True)
     try:
         assert handler.otel and enable_otel(meter) is exporter
@@ -83,5 +74,4 @@ def test_chat_span_tokens_equal_ledger_and_server(local_llm: Any, local_openai_l
     llm.chat([ChatMessage(role="user", content="Name one fruit.")])
     assert len(wire.usages) == 2 and len(meter.ledger) == 1
     assert len(spans.get_finished_spans()) == 2  # the LLM span and the user's span, nothing new
-    tp.shutdown()
-    mp.shutdown()
+    otel.close()

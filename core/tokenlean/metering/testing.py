@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["ServerUsage"]
+__all__ = ["InMemoryOtel", "ServerUsage"]
 
 
 class ServerUsage:
@@ -50,3 +50,38 @@ class ServerUsage:
             sum(u["prompt_tokens"] for u in self.usages),
             sum(u["completion_tokens"] for u in self.usages),
         )
+
+
+class InMemoryOtel:
+    """``meter``'s OpenTelemetry export into in-memory SDK exporters, to assert on what a run sends.
+
+    Private providers (never the global ones), attached with ``enable_otel`` so that an adapter's
+    ``otel=True`` reuses this exporter. ``spans`` holds the finished spans, ``reader`` collects the
+    metrics; ``close()`` detaches and shuts the providers down. Needs ``tokenlean[otel]``.
+    """
+
+    def __init__(self, meter: Any) -> None:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        from tokenlean.metering.otel import enable_otel
+
+        self.meter = meter
+        self.spans = InMemorySpanExporter()
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.reader = InMemoryMetricReader()
+        self.meter_provider = MeterProvider(metric_readers=[self.reader])
+        self.exporter = enable_otel(
+            meter, tracer_provider=self.tracer_provider, meter_provider=self.meter_provider
+        )
+
+    def close(self) -> None:
+        from tokenlean.metering.otel import disable_otel
+
+        disable_otel(self.meter)
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
