@@ -380,6 +380,57 @@ def meter_record(number: int, repeat: int) -> dict[str, float]:
     }
 
 
+def otel_sdk_floor(number: int, repeat: int) -> dict[str, float] | None:
+    """What the OpenTelemetry SDK alone charges for the work one metered call exports, measured
+    on the same providers as the OTel rows: the CLIENT span with the attributes tokenlean puts on
+    it, and the histogram points of a non-streamed call (input and output token usage, duration).
+    No tokenlean code is timed: this is the floor any exporter built on the user's SDK providers
+    pays, next to the 50 µs target. None without the ``otel`` extra."""
+    timer = OtelTimer.create()
+    if timer is None:
+        return None
+    from decimal import Decimal
+
+    from tokenlean.metering.otel import OtelExporter
+    from tokenlean.metering.records import UsageRecord
+    from tokenlean.types import Usage
+
+    exporter = OtelExporter(tracer_provider=timer.tracer_provider, meter_provider=timer.meter_provider)
+    now = time.time()
+    rec = UsageRecord(
+        model="gpt-4o-mini",
+        usage=Usage(input_tokens=12, output_tokens=3),
+        endpoint="http://127.0.0.1:8080/v1",
+        task_id="task-1",
+        cost=Decimal("0.00001"),
+        started_at=now - 0.01,
+        ended_at=now,
+    )
+    attrs = exporter.span_attributes(rec)
+    tracer = timer.tracer_provider.get_tracer("floor")
+    hist = timer.meter_provider.get_meter("floor").create_histogram("floor.token.usage")
+    point_attrs = {k: attrs[k] for k in list(attrs)[:4]} | {"tokenlean.cache.hit": False}
+    t = compare(
+        {
+            "bare_span": (None, lambda: tracer.start_span("chat").end(), timer),
+            "span": (None, lambda: tracer.start_span("chat", attributes=attrs).end(), timer),
+            "point": (None, lambda: hist.record(12, point_attrs), None),
+        },
+        number,
+        repeat,
+    )
+    points = 3
+    return {
+        "bare_span_us": t["bare_span"],
+        "span_attributes": len(attrs),
+        "span_with_attributes_us": t["span"],
+        "span_flush_us": timer.best,
+        "histogram_point_us": t["point"],
+        "histogram_points_per_call": points,
+        "sdk_floor_us": t["span"] + timer.best + points * t["point"],
+    }
+
+
 # -- the real local model --------------------------------------------------------------------
 
 
@@ -480,6 +531,9 @@ def main(argv: list[str] | None = None) -> int:
         if "otel" in rows:  # OpenTelemetry export on: its own row (absent without the extra)
             fake[f"{adapter}_otel"] = rows["otel"]
     fake["core_meter_record"] = meter_record(number, repeat)
+    floor = otel_sdk_floor(number, repeat)
+    if floor is not None:
+        fake["otel_sdk_floor"] = floor
     result: dict[str, Any] = {
         "benchmark": "overhead",
         "quick": args.quick,
@@ -560,6 +614,14 @@ def _print(result: dict[str, Any]) -> None:
         f"core Meter.record: {result['in_process']['core_meter_record']['record_us']:.1f} µs per call; "
         f"CPU reference sum(range(100)): {result['python_speed_ref_us']:.2f} µs (idle core: ~0.7)"
     )
+    floor = result["in_process"].get("otel_sdk_floor")
+    if floor:
+        console.print(
+            f"OTel SDK floor per call (no tokenlean code): span with {floor['span_attributes']} attributes "
+            f"{floor['span_with_attributes_us']:.1f} µs (bare {floor['bare_span_us']:.1f}) + flush "
+            f"{floor['span_flush_us']:.1f} µs + {floor['histogram_points_per_call']} histogram points x "
+            f"{floor['histogram_point_us']:.1f} µs = {floor['sdk_floor_us']:.1f} µs"
+        )
     if "error" in lm:
         console.print(f"[yellow]local model not measured: {lm['error']}[/yellow]")
     console.print(

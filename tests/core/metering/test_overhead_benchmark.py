@@ -69,3 +69,11 @@ def test_overhead_benchmark_quick(local_llm: Any, tmp_path: Path) -> None:
             )
             assert otel["deferred_build_us"] >= otel["otel_flush_us"] >= 0
             assert f"{adapter}_otel_under_50us" in data["pass"]
+        # The SDK's own floor, timed with no tokenlean code: span + flush + three histogram points.
+        floor = data["in_process"]["otel_sdk_floor"]
+        assert floor["span_attributes"] > 10 and floor["histogram_points_per_call"] == 3
+        assert floor["span_with_attributes_us"] > 0 and floor["histogram_point_us"] > 0
+        assert floor["sdk_floor_us"] == pytest.approx(
+            floor["span_with_attributes_us"] + floor["span_flush_us"] + 3 * floor["histogram_point_us"]
+        )
+        assert "OTel SDK floor per call" in proc.stdout
