@@ -77,6 +77,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from _output import write_json
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -1256,13 +1258,6 @@ def traces_found(data: Path) -> bool:
         file=sys.stderr,
     )
     return False
-
-
-def write_json(path: Path | None, results: dict[str, Any]) -> None:
-    """Write ``results`` to ``path`` (``--json``), creating its folder; nothing when None."""
-    if path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

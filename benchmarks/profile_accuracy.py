@@ -65,6 +65,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import compaction_sessions as cs  # sibling benchmark: cache pricing, serialisation
+from _output import write_json
 
 DEFAULT_DATA = cs.DEFAULT_DATA
 TRACES = cs.TRACES
@@ -649,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run(args.data, args.quick)
     results["seconds"]["total"] = round(time.perf_counter() - t0, 2)
     print_table(results)
-    cs.write_json(args.json, results)
+    write_json(args.json, results)
     return 0
 
 

@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tokenlean.layout.cli",
     "tokenlean.routing.cli",
     "tokenlean.server",
+    "tokenlean.gateway.cli",
 )
 
 

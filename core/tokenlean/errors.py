@@ -36,6 +36,9 @@ TokenleanError
 │       │   └── StreamInterrupted    a stream broke after it had sent tokens
 │       └── EndpointProtocolError    4xx, broken JSON, unexpected shape
 ├── ServerError                      the local model server failed to start / stop
+├── GatewayError                     a request the gateway refuses (carries an HTTP status)
+│   ├── AuthError                    no or an unknown virtual key, or a route it may not use (401/403)
+│   └── BudgetExceeded               the key's daily requests / tokens / money are spent (429)
 └── ProfileError
     └── TraceFormatError             a trace file tokenlean cannot read         (ValueError)
 ```
@@ -44,6 +47,8 @@ TokenleanError
 from __future__ import annotations
 
 __all__ = [
+    "AuthError",
+    "BudgetExceeded",
     "CacheBackendError",
     "CacheError",
     "CalibrationError",
@@ -55,6 +60,7 @@ __all__ = [
     "EndpointProtocolError",
     "EndpointTimeout",
     "EndpointUnavailable",
+    "GatewayError",
     "InputError",
     "LayoutError",
     "MessageFormatError",
@@ -223,6 +229,34 @@ class EndpointProtocolError(EndpointError):
 
 class ServerError(TokenleanError):
     """The local model server could not be started or stopped."""
+
+
+class GatewayError(TokenleanError):
+    """``tokenlean serve`` refuses a request; ``status`` is the HTTP status the client gets."""
+
+    status = 400
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+
+
+class AuthError(GatewayError):
+    """No virtual key, an unknown one (401), or a route the key may not use (403)."""
+
+    status = 401
+    code = "invalid_api_key"
+
+
+class BudgetExceeded(GatewayError):
+    """The virtual key's daily budget (requests, tokens or money) is spent."""
+
+    status = 429
+    code = "budget_exceeded"
 
 
 class ProfileError(TokenleanError):
