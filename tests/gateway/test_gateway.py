@@ -421,3 +421,45 @@ def test_cli_prints_example_config_and_new_keys(capsys: pytest.CaptureFixture[st
     key = re.search(r"key:\s+(\S+)", out)
     digest = re.search(r"hash:\s+(sha256:[0-9a-f]{64})", out)
     assert key and digest and hash_key(key.group(1)) == digest.group(1)
+
+
+def test_otel_spans_join_the_clients_trace(stubs: tuple[StubServer, ...]) -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from tokenlean.gateway.pipeline import Levers
+    from tokenlean.metering import Meter
+    from tokenlean.metering.testing import InMemoryOtel
+
+    a, _, _ = stubs
+    cfg = load_config(
+        None,
+        upstreams={"a": {"base_urls": [a.base_url]}},
+        routes=[{"match": "*", "targets": ["a"]}],
+        server={"otel": True},
+    )
+    meter = Meter()
+    otel = InMemoryOtel(meter)  # the gateway's own enable_otel then reuses this exporter
+    try:
+        with AppServer(create_app(cfg, levers=Levers(cfg, meter=meter)), lifespan="on") as server:
+            trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+            headers = {"traceparent": f"00-{trace_id}-{parent}-01"}
+            c = client(server)
+            miss = c.chat.completions.with_raw_response.create(
+                **ask("traced call", temperature=0), extra_headers=headers
+            )
+            hit = c.chat.completions.with_raw_response.create(
+                **ask("traced call", temperature=0), extra_headers=headers
+            )
+            assert (miss.headers["x-tokenlean-cache"], hit.headers["x-tokenlean-cache"]) == ("miss", "hit")
+            spans = otel.spans.get_finished_spans()
+            assert len(spans) == 2
+            for span in spans:
+                assert f"{span.context.trace_id:032x}" == trace_id
+                assert span.parent is not None and f"{span.parent.span_id:016x}" == parent
+            first, second = sorted(spans, key=lambda s: s.start_time or 0)
+            usage = miss.parse().usage
+            assert first.attributes["gen_ai.usage.input_tokens"] == usage.prompt_tokens
+            assert first.attributes["gen_ai.usage.output_tokens"] == usage.completion_tokens
+            assert second.attributes["tokenlean.cache.hit"] is True
+            assert second.attributes["gen_ai.usage.input_tokens"] == 0  # a hit bills nothing
+    finally:
+        otel.close()

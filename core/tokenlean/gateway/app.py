@@ -21,12 +21,13 @@ Contract with the client:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,6 +82,22 @@ class _Call:
     started: float = field(default_factory=time.time)
     shaped: Shaped | None = None
     store: bool = False
+    #: The client's trace context (OpenTelemetry on): the ledger records under it.
+    trace: Any = None
+
+    @contextlib.contextmanager
+    def traced(self) -> Iterator[None]:
+        """Record inside the client's trace context, when there is one."""
+        if self.trace is None:
+            yield
+            return
+        from opentelemetry import context
+
+        token = context.attach(self.trace)
+        try:
+            yield
+        finally:
+            context.detach(token)
 
 
 class Gateway:
@@ -92,6 +109,10 @@ class Gateway:
         self.budgets = Budgets()
         self.levers = levers if levers is not None else Levers(config)
         self.pool = UpstreamPool(config)
+        if config.server.otel:
+            from tokenlean.metering.otel import enable_otel
+
+            enable_otel(self.levers.meter)
         self.started = time.time()
 
     # -- the request -----------------------------------------------------------------------------
@@ -147,6 +168,10 @@ class Gateway:
             stream=stream,
             relay_usage=bool((body.get("stream_options") or {}).get("include_usage")) if stream else True,
         )
+        if self.config.server.otel:  # the span of this call joins the client's trace
+            from opentelemetry import propagate
+
+            call.trace = propagate.extract(dict(h))
         if self.config.server.log_prompts:
             log.info("request %s: %s", call.tags, json.dumps(body.get("messages"))[:4000])
 
@@ -213,7 +238,20 @@ class Gateway:
         **extra: Any,
     ) -> None:
         """The ledger entry of an upstream call, charged to the key's budget."""
-        tokens, cost = self.levers.record(
+        with call.traced():
+            tokens, cost = self._ledger_entry(call, model, usage, replica, first_token_at, extra)
+        self.budgets.charge(call.key, tokens, cost)
+
+    def _ledger_entry(
+        self,
+        call: _Call,
+        model: str,
+        usage: Any,
+        replica: Replica | None,
+        first_token_at: float | None,
+        extra: dict[str, Any],
+    ) -> tuple[int, Any]:
+        return self.levers.record(
             model=model,
             usage=usage,
             endpoint=replica.base_url if replica is not None else None,
@@ -227,7 +265,6 @@ class Gateway:
                 **extra,
             },
         )
-        self.budgets.charge(call.key, tokens, cost)
 
     async def _relay(
         self, chunks: AsyncIterator[bytes], outcome: StreamOutcome, call: _Call
@@ -284,16 +321,17 @@ class Gateway:
         response = result.response
         replayed = response.usage if response is not None else None
         saved = replayed.total_tokens if replayed is not None else 0
-        self.levers.record(
-            model=str((response.model if response is not None else None) or call.body["model"]),
-            usage=replayed.to_openai() if replayed is not None else None,
-            endpoint=None,
-            task=call.task,
-            tags={**call.tags, "target": "cache"},
-            started_at=call.started,
-            cache_hit=True,
-            extra={"request_model": call.body["model"]},
-        )
+        with call.traced():
+            self.levers.record(
+                model=str((response.model if response is not None else None) or call.body["model"]),
+                usage=replayed.to_openai() if replayed is not None else None,
+                endpoint=None,
+                task=call.task,
+                tags={**call.tags, "target": "cache"},
+                started_at=call.started,
+                cache_hit=True,
+                extra={"request_model": call.body["model"]},
+            )
         headers = {
             "x-tokenlean-cache": "hit",
             "x-tokenlean-route": "cache",

@@ -49,6 +49,10 @@ class ServerConfig(_Strict):
     log_prompts: bool = False
     #: ``/metrics`` with a ``task`` label per series: task ids are unbounded, so off by default.
     metrics_by_task: bool = False
+    #: Every call as an OpenTelemetry GenAI span (``tokenlean[otel]``), under the client's trace
+    #: when its request carries a W3C ``traceparent``; exported through the global providers, or
+    #: over OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set.
+    otel: bool = False
 
 
 class UpstreamConfig(_Strict):
@@ -270,6 +274,7 @@ workers = 1                 # uvicorn worker processes (state is per process unt
 max_body_bytes = 8000000    # larger requests get 413
 log_prompts = false         # true logs prompts and answers; off, only counts and decisions
 metrics_by_task = false     # a task label on /metrics series (task ids are unbounded)
+otel = false                # OpenTelemetry GenAI spans, under the client's traceparent (tokenlean[otel])
 
 # An upstream is one model behind one or more replicas (OpenAI-compatible, URLs end in /v1).
 [upstreams.local]
