@@ -27,7 +27,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,7 +116,8 @@ class Gateway:
         self.started = time.time()
 
     # -- the request -----------------------------------------------------------------------------
-    async def chat(self, http: HttpRequest) -> Response:
+    async def read_json(self, http: HttpRequest) -> dict[str, Any] | Response:
+        """The request's JSON object, or the error response (413 over the size limit, 400)."""
         limit = self.config.server.max_body_bytes
         declared = http.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -130,24 +131,42 @@ class Gateway:
             return _error(400, "the request body is not JSON", "invalid_json")
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return _error(400, "a chat request is a JSON object with a 'messages' list", "invalid_request")
+        return body
+
+    def authenticate(self, headers: Mapping[str, str]) -> KeyConfig | None:
+        """The caller's virtual key: ``Authorization: Bearer <key>`` (OpenAI clients) or
+        ``x-api-key: <key>`` (Anthropic clients)."""
+        auth = headers.get("authorization")
+        if not auth and headers.get("x-api-key"):
+            auth = f"Bearer {headers['x-api-key']}"
+        return self.keys.authenticate(auth)
+
+    def admit(self, headers: Mapping[str, str], model: Any) -> tuple[KeyConfig | None, RouteConfig]:
+        """Key, route and budget checks for a request naming ``model`` (``GatewayError``)."""
+        key = self.authenticate(headers)
+        if not isinstance(model, str) or not model:
+            raise GatewayError("'model' is required", code="invalid_request")
+        route = self.config.route_for(model)
+        if route is None:
+            raise GatewayError(f"no route serves model {model!r}", status=404, code="model_not_found")
+        self.keys.allow(key, route)
+        self.budgets.admit(key)
+        return key, route
+
+    async def chat(self, http: HttpRequest) -> Response:
+        body = await self.read_json(http)
+        if isinstance(body, Response):
+            return body
         try:
-            key = self.keys.authenticate(http.headers.get("authorization"))
-            model = body.get("model")
-            if not isinstance(model, str) or not model:
-                raise GatewayError("'model' is required", code="invalid_request")
-            route = self.config.route_for(model)
-            if route is None:
-                raise GatewayError(f"no route serves model {model!r}", status=404, code="model_not_found")
-            self.keys.allow(key, route)
-            self.budgets.admit(key)
+            key, route = self.admit(http.headers, body.get("model"))
         except GatewayError as exc:
             return _error(exc.status, str(exc), exc.code)
-        return await self._serve(http, body, key, route)
+        return await self.serve_chat(body, http.headers, key, route)
 
-    async def _serve(
-        self, http: HttpRequest, body: dict[str, Any], key: KeyConfig | None, route: RouteConfig
+    async def serve_chat(
+        self, body: dict[str, Any], h: Mapping[str, str], key: KeyConfig | None, route: RouteConfig
     ) -> Response:
-        h = http.headers
+        """The pipeline for one OpenAI chat body from an admitted caller (JSON or SSE response)."""
         bypass = h.get("x-tokenlean-bypass", "").strip().lower() in ("1", "true", "yes")
         session = h.get("x-tokenlean-session") or None
         tenant = (key.tenant or key.name) if key is not None else None
@@ -398,7 +417,7 @@ class Gateway:
     # -- the other endpoints ---------------------------------------------------------------------
     async def models(self, http: HttpRequest) -> Response:
         try:
-            self.keys.authenticate(http.headers.get("authorization"))
+            self.authenticate(http.headers)
         except GatewayError as exc:
             return _error(exc.status, str(exc), exc.code)
         names: list[str] = []
@@ -429,7 +448,7 @@ class Gateway:
 
     async def usage(self, http: HttpRequest) -> Response:
         try:
-            key = self.keys.authenticate(http.headers.get("authorization"))
+            key = self.authenticate(http.headers)
         except GatewayError as exc:
             return _error(exc.status, str(exc), exc.code)
         records = self.levers.meter.ledger.records()
@@ -456,7 +475,7 @@ class Gateway:
 
     async def omission(self, http: HttpRequest) -> Response:
         try:
-            self.keys.authenticate(http.headers.get("authorization"))
+            self.authenticate(http.headers)
         except GatewayError as exc:
             return _error(exc.status, str(exc), exc.code)
         handle = http.path_params["handle"]

@@ -59,6 +59,9 @@ class UpstreamConfig(_Strict):
     """One model served by one or more replicas (OpenAI-compatible base URLs ending in ``/v1``)."""
 
     base_urls: list[str] = Field(min_length=1)
+    #: The API the upstream speaks: OpenAI's chat completions (``/chat/completions``) or
+    #: Anthropic's Messages (``/messages``, for ``POST /v1/messages`` requests sent as they came).
+    api: Literal["openai", "anthropic"] = "openai"
     #: The model name sent upstream; None keeps the client's.
     model: str | None = None
     #: The environment variable holding the provider key (never the key itself).
