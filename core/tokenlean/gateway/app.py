@@ -46,6 +46,7 @@ from tokenlean.gateway.keys import Budgets, KeyRing
 from tokenlean.gateway.pipeline import Levers, Shaped
 from tokenlean.gateway.upstream import Replica, StreamOutcome, UpstreamPool, error_body
 from tokenlean.metering import UNTRACKED, UsageRecord, to_prometheus
+from tokenlean.metering.exporters import prometheus_text
 from tokenlean.metering.summary import summarize
 from tokenlean.types import Request
 
@@ -106,9 +107,20 @@ class Gateway:
     def __init__(self, config: GatewayConfig, *, levers: Levers | None = None) -> None:
         self.config = config
         self.keys = KeyRing(config.keys)
-        self.budgets = Budgets()
+        self.budgets: Any = Budgets()
         self.levers = levers if levers is not None else Levers(config)
         self.pool = UpstreamPool(config)
+        #: The shared store's pieces (``shared.redis``), or None: one process, its own state.
+        self.shared: Any = None
+        if config.shared.redis is not None:
+            from tokenlean.gateway import shared
+
+            client = shared.redis_client(config.shared.redis)
+            self.background = shared.Background()
+            self.budgets = shared.RedisBudgets(client, config.shared, self.background)
+            self.shared = shared.RedisUsage(client, config.shared, self.background)
+            self.levers.meter.ledger.add_sink(self.shared)
+            self.pool.shared_sticky = shared.RedisSticky(client, config.shared, self.background)
         if config.server.otel:
             from tokenlean.metering.otel import enable_otel
 
@@ -158,7 +170,10 @@ class Gateway:
         if isinstance(body, Response):
             return body
         try:
-            key, route = self.admit(http.headers, body.get("model"))
+            if self.shared is None:
+                key, route = self.admit(http.headers, body.get("model"))
+            else:  # the budget check is a round trip to the shared store: off the event loop
+                key, route = await run_in_threadpool(self.admit, http.headers, body.get("model"))
         except GatewayError as exc:
             return _error(exc.status, str(exc), exc.code)
         return await self.serve_chat(body, http.headers, key, route)
@@ -210,7 +225,10 @@ class Gateway:
         else:  # CPU work (tokenizing, scoring): off the event loop
             shaped = await run_in_threadpool(self.levers.shape, route, body, request, session, tenant)
         call.shaped, call.store = shaped, cache_state == "miss"
-        candidates = self.pool.candidates(shaped.target, route.fallbacks, session, route.sticky)
+        pinned = None
+        if session and route.sticky and self.pool.shared_sticky is not None:
+            pinned = await run_in_threadpool(self.pool.shared_sticky.get, session)
+        candidates = self.pool.candidates(shaped.target, route.fallbacks, session, route.sticky, pinned)
         headers = {
             "x-tokenlean-cache": cache_state,
             "x-tokenlean-route": shaped.target,
@@ -443,7 +461,10 @@ class Gateway:
         )
 
     async def metrics(self, http: HttpRequest) -> Response:
-        text = to_prometheus(self.levers.meter.ledger, by_task=self.config.server.metrics_by_task)
+        if self.shared is not None:  # every process's calls, per model
+            text = prometheus_text(("model",), await run_in_threadpool(self.shared.by_model))
+        else:
+            text = to_prometheus(self.levers.meter.ledger, by_task=self.config.server.metrics_by_task)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     async def usage(self, http: HttpRequest) -> Response:
@@ -451,6 +472,8 @@ class Gateway:
             key = self.authenticate(http.headers)
         except GatewayError as exc:
             return _error(exc.status, str(exc), exc.code)
+        if self.shared is not None:
+            return JSONResponse(await run_in_threadpool(self._shared_usage, key))
         records = self.levers.meter.ledger.records()
         if key is not None:  # a key sees its own calls only
             records = [r for r in records if r.tags.get("key") == key.name]
@@ -473,6 +496,16 @@ class Gateway:
                 summary["today"] = self.budgets.spent(name)
         return JSONResponse({"keys": keys, "tasks": report(lambda r: r.task_id or UNTRACKED)})
 
+    def _shared_usage(self, key: KeyConfig | None) -> dict[str, Any]:
+        """``/v1/usage`` from the shared counters (every process's calls; no percentiles)."""
+        self.background.flush(2.0)  # this process's own latest calls included
+        keys = self.shared.summaries("key", [key.name] if key is not None else None)
+        tasks = self.shared.summaries("task", self.shared.tasks_of(key.name) if key is not None else None)
+        for name, summary in keys.items():
+            if name != "anonymous":
+                summary["today"] = self.budgets.spent(name)
+        return {"keys": keys, "tasks": tasks}
+
     async def omission(self, http: HttpRequest) -> Response:
         try:
             self.authenticate(http.headers)
@@ -488,10 +521,13 @@ class Gateway:
     async def aclose(self) -> None:
         await self.pool.aclose()
         self.levers.close()
+        if self.shared is not None:
+            self.background.close()
 
 
 def create_app(config: GatewayConfig | None = None, *, levers: Levers | None = None) -> Starlette:
     """The gateway as an ASGI app (``uvicorn.run(create_app(cfg))``); ``app.state.gateway`` holds it."""
+
     gateway = Gateway(config if config is not None else load_config(), levers=levers)
 
     @asynccontextmanager

@@ -184,6 +184,29 @@ class KeyConfig(_Strict):
         return value
 
 
+class SharedConfig(_Strict):
+    """State that several gateway processes (``--workers N``, or N hosts behind a load balancer)
+    share through one Redis (Stack, for the cache's vector index). None: each process keeps its
+    own, which is exact for one process only."""
+
+    #: ``redis://host:port/db``: budgets, usage counters (``/v1/usage``, ``/metrics``), sticky
+    #: sessions and omitted text live there, and the cache too unless ``cache.backend`` names
+    #: another store.
+    redis: str | None = None
+    #: Key prefix, so several gateways (or environments) can share one Redis.
+    prefix: str = "tokenlean:gw:"
+    #: Seconds a session stays pinned to its replica, and a task's counters are kept.
+    session_ttl: float = Field(default=3600.0, gt=0)
+    task_ttl: float = Field(default=7 * 86400.0, gt=0)
+
+    @field_validator("redis")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("shared.redis must be a redis://, rediss:// or unix:// URL")
+        return value
+
+
 class LedgerConfig(_Strict):
     #: A JSONL file every call is appended to (None: in memory only).
     path: str | None = None
@@ -204,6 +227,7 @@ class GatewayConfig(BaseSettings):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     keys: list[KeyConfig] = []
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    shared: SharedConfig = Field(default_factory=SharedConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -318,6 +342,11 @@ assume_deterministic = false
 # tenant = "team-a"         # cache entries are never shared across tenants
 # routes = ["*"]
 # budget = { requests_per_day = 10000, tokens_per_day = 5000000, usd_per_day = 20.0 }
+
+# Several gateway processes (--workers N, or N hosts behind a load balancer): share budgets,
+# usage counters, sticky sessions, omitted text and the cache through one Redis Stack.
+# [shared]
+# redis = "redis://127.0.0.1:6379"
 
 [ledger]
 # path = "tokenlean-ledger.jsonl"   # every call appended here

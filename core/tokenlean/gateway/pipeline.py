@@ -58,6 +58,7 @@ class Levers:
         self._layout: Any = None
         self._compactors: dict[int, Any] = {}
         self._policies: dict[int, Any] = {}
+        self._shared_omissions: Any = None
 
     @staticmethod
     def _meter(config: GatewayConfig) -> Meter:
@@ -74,8 +75,11 @@ class Levers:
         from tokenlean.cache import SemanticCache
 
         c = config.cache
+        backend = c.backend
+        if backend == ":memory:" and config.shared.redis is not None:
+            backend = config.shared.redis  # one cache for every gateway process
         return SemanticCache(
-            c.backend,
+            backend,
             semantic=c.semantic,
             ttl=c.ttl,
             max_entries=c.max_entries,
@@ -192,9 +196,18 @@ class Levers:
                 keep_last_turns=cfg.keep_last_turns,
                 min_tokens=cfg.min_tokens,
                 incremental=True,
-                store=cfg.store,
+                store=self._omission_store(cfg.store),
             )
         return c
+
+    def _omission_store(self, store: str | None) -> Any:
+        """The configured store; with a shared Redis and none configured, Redis (a handle one
+        process issued is expanded by any other)."""
+        if store is None and self.config.shared.redis is not None:
+            from tokenlean.compaction.omissions import RedisOmissionStore
+
+            return RedisOmissionStore(url=self.config.shared.redis, prefix=self.config.shared.prefix + "om:")
+        return store
 
     def expand(self, handle: str) -> str:
         """The text an omission marker of any route stands for (``UnknownHandleError``)."""
@@ -205,6 +218,12 @@ class Levers:
                 return str(c.expand_omitted(handle))
             except UnknownHandleError:
                 continue
+        if self.config.shared.redis is not None:  # issued by another gateway process
+            from tokenlean.compaction.omissions import find_handle
+
+            if self._shared_omissions is None:
+                self._shared_omissions = self._omission_store(None)
+            return str(self._shared_omissions.get(find_handle(handle)))
         raise UnknownHandleError(handle)
 
     def _policy(self, route: RouteConfig) -> Any:

@@ -151,8 +151,11 @@ class StubState:
     ``{"body": parsed JSON, "headers": {lowercase name: value}}`` per chat request, in arrival order.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL) -> None:
+    def __init__(self, model: str = DEFAULT_MODEL, *, chunk_delay: float = 0.0) -> None:
         self.model = model
+        #: Seconds between a stream's events (0: all at once): streams that are still in flight
+        #: when a test kills the server.
+        self.chunk_delay = chunk_delay
         self.script: collections.deque[Behaviour] = collections.deque()
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -213,8 +216,14 @@ class _Raw(Response):
     that the server drops the connection instead of ending the response."""
 
     def __init__(
-        self, status: int, headers: list[tuple[bytes, bytes]], parts: list[bytes], complete: bool = True
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        parts: list[bytes],
+        complete: bool = True,
+        delay: float = 0.0,
     ) -> None:
+        self.delay = delay
         self.status_code = status
         self.background = None
         self.raw_headers = headers
@@ -223,7 +232,9 @@ class _Raw(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        for part in self.parts:
+        for i, part in enumerate(self.parts):
+            if i and self.delay:
+                await asyncio.sleep(self.delay)
             await send({"type": "http.response.body", "body": part, "more_body": True})
         if not self.complete:
             raise _CutConnection("scripted cut")
@@ -416,8 +427,8 @@ def create_stub_app(stub: StubState) -> Starlette:
             include_usage = isinstance(options, dict) and options.get("include_usage") is True
             role, chunks, tail = _events(n, model, ans, include_usage)
             if cut is not None:
-                return _Raw(200, _SSE_HEADERS, [role, *chunks[:cut]], complete=False)
-            return _Raw(200, _SSE_HEADERS, [role, *chunks, *tail])
+                return _Raw(200, _SSE_HEADERS, [role, *chunks[:cut]], complete=False, delay=stub.chunk_delay)
+            return _Raw(200, _SSE_HEADERS, [role, *chunks, *tail], delay=stub.chunk_delay)
 
         payload = _dumps(_completion(n, model, ans))
         if cut is not None:
@@ -466,3 +477,26 @@ class StubServer(AppServer):
     def __enter__(self) -> StubServer:
         self.start()
         return self
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tokenlean.gateway.stub --port P``: the stub in a process of its own (a replica a
+    test can kill with a signal)."""
+    import argparse
+
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="tokenlean's scripted OpenAI-compatible stub upstream")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between stream events")
+    args = parser.parse_args(argv)
+    stub = StubState(args.model, chunk_delay=args.chunk_delay)
+    uvicorn.run(
+        create_stub_app(stub), host="127.0.0.1", port=args.port, log_level="warning", access_log=False
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

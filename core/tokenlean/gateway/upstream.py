@@ -121,6 +121,8 @@ class UpstreamPool:
             name: [Replica(name, url) for url in up.base_urls] for name, up in config.upstreams.items()
         }
         self._sticky: OrderedDict[str, Replica] = OrderedDict()
+        #: The sticky map shared with other gateway processes (``shared.redis``), or None.
+        self.shared_sticky: Any = None
         self._client: httpx.AsyncClient | None = None
         self._keys: dict[str, str | None] = {name: up.api_key() for name, up in config.upstreams.items()}
 
@@ -140,11 +142,22 @@ class UpstreamPool:
 
     # -- choosing --------------------------------------------------------------------------------
     def candidates(
-        self, target: str, fallbacks: list[str], session: str | None, sticky: bool
+        self,
+        target: str,
+        fallbacks: list[str],
+        session: str | None,
+        sticky: bool,
+        pinned_url: str | None = None,
     ) -> list[Candidate]:
+        """Whom to try, in order. ``pinned_url``: the replica a shared sticky map named for the
+        session (another process served its last turn); else this process's own map."""
         now = time.monotonic()
         out: list[Candidate] = []
         pinned = self._sticky.get(session) if (sticky and session) else None
+        if sticky and pinned_url is not None:
+            pinned = next(
+                (r for rs in self.replicas.values() for r in rs if r.base_url == pinned_url), pinned
+            )
         for name in [target, *[f for f in fallbacks if f != target]]:
             cfg = self.config.upstreams[name]
             group = sorted(self.replicas[name], key=lambda r: (r.skip_until > now, r.inflight, r.calls))
@@ -157,6 +170,8 @@ class UpstreamPool:
     def _stick(self, session: str | None, replica: Replica) -> None:
         if not session:
             return
+        if self.shared_sticky is not None and self._sticky.get(session) is not replica:
+            self.shared_sticky.set(session, replica.base_url)
         self._sticky[session] = replica
         self._sticky.move_to_end(session)
         while len(self._sticky) > _STICKY_MAX:

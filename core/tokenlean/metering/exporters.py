@@ -28,19 +28,19 @@ import tempfile
 import threading
 import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from tokenlean.errors import MeteringError, TextEncodingError
 from tokenlean.metering.records import UsageRecord
-from tokenlean.metering.summary import summarize
+from tokenlean.metering.summary import TaskSummary, summarize
 
 if TYPE_CHECKING:
     from tokenlean.metering.ledger import Ledger
 
-__all__ = ["JsonlSink", "read_jsonl", "to_prometheus", "write_prometheus"]
+__all__ = ["JsonlSink", "prometheus_text", "read_jsonl", "to_prometheus", "write_prometheus"]
 
 log = logging.getLogger("tokenlean.metering.exporters")
 
@@ -284,9 +284,15 @@ def to_prometheus(source: Ledger | Iterable[UsageRecord], *, by_task: bool = Tru
         key: tuple[str, ...] = (r.task_id or "", r.model) if by_task else (r.model,)
         groups.setdefault(key, []).append(r)
     names: tuple[str, ...] = ("task", "model") if by_task else ("model",)
+    return prometheus_text(names, {key: summarize(key[0], recs) for key, recs in groups.items()})
+
+
+def prometheus_text(names: tuple[str, ...], summaries: Mapping[tuple[str, ...], TaskSummary]) -> str:
+    """The exposition of summaries already aggregated elsewhere (a shared store's counters), one
+    series per key; ``names`` are the label names of the key's values. A figure that is None
+    (a percentile the store cannot keep) is left out."""
     values: dict[str, list[str]] = {name: [] for name, _, _ in _METRICS}
-    for key, recs in groups.items():
-        s = summarize(key[0], recs)
+    for key, s in summaries.items():
         labels = "{" + ",".join(f'{n}="{_label(v)}"' for n, v in zip(names, key, strict=True)) + "}"
         row: dict[str, float | int | None] = {
             "tokenlean_llm_calls_total": s.calls,
