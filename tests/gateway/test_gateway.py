@@ -22,6 +22,7 @@ from tokenlean.errors import ConfigError
 from tokenlean.gateway import create_app, hash_key, load_config
 from tokenlean.gateway.serving import AppServer
 from tokenlean.gateway.stub import Cut, SlowFirstToken, Status, StubServer
+from tokenlean.types import Request
 
 SECRET = "sk-provider-secret-do-not-leak"
 
@@ -163,6 +164,11 @@ def test_streamed_answer_is_cached_and_bypass_skips_everything(
         if ch.choices
     )
     assert text == "echo: stream then cache"
+    cache = gw.app.state.gateway.levers.cache
+    deadline = time.monotonic() + 5  # a stream is stored when its relay ends, maybe just after [DONE]
+    while cache.lookup(Request.from_openai(ask("stream then cache", temperature=0))).hit is False:
+        assert time.monotonic() < deadline, "the streamed answer was never stored"
+        time.sleep(0.02)
     hit = c.chat.completions.with_raw_response.create(**ask("stream then cache", temperature=0))
     assert hit.headers["x-tokenlean-cache"] == "hit" and hit.parse().choices[0].message.content == text
     n = sum(len(s.stub.requests) for s in stubs)

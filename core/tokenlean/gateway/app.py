@@ -153,8 +153,14 @@ class Gateway:
             auth = f"Bearer {headers['x-api-key']}"
         return self.keys.authenticate(auth)
 
-    def admit(self, headers: Mapping[str, str], model: Any) -> tuple[KeyConfig | None, RouteConfig]:
+    async def admit(self, headers: Mapping[str, str], model: Any) -> tuple[KeyConfig | None, RouteConfig]:
         """Key, route and budget checks for a request naming ``model`` (``GatewayError``)."""
+        if self.shared is None:
+            return self._admit(headers, model)
+        # the budget check is a round trip to the shared store: off the event loop
+        return await run_in_threadpool(self._admit, headers, model)
+
+    def _admit(self, headers: Mapping[str, str], model: Any) -> tuple[KeyConfig | None, RouteConfig]:
         key = self.authenticate(headers)
         if not isinstance(model, str) or not model:
             raise GatewayError("'model' is required", code="invalid_request")
@@ -170,10 +176,7 @@ class Gateway:
         if isinstance(body, Response):
             return body
         try:
-            if self.shared is None:
-                key, route = self.admit(http.headers, body.get("model"))
-            else:  # the budget check is a round trip to the shared store: off the event loop
-                key, route = await run_in_threadpool(self.admit, http.headers, body.get("model"))
+            key, route = await self.admit(http.headers, body.get("model"))
         except GatewayError as exc:
             return _error(exc.status, str(exc), exc.code)
         return await self.serve_chat(body, http.headers, key, route)
@@ -342,7 +345,9 @@ class Gateway:
         usage = outcome.usage
         if not usage:  # a server that does not report stream usage (llama.cpp): counted here
             assert call.shaped is not None
-            usage = await run_in_threadpool(self.levers.estimate_usage, call.shaped.body, text)
+            usage = await run_in_threadpool(
+                self.levers.estimate_usage, call.shaped.body, text + "".join(outcome.tool_text)
+            )
             extra["usage_estimated"] = True
         self._record(
             call,
@@ -527,6 +532,7 @@ class Gateway:
 
 def create_app(config: GatewayConfig | None = None, *, levers: Levers | None = None) -> Starlette:
     """The gateway as an ASGI app (``uvicorn.run(create_app(cfg))``); ``app.state.gateway`` holds it."""
+    from tokenlean.gateway.anthropic import endpoint as anthropic_endpoint
 
     gateway = Gateway(config if config is not None else load_config(), levers=levers)
 
@@ -539,6 +545,7 @@ def create_app(config: GatewayConfig | None = None, *, levers: Levers | None = N
         routes=[
             Route("/v1/chat/completions", gateway.chat, methods=["POST"]),
             Route("/chat/completions", gateway.chat, methods=["POST"]),
+            Route("/v1/messages", anthropic_endpoint(gateway), methods=["POST"]),
             Route("/v1/models", gateway.models, methods=["GET"]),
             Route("/health", gateway.health, methods=["GET"]),
             Route("/metrics", gateway.metrics, methods=["GET"]),

@@ -252,6 +252,9 @@ class GatewayConfig(BaseSettings):
             for r in route.rules:
                 if r.target not in route.targets:
                     raise ValueError(f"routes[{i}]: rule target {r.target!r} must be one of its targets")
+            apis = {self.upstreams[n].api for n in [*route.targets, *route.fallbacks]}
+            if len(apis) > 1:  # a fallback must understand the body it is handed
+                raise ValueError(f"routes[{i}] mixes upstreams of APIs {sorted(apis)}: one API per route")
         names = [k.name for k in self.keys]
         if len(set(names)) != len(names):
             raise ValueError("key names must be unique")

@@ -90,6 +90,8 @@ class StreamOutcome:
     attempts: list[str] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
     tool_calls: bool = False
+    #: Tool-call names and argument pieces as streamed (they count as output tokens too).
+    tool_text: list[str] = field(default_factory=list)
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
     model: str | None = None
@@ -196,6 +198,18 @@ class UpstreamPool:
         return body
 
     # -- one answer ------------------------------------------------------------------------------
+    def _answer(
+        self, resp: httpx.Response, headers: dict[str, str], r: Replica, attempts: list[str]
+    ) -> tuple[UpstreamAnswer, bool]:
+        """The answer as received, and whether to try the next candidate (429, 5xx: the replica
+        is skipped for a while, for its ``retry-after`` when it sent one)."""
+        answer = UpstreamAnswer(resp.status_code, resp.content, headers, r, attempts)
+        if resp.status_code == 429 or resp.status_code >= 500:
+            log.warning("upstream %s answered %d", r.name, resp.status_code)
+            self._failed(r, _retry_after(resp.headers))
+            return answer, True
+        return answer, False
+
     async def complete(
         self,
         body: dict[str, Any],
@@ -233,10 +247,8 @@ class UpstreamPool:
             finally:
                 r.inflight -= 1
             headers = {k: v for k, v in resp.headers.items() if k.lower() in ("retry-after", "content-type")}
-            answer = UpstreamAnswer(resp.status_code, resp.content, headers, r, attempts)
-            if resp.status_code == 429 or resp.status_code >= 500:
-                log.warning("upstream %s answered %d", r.name, resp.status_code)
-                self._failed(r, _retry_after(resp.headers))
+            answer, retry = self._answer(resp, headers, r, attempts)
+            if retry:
                 last = answer
                 continue
             if resp.status_code < 400:
@@ -395,6 +407,9 @@ class UpstreamPool:
                 if delta.get("tool_calls"):
                     outcome.tool_calls = True
                     token = True
+                    for call in delta["tool_calls"]:
+                        fn = (call.get("function") or {}) if isinstance(call, dict) else {}
+                        outcome.tool_text.extend(str(fn.get(k) or "") for k in ("name", "arguments"))
                 if choice.get("finish_reason"):
                     outcome.finish_reason = choice["finish_reason"]
             if not relay_usage and usage is not None and not chunk.get("choices"):
@@ -403,6 +418,86 @@ class UpstreamPool:
                 chunk = {k: v for k, v in chunk.items() if k != "usage"}
                 return ("data: " + json.dumps(chunk) + "\n\n").encode(), token
         return ("data: " + data + "\n\n").encode(), token
+
+    # -- Anthropic's Messages API, sent as the client sent it -------------------------------------
+    async def messages(
+        self,
+        raw: bytes,
+        body: dict[str, Any],
+        candidates: list[Candidate],
+        client_headers: dict[str, str],
+        *,
+        stream: bool,
+    ) -> tuple[UpstreamAnswer, httpx.Response | None]:
+        """``POST {base_url}/messages`` with ``raw``, the client's bytes (re-encoded only where the
+        upstream names its own ``model``), ``anthropic-version``/``anthropic-beta`` passed through
+        and the upstream's key as ``x-api-key``. Failover as in ``complete``. A 2xx stream comes
+        back open (second item): the caller relays it, closes it and decrements the replica's
+        ``inflight``. Failures of the gateway's own are in Anthropic's error shape."""
+        last: UpstreamAnswer | None = None
+        attempts: list[str] = []
+        for cand in candidates:
+            r, cfg = cand.replica, cand.config
+            attempts.append(r.name)
+            version = client_headers.get("anthropic-version") or "2023-06-01"
+            headers = {"content-type": "application/json", "anthropic-version": version}
+            if client_headers.get("anthropic-beta"):
+                headers["anthropic-beta"] = client_headers["anthropic-beta"]
+            key = self._keys[r.upstream]
+            if key:
+                headers["x-api-key"] = key
+            elif not self.config.keys:  # an open gateway passes the caller's key on
+                headers.update(
+                    {k: v for k, v in client_headers.items() if k in ("x-api-key", "authorization")}
+                )
+            sent = self._body(cand, body)
+            r.inflight += 1
+            r.calls += 1
+            resp: httpx.Response | None = None
+            try:
+                req = self.client.build_request(
+                    "POST",
+                    f"{r.base_url}/messages",
+                    content=raw if sent is body else json.dumps(sent).encode(),
+                    headers=headers,
+                    timeout=httpx.Timeout(cfg.timeout, connect=cfg.connect_timeout),
+                )
+                wait = (cfg.first_token_timeout or cfg.timeout) if stream else None
+                resp = await asyncio.wait_for(self.client.send(req, stream=True), wait)
+                kept = {k: v for k, v in resp.headers.items() if k in _RELAYED or k.startswith("anthropic-")}
+                if stream and resp.status_code < 400:
+                    return UpstreamAnswer(resp.status_code, b"", kept, r, attempts), resp
+                await resp.aread()
+            except (TimeoutError, httpx.HTTPError, OSError) as exc:
+                log.warning("upstream %s failed: %s", r.name, type(exc).__name__)
+                self._failed(r, None)
+                message = f"upstream {r.upstream} unreachable: {type(exc).__name__}"
+                last = UpstreamAnswer(502, _anthropic_error(message), {}, r)
+                continue
+            finally:
+                if resp is None or not stream or resp.status_code >= 400:  # else: still in flight
+                    r.inflight -= 1
+                    if resp is not None:
+                        await resp.aclose()
+            answer, retry = self._answer(resp, kept, r, attempts)
+            if retry:
+                last = answer
+                continue
+            return answer, None
+        if last is None:
+            last = UpstreamAnswer(
+                502, _anthropic_error("no upstream speaking Anthropic's API to send to"), {}, None
+            )
+        last.attempts = attempts
+        return last, None
+
+
+#: The response headers of an Anthropic upstream relayed to the client (with every ``anthropic-*``).
+_RELAYED = ("content-type", "retry-after", "request-id")
+
+
+def _anthropic_error(message: str) -> bytes:
+    return json.dumps({"type": "error", "error": {"type": "api_error", "message": message}}).encode()
 
 
 def _error_event(message: str, code: str) -> bytes:
