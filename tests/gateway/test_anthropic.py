@@ -836,3 +836,65 @@ def test_keys_guard_messages_and_errors_are_anthropic_shaped(
         assert a.requests[-1][1]["x-api-key"] == PROVIDER_KEY  # the virtual key stays at the gateway
         with pytest.raises(anthropic.NotFoundError):
             good.messages.create(**{**body, "model": "gpt-4o"})
+
+
+# -- prompt-cache breakpoints planned by the layout lever -------------------------------------------
+POLICY = "\n".join(
+    f"Rule {i}: answer support questions about order {i} politely and briefly." for i in range(150)
+)
+LONG_BODY = {
+    "model": "claude-sonnet-4-5",
+    "max_tokens": 16,
+    "system": POLICY,
+    "tools": [{"name": "lookup", "description": "Find an order.", "input_schema": {"type": "object"}}],
+    "messages": [
+        {"role": "user", "content": "Where is order 7?"},
+        {"role": "assistant", "content": "Let me check."},
+        {"role": "user", "content": "Thanks, and order 8?"},
+    ],
+}
+
+
+def test_breakpoints_planned_only_where_they_pay() -> None:
+    from tokenlean.gateway.anthropic import to_openai
+    from tokenlean.gateway.anthropic_cache import has_cache_control, plan_breakpoints
+
+    planned = plan_breakpoints(LONG_BODY, to_openai)
+    assert planned is not None and planned != LONG_BODY
+    assert planned["system"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert planned["system"][0]["text"] == POLICY  # the text itself untouched
+    assert planned["messages"] and has_cache_control(planned)
+    assert not has_cache_control(LONG_BODY)  # the client's object is not modified
+    assert (
+        plan_breakpoints({**LONG_BODY, "system": "Be brief.", "tools": []}, to_openai) is None
+    )  # too short to cache
+    own = {**LONG_BODY, "system": [{"type": "text", "text": POLICY, "cache_control": {"type": "ephemeral"}}]}
+    assert plan_breakpoints(own, to_openai) is None  # the client placed its own: left as it is
+
+
+def test_layout_route_adds_breakpoints_upstream_and_other_routes_send_bytes_as_sent(
+    stubs: tuple[AnthropicStub, AnthropicStub, AppServer, AppServer],
+) -> None:
+    a, _, sa, _ = stubs
+    a.requests.clear()
+    upstream = {"base_urls": [sa.base_url], "api": "anthropic"}
+    routes = [
+        {"match": "claude-sonnet-4-5", "targets": ["claude"], "layout": True, "cache": False},
+        {"match": "*", "targets": ["claude"], "cache": False},
+    ]
+    cfg = load_config(None, upstreams={"claude": upstream}, routes=routes)
+    with AppServer(create_app(cfg), lifespan="on") as server:
+        raw = json.dumps(LONG_BODY).encode()
+        r = httpx.post(
+            f"{server.base_url}/messages", content=raw, headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 200
+        sent = json.loads(a.requests[-1][0])
+        assert sent["system"][-1]["cache_control"] == {"type": "ephemeral"}
+        assert {k: v for k, v in sent.items() if k not in ("system", "tools", "messages")} == {
+            k: v for k, v in LONG_BODY.items() if k not in ("system", "tools", "messages")
+        }
+        other = {**LONG_BODY, "model": "claude-other"}
+        raw = json.dumps(other).encode()
+        httpx.post(f"{server.base_url}/messages", content=raw, headers={"content-type": "application/json"})
+        assert a.requests[-1][0] == raw  # no layout on that route: the bytes as sent

@@ -13,9 +13,9 @@ and levers. Which of two paths a request takes depends on the upstream its route
 * **An Anthropic upstream** (``api = "anthropic"``): translating would drop what only Anthropic
   understands, so the body goes upstream byte for byte as the client sent it and the answer comes
   back as Anthropic sent it. The gateway still enforces keys and budgets, meters the call from
-  Anthropic's usage, and answers a repeated deterministic request from the cache. Layout,
-  compaction and rule routing do not act there: they rewrite the body, which would move the
-  client's own prompt-cache breakpoints and break the byte-for-byte contract.
+  Anthropic's usage, and answers a repeated deterministic request from the cache. With
+  ``layout = true``, a request with no ``cache_control`` of its own gets the breakpoints the
+  layout planner places (``anthropic_cache``); compaction and rule routing do not act there.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from tokenlean.errors import GatewayError, InputError
+from tokenlean.gateway.anthropic_cache import with_breakpoints
 from tokenlean.gateway.upstream import Replica
 from tokenlean.types import Request
 
@@ -614,8 +615,10 @@ class _Passthrough:
         pool = self.gateway.pool
         candidates = pool.candidates(self.target, self.route.fallbacks, None, False)
         candidates = [c for c in candidates if c.config.api == "anthropic"]
-        raw, client = await self.http.body(), dict(self.http.headers)
-        answer, opened = await pool.messages(raw, self.body, candidates, client, stream=self.stream)
+        raw, body, client = await self.http.body(), self.body, dict(self.http.headers)
+        if self.route.layout and not bypass:  # markers where the layout planner says they pay
+            body, raw = await run_in_threadpool(with_breakpoints, body, raw, to_openai)
+        answer, opened = await pool.messages(raw, body, candidates, client, stream=self.stream)
         if answer.replica is not None:
             headers["x-tokenlean-replica"] = answer.replica.base_url
         if opened is not None and answer.replica is not None:
