@@ -61,10 +61,12 @@ def test_sweep_work_per_write_is_bounded_and_covers_the_set(make: object) -> Non
         _put(backend, f"t{i}", 1.0)
     for i in range(10):
         _put(backend, f"keep{i}", None)
-    assert backend.pruned == 0
+    # On a loaded machine the first entries may expire while the later ones are written, and
+    # those writes then sweep them already: only what one write adds is bounded.
+    before = backend.pruned
     time.sleep(1.2)
     _put(backend, "first", None)
-    assert 0 < backend.pruned < 100  # one slice, not the whole set
+    assert 0 < backend.pruned - before < 100  # one slice, not the whole set
     writes = 1
     while backend.pruned < 400 and writes < 200:
         _put(backend, f"w{writes}", None)
