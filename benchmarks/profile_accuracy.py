@@ -5,7 +5,7 @@
 Data: the SWE-agent trajectories in ``DIR/agent_traces/swe-agent`` (``.traj``; the folder holds 19,
 not the 20 its README counts), read with ``tokenlean.profile.readers.read_trace`` exactly as
 ``tokenlean profile`` reads them (no model recorded: every call is priced as the profiler's
-default, gpt-4o, from ``PriceTable.default()``; token counts from tiktoken, as the reader counts
+default, gpt-4o, from ``PriceTable.pinned()``; token counts from tiktoken, as the reader counts
 them). Each trajectory is profiled on its own with ``Profiler()`` at its defaults, then each lever
 the profiler estimates (``tokenlean.profile.profiler.LEVERS``) is applied to the same calls where
 that can be done offline, and the two savings are compared in the unit the estimator reports:
@@ -104,6 +104,11 @@ NOT_APPLICABLE = {
         "sending a request to the cheaper model changes the answer, and the trace holds no cheaper "
         "model's answers to judge; the price arithmetic (same tokens, cheaper price) is the estimate "
         "itself. Measuring it needs both models answering (see benchmarks/routing_honest.py)"
+    ),
+    "cache-safe-compaction": (
+        "it prices compaction on top of the prompt cache the provider really served, and these "
+        "trajectories record no cache reads (the estimator says so and steps aside for plain "
+        "compaction); checking it needs coding-agent sessions with realised cache reads"
     ),
 }
 
@@ -362,6 +367,7 @@ def trace_files(data: Path, quick: bool) -> list[Path]:
 
 
 def run(data: Path, quick: bool) -> dict[str, Any]:
+    from tokenlean.metering import PriceTable
     from tokenlean.profile.estimates import ProfileContext
     from tokenlean.profile.profiler import LEVERS, Profiler
     from tokenlean.profile.readers import read_trace
@@ -370,7 +376,8 @@ def run(data: Path, quick: bool) -> dict[str, Any]:
     all_files = sorted((data / TRACES).glob("*.traj"))
     half_of = {p.name: ("first" if k < HALF else "last") for k, p in enumerate(all_files)}
     files = trace_files(data, quick)
-    profiler = Profiler()
+    prices = PriceTable.pinned()  # frozen list prices: money figures comparable across releases
+    profiler = Profiler(prices=prices)
     ser = cs.Serializer()
     # pooled sums per lever: estimated saved, applied saved, base (estimate and application share it)
     pooled: dict[str, dict[str, dict[str, float]]] = {
@@ -463,7 +470,11 @@ def run(data: Path, quick: bool) -> dict[str, Any]:
 
         # sensitivity of the compaction estimate to its sample size (calls compacted per task)
         for k in SAMPLE_SIZES:
-            e_k = Profiler(levers=("compaction",), compaction_sample=k).profile(trace).estimates[0]
+            e_k = (
+                Profiler(prices=prices, levers=("compaction",), compaction_sample=k)
+                .profile(trace)
+                .estimates[0]
+            )
             sample_saved[str(k)] += e_k.input_tokens_saved
         traces_read.append(trace)
 
@@ -524,7 +535,7 @@ def run(data: Path, quick: bool) -> dict[str, Any]:
     xs = extra["semantic-cache"]
     if not quick and len(traces_read) > 1:  # one cache in front of every session: cross-trace hits
         merged = Trace.merge(traces_read)
-        e_m = Profiler(levers=("semantic-cache",)).profile(merged).estimates[0]
+        e_m = Profiler(prices=prices, levers=("semantic-cache",)).profile(merged).estimates[0]
         ctx_m = ProfileContext(merged, profiler.prices, profiler.default_model)
         a_m = apply_semantic_cache(ctx_m)
         levers["semantic-cache"]["merged_stream"] = {

@@ -278,6 +278,7 @@ def test_core_wheel_data_files() -> None:
     needed = {
         "tokenlean/py.typed",
         "tokenlean/metering/prices.toml",
+        "tokenlean/metering/prices_pinned.toml",
         "tokenlean/cache/default_scorer.json",
         "tokenlean/routing/data/default_router/router.json",
         "tokenlean/routing/data/default_router/arrays.npz",

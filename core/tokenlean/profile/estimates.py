@@ -161,6 +161,12 @@ class LeverEstimate:
 Progress = Callable[[str, int, int], None]
 
 
+def _write_1h(call: Any) -> int:
+    """Cache-write tokens of the 1-hour tier a coding-agent trace recorded (priced apart)."""
+    value = (getattr(call, "extra", None) or {}).get("cache_write_1h_tokens", 0)
+    return int(value) if isinstance(value, int) and value > 0 else 0
+
+
 @dataclass
 class ProfileContext:
     """What every estimator shares: prices, the latency model and per-call baselines."""
@@ -178,17 +184,28 @@ class ProfileContext:
         for c in self.trace.calls:
             model = self.price_model(c.model)
             self._priced_as.append(model)
-            self._baseline.append(self.cost(model, c.usage))
+            self._baseline.append(self.cost(model, c.usage, _write_1h(c)))
 
     def price_model(self, model: str | None) -> str:
-        """The model a call is priced as: its own when the table knows it, else the default."""
-        if model and model in self.prices:
+        """The model a call is priced as: its own when the table knows it. A model the table does
+        not know stays itself (unpriced: never priced as another model); only a call that names
+        no model at all (some traces record none) is priced as ``default_model``."""
+        if model:
             return model
         return self.default_model
 
-    def cost(self, model: str, usage: Usage) -> Decimal:
-        value = self.prices.cost(model, usage)
+    def cost(self, model: str, usage: Usage, cache_write_1h_tokens: int = 0) -> Decimal:
+        """The call's cost; zero when the model has no price (``unpriced`` lists those)."""
+        value = self.prices.cost(model, usage, cache_write_1h_tokens=cache_write_1h_tokens)
         return _ZERO if value is None else value
+
+    def unpriced(self) -> dict[str, int]:
+        """Models no price source knows -> their tokens (reported, not priced)."""
+        out: dict[str, int] = {}
+        for c, model in zip(self.trace.calls, self._priced_as, strict=True):
+            if model not in self.prices:
+                out[model or "(none)"] = out.get(model or "(none)", 0) + c.usage.total_tokens
+        return out
 
     @property
     def baseline_costs(self) -> list[Decimal]:
@@ -214,7 +231,7 @@ class ProfileContext:
         lat_saved = 0.0
         ttft_saved = 0.0
         for i, (c, u) in enumerate(zip(calls, usages_after, strict=True)):
-            cost = self.cost(models[i], u) if u is not None else _ZERO
+            cost = self.cost(models[i], u, min(_write_1h(c), u.cache_write_tokens)) if u is not None else _ZERO
             after_total += cost
             per_task[c.task_id] = per_task.get(c.task_id, _ZERO) + cost
             if u is None:

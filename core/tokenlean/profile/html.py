@@ -84,8 +84,8 @@ def render_html(
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
         f'<p class="muted">Sources: {escape(_sources(s.sources))} · formats: '
-        f"{escape(', '.join(sorted(set(s.formats))) or '-')} · priced as {escape(report.default_model)} "
-        "where the trace's model has no price</p>",
+        f"{escape(', '.join(sorted(set(s.formats))) or '-')} · calls that name no model priced as "
+        f"{escape(report.default_model)}; a model no price source knows is unpriced</p>",
         '<div class="kpis">',
         *[
             f'<div class="kpi"><span class="muted">{escape(k)}</span><b>{escape(v)}</b></div>'

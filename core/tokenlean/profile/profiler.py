@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenlean.errors import ProfileError, TokenleanError
+from tokenlean.profile.coding import CACHE_SAFE_COMPACTION_TITLE, estimate_cache_safe_compaction
 from tokenlean.profile.estimates import (
     LatencyModel,
     LeverEstimate,
@@ -28,18 +29,27 @@ from tokenlean.profile.levers import (
 )
 from tokenlean.profile.readers import read_traces
 from tokenlean.profile.report import ProfileReport, TraceSummary
+from tokenlean.profile.sessions import by_day, by_session
 from tokenlean.profile.trace import Trace
 
 __all__ = ["LEVERS", "Profiler", "profile"]
 
 log = logging.getLogger("tokenlean.profile")
 
-LEVERS = ("prompt-cache", "semantic-cache", "compaction", "generate-less", "routing")
+LEVERS = (
+    "prompt-cache",
+    "semantic-cache",
+    "compaction",
+    "cache-safe-compaction",
+    "generate-less",
+    "routing",
+)
 
 _TITLES = {
     "prompt-cache": "Prompt caching (stable prefix, cache-aware layout)",
     "semantic-cache": "Semantic cache (exact + near-duplicate requests)",
     "compaction": "Verbatim compaction (stale context, growth per turn)",
+    "cache-safe-compaction": CACHE_SAFE_COMPACTION_TITLE,
     "generate-less": "Generate less (max_tokens / concise answers)",
     "routing": "Routing (cheap model for easy requests)",
 }
@@ -48,8 +58,9 @@ _TITLES = {
 class Profiler:
     """Estimates, for one workload, what each tokenlean lever would save.
 
-    ``prices`` is a ``tokenlean.metering.PriceTable`` (default list prices); calls whose model
-    the table does not know are priced as ``default_model``. ``cheap_model`` is the routing
+    ``prices`` is a ``tokenlean.metering.PriceTable`` (default list prices); a model it does not
+    know is reported as unpriced, never priced as another; only calls that name no model at all
+    are priced as ``default_model``. ``cheap_model`` is the routing
     target for easy requests. ``compactor``, ``cache``, ``policy`` and ``relayout`` replace the
     default lever objects (pass the ones you would deploy, so the estimate is of *your* setup).
     ``layout`` is ``True`` (fit ``tokenlean.layout.PromptLayout`` on the trace), a layout, or
@@ -107,11 +118,16 @@ class Profiler:
             return estimate_semantic_cache(ctx, cache=self.cache)
         if name == "compaction":
             return estimate_compaction(ctx, compactor=self.compactor, sample=self.compaction_sample)
+        if name == "cache-safe-compaction":
+            return estimate_cache_safe_compaction(ctx, compactor=self.compactor)
         if name == "routing":
             return estimate_routing(
                 ctx, policy=self.policy, targets=self.targets, cheap_model=self.cheap_model
             )
         raise ProfileError(f"unknown lever {name!r}")
+
+    def _source(self, model: str) -> str | None:
+        return _source_of(self.prices, model)
 
     def _safe_lever(self, name: str, ctx: ProfileContext) -> LeverEstimate:
         try:
@@ -171,13 +187,19 @@ class Profiler:
             tokens_per_turn.setdefault(c.task_id, []).append(c.usage.total_tokens)
             task_cost[c.task_id] = task_cost.get(c.task_id, Decimal(0)) + cost
         assumptions = []
-        unknown_models = sorted(
-            {c.model or "(none)" for c in trace.calls if not (c.model and c.model in self.prices)}
-        )
-        if unknown_models:
+        nameless = sum(1 for c in trace.calls if not c.model)
+        if nameless:
+            assumptions.append(f"{nameless} calls name no model; they are priced as {self.default_model}.")
+        unpriced = ctx.unpriced()
+        if unpriced:
+            listed = ", ".join(f"{m} ({n:,} tokens)" for m, n in sorted(unpriced.items())[:5])
             assumptions.append(
-                f"Models without a price ({', '.join(unknown_models[:5])}) are priced as {self.default_model}."
+                f"No price source knows {listed}: those calls are unpriced (their tokens are counted, "
+                "their cost is not), never priced as another model."
             )
+        sources = sorted({src for m in set(ctx.priced_as) if (src := self._source(m))})
+        if sources:
+            assumptions.append("Prices: " + "; ".join(sources) + ".")
         counted = sum(1 for c in trace.calls if c.usage_counted)
         if counted:
             assumptions.append(
@@ -185,7 +207,10 @@ class Profiler:
             )
         if not latency.fitted:
             assumptions.append("The trace has no timings: latency savings use the default latency model.")
+        priced = [m in self.prices for m in ctx.priced_as]
         return ProfileReport(
+            sessions=by_session(trace.calls, ctx.baseline_costs, priced),
+            days=by_day(trace.calls, ctx.baseline_costs, priced),
             summary=TraceSummary.of(trace, ctx.baseline_costs, latency),
             estimates=estimates,
             latency=latency,
@@ -195,6 +220,13 @@ class Profiler:
             ttfts=[c.ttft for c in trace.calls if c.ttft is not None and not c.cache_hit],
             task_cost=task_cost,
         )
+
+
+def _source_of(prices: Any, model: str) -> str | None:
+    """``model: source`` for the assumptions (which table, which version priced it)."""
+    source_of = getattr(prices, "source_of", None)
+    source = source_of(model) if source_of is not None and model in prices else None
+    return f"{model} from {source}" if source else None
 
 
 def profile(trace: Trace | str | Path | Sequence[str | Path], **kwargs: Any) -> ProfileReport:

@@ -13,6 +13,9 @@ Formats (detected from the content, never from the file name alone):
   ``child_runs`` are walked; the task is the run's ``trace_id`` (its root run).
 - **swe-agent** — SWE-agent ``.traj`` files: every assistant turn of ``history`` is one call
   whose prompt is everything before it. No usage is recorded, so tokens are counted.
+- **claude-code** / **codex** — coding-agent transcripts (``coding_agents``): a Claude Code
+  session (its transcript, subagents included, or its session folder) and a Codex CLI rollout.
+- **otlp** — OpenTelemetry GenAI spans in OTLP JSON, or JSONL of exports (``otlp``).
 
 A file that is in none of these shapes raises ``TraceFormatError`` naming the file (and line),
 so a user never gets an empty profile from a typo'd path.
@@ -22,13 +25,21 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from tokenlean.errors import InputError, MeteringError, TraceFormatError
+from tokenlean.profile.coding_agents import (
+    is_claude_session_dir,
+    merge_agent_sessions,
+    read_claude_code,
+    read_codex,
+    sniff_agent_format,
+)
+from tokenlean.profile.otlp import is_otlp_export, read_otlp
 from tokenlean.profile.trace import Call, Trace
 from tokenlean.tokens import count_messages, count_tokens
 from tokenlean.types import Message, Request, Response, ToolCall, Usage, normalize_usage
@@ -37,7 +48,7 @@ __all__ = ["FORMATS", "detect_format", "read_trace", "read_traces"]
 
 log = logging.getLogger("tokenlean.profile")
 
-FORMATS = ("ledger", "openai", "langchain", "swe-agent")
+FORMATS = ("ledger", "openai", "langchain", "swe-agent", "claude-code", "codex", "otlp")
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -142,6 +153,8 @@ def _runs_of(data: Any) -> list[Mapping[str, Any]] | None:
 def detect_format(path: str | Path) -> str:
     """The format name of ``path`` (one of ``FORMATS``); ``TraceFormatError`` if none fits."""
     p = Path(path)
+    if is_claude_session_dir(p):
+        return "claude-code"
     if not p.is_file():
         raise TraceFormatError(f"{p}: no such trace file")
     if p.suffix == ".traj":
@@ -150,7 +163,7 @@ def detect_format(path: str | Path) -> str:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise TraceFormatError(f"{p}: not UTF-8 text") from exc
-    lines = [ln for ln in text.splitlines() if ln.strip()]
+    lines = [ln for ln in text.split("\n") if ln.strip()]  # U+2028 in a JSON string is no line end
     if not lines:
         raise TraceFormatError(f"{p}: empty trace file")
     if len(lines) > 1:  # JSONL (a pretty-printed JSON document fails to parse line by line)
@@ -165,6 +178,10 @@ def detect_format(path: str | Path) -> str:
                 return "openai"
             if _is_run(first):
                 return "langchain"
+            if is_otlp_export(first):
+                return "otlp"
+            if agent := sniff_agent_format(lines):
+                return agent
             raise TraceFormatError(
                 f"{p}:1: a JSONL row in no known trace format (keys {sorted(map(str, first))[:8]}); "
                 f"expected one of {', '.join(FORMATS)}"
@@ -181,6 +198,10 @@ def detect_format(path: str | Path) -> str:
         return "ledger"
     if _is_openai_row(data):
         return "openai"
+    if is_otlp_export(data):
+        return "otlp"
+    if len(lines) == 1 and (agent := sniff_agent_format(lines)):
+        return agent
     raise TraceFormatError(f"{p}: JSON in no known trace format; expected one of {', '.join(FORMATS)}")
 
 
@@ -557,17 +578,21 @@ def _read_swe_agent(path: Path, model: str | None = None) -> list[Call]:
 
 
 # -- entry points ------------------------------------------------------------------------------
-def read_trace(path: str | Path, *, fmt: str | None = None, model: str | None = None) -> Trace:
+def read_trace(
+    path: str | Path, *, fmt: str | None = None, model: str | None = None, empty_sessions: bool = False
+) -> Trace:
     """Read one trace file (format detected unless ``fmt`` is given).
 
     ``model`` names the model for formats that do not record one (SWE-agent trajectories), so
-    they can be priced; calls that name their model keep it.
+    they can be priced; calls that name their model keep it. ``empty_sessions`` lets a
+    coding-agent transcript without model calls (only summaries or snapshots) read as an empty
+    trace instead of an error, as ``read_traces`` does for the files of a directory.
     """
     p = Path(path)
     kind = fmt or detect_format(p)
     if kind not in FORMATS:
         raise TraceFormatError(f"unknown trace format {kind!r}; expected one of {', '.join(FORMATS)}")
-    if not p.is_file():
+    if not p.is_file() and not (kind == "claude-code" and is_claude_session_dir(p)):
         raise TraceFormatError(f"{p}: no such trace file")
     if kind == "ledger":
         calls = _read_ledger(p)
@@ -575,9 +600,15 @@ def read_trace(path: str | Path, *, fmt: str | None = None, model: str | None = 
         calls = _read_openai(p)
     elif kind == "langchain":
         calls = _read_langchain(p)
+    elif kind == "claude-code":
+        calls = read_claude_code(p)
+    elif kind == "codex":
+        calls = read_codex(p)
+    elif kind == "otlp":
+        calls = read_otlp(p)
     else:
         calls = _read_swe_agent(p, model)
-    if not calls:
+    if not calls and not (empty_sessions and kind in ("claude-code", "codex")):
         raise TraceFormatError(f"{p}: no calls in the trace")
     if model is not None:
         from dataclasses import replace
@@ -587,17 +618,38 @@ def read_trace(path: str | Path, *, fmt: str | None = None, model: str | None = 
     return Trace.from_calls(calls, str(p), kind)
 
 
-def read_traces(paths: Sequence[str | Path], *, model: str | None = None) -> Trace:
-    """Read and merge several trace files (a directory means every file in it)."""
-    files: list[Path] = []
+def read_traces(
+    paths: Sequence[str | Path],
+    *,
+    model: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    skip_empty: bool = False,
+) -> Trace:
+    """Read and merge several trace files (a directory means every file in it).
+
+    ``progress(done, total)`` is called after each file (a large folder of sessions takes a while).
+    ``skip_empty``: a coding-agent session with no model call is skipped even when named (as the
+    files of a listed directory always are), instead of failing the read.
+    """
+    files: list[tuple[Path, bool]] = []  # (file, listed from a directory)
     for raw in paths:
         p = Path(raw)
-        if p.is_dir():
+        if p.is_dir() and not is_claude_session_dir(p):
             files.extend(
-                sorted(f for f in p.iterdir() if f.is_file() and f.suffix in (".traj", ".json", ".jsonl"))
+                (f, True)
+                for f in sorted(p.iterdir())
+                if f.is_file() and f.suffix in (".traj", ".json", ".jsonl")
             )
         else:
-            files.append(p)
+            files.append((p, False))
     if not files:
         raise TraceFormatError("no trace files given")
-    return Trace.merge([read_trace(f, model=model) for f in files])
+    parts = []
+    for i, (f, listed) in enumerate(files, 1):
+        parts.append(read_trace(f, model=model, empty_sessions=listed or skip_empty))
+        if progress is not None:
+            progress(i, len(files))
+    trace = Trace.merge(parts)
+    if not trace.calls:
+        raise TraceFormatError("no calls in the trace files given")
+    return merge_agent_sessions(trace)

@@ -16,6 +16,7 @@ from typing import Any
 
 from tokenlean.metering.summary import percentile
 from tokenlean.profile.estimates import LatencyModel, LeverEstimate
+from tokenlean.profile.sessions import UsageRow
 from tokenlean.profile.trace import Trace
 
 __all__ = ["ProfileReport", "TraceSummary"]
@@ -101,6 +102,14 @@ class ProfileReport:
     tokens_per_turn: dict[str, list[int]] = field(default_factory=dict)
     ttfts: list[float] = field(default_factory=list)
     task_cost: dict[str, Decimal] = field(default_factory=dict)
+    #: Per-session and per-day totals (``tokenlean.profile.sessions``).
+    sessions: list[UsageRow] = field(default_factory=list)
+    days: list[UsageRow] = field(default_factory=list)
+
+    @property
+    def coding_agents(self) -> bool:
+        """Whether the trace holds coding-agent sessions (their tables are shown by default)."""
+        return any(r.client for r in self.sessions)
 
     def __post_init__(self) -> None:
         self.estimates.sort(key=lambda e: (not e.applicable, -e.cost_saved, -e.tokens_saved))
@@ -131,6 +140,8 @@ class ProfileReport:
             "best": self.best.lever if self.best else None,
             "assumptions": list(self.assumptions),
             "task_cost": {k: str(v) for k, v in self.task_cost.items()},
+            "sessions": [r.to_dict() for r in self.sessions],
+            "days": [r.to_dict() for r in self.days],
         }
 
     def write_json(self, path: str | Path) -> Path:
@@ -141,8 +152,10 @@ class ProfileReport:
 
     def to_html(self, *, title: str = "tokenlean profile", extra_sections: list[str] | None = None) -> str:
         from tokenlean.profile.html import render_html
+        from tokenlean.profile.sessions import html_sections
 
-        return render_html(self, title=title, extra_sections=extra_sections)
+        tables = html_sections(self.sessions, self.days) if self.sessions else []
+        return render_html(self, title=title, extra_sections=[*tables, *(extra_sections or [])])
 
     def write_html(self, path: str | Path, **kwargs: Any) -> Path:
         p = Path(path)
@@ -159,7 +172,7 @@ class ProfileReport:
         t = Table(
             title=(
                 f"tokenlean profile: {s.calls} calls, {s.tasks} tasks, {s.total_tokens:,} tokens, "
-                f"${s.cost:.4f} (priced as {self.default_model} where unknown)"
+                f"${s.cost:.4f} (calls naming no model priced as {self.default_model})"
             ),
             title_justify="left",
         )
@@ -185,10 +198,17 @@ class ProfileReport:
                 t.add_row(str(i), f"[dim]{e.lever}[/dim]", "-", "-", "-", "-", f"[dim]{e.reason}[/dim]")
         return t
 
-    def print(self, console: Any = None) -> None:
+    def print(self, console: Any = None, *, sessions: bool | None = None) -> None:
+        """The lever table, then (``sessions``; default: for coding-agent traces) the
+        per-session and per-day tables."""
         from rich.console import Console
 
         console = console or Console()
+        if (self.coding_agents if sessions is None else sessions) and self.sessions:
+            from tokenlean.profile.sessions import rich_tables
+
+            for t in rich_tables(self.sessions, self.days):
+                console.print(t)
         console.print(self.table())
         best = self.best
         if best is not None:

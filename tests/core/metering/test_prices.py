@@ -56,8 +56,11 @@ def test_default_table_covers_the_common_families(table: PriceTable) -> None:
         ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "claude-sonnet-4-5"),
         ("claude-3.5-haiku", "claude-3-5-haiku"),
         ("models/gemini-2.0-flash-001", "gemini-2.0-flash"),
-        ("gemini-2.5-flash-preview-05-20", "gemini-2.5-flash"),
-        ("chatgpt-4o-latest", "gpt-4o"),
+        # genai-prices (the default source) prices these as models of their own: the 05-20
+        # preview at its preview price, chatgpt-4o-latest at $5/$15 (the pinned table aliased
+        # them to gemini-2.5-flash and gpt-4o).
+        ("gemini-2.5-flash-preview-05-20", "gemini-2.5-flash-preview"),
+        ("chatgpt-4o-latest", "chatgpt-4o-latest"),
     ],
 )
 def test_snapshot_and_provider_spellings_resolve(table: PriceTable, name: str, key: str) -> None:
@@ -66,8 +69,13 @@ def test_snapshot_and_provider_spellings_resolve(table: PriceTable, name: str, k
 
 
 def test_no_prefix_guessing_for_a_different_model(table: PriceTable) -> None:
-    # gpt-4o-audio is priced differently: it must not silently inherit gpt-4o's price.
-    assert table.resolve("gpt-4o-audio-preview") is None
+    # gpt-4o-audio is priced differently: it must not silently inherit gpt-4o's price. The default
+    # source lists it as a model of its own; a table that does not (the pinned one) leaves it
+    # unpriced, and so does the default table for a name no source lists.
+    assert table.resolve("gpt-4o-audio-preview") == "gpt-4o-audio-preview"
+    assert table.price("gpt-4o-audio-preview") != table.price("gpt-4o")
+    assert PriceTable.pinned().resolve("gpt-4o-audio-preview") is None
+    assert table.resolve("gpt-4o-telepathy-preview") is None
     assert normalize_model_name("gpt-4o-2024-08-06") == "gpt-4o"
 
 
