@@ -618,6 +618,17 @@ def read_trace(
     return Trace.from_calls(calls, str(p), kind)
 
 
+_TRACE_SUFFIXES = (".traj", ".json", ".jsonl")
+
+
+def _traces_below(folder: Path) -> list[Path]:
+    return sorted(
+        f
+        for f in folder.rglob("*")
+        if f.is_file() and f.suffix in _TRACE_SUFFIXES and "subagents" not in f.relative_to(folder).parts
+    )
+
+
 def read_traces(
     paths: Sequence[str | Path],
     *,
@@ -635,11 +646,10 @@ def read_traces(
     for raw in paths:
         p = Path(raw)
         if p.is_dir() and not is_claude_session_dir(p):
-            files.extend(
-                (f, True)
-                for f in sorted(p.iterdir())
-                if f.is_file() and f.suffix in (".traj", ".json", ".jsonl")
-            )
+            direct = [f for f in sorted(p.iterdir()) if f.is_file() and f.suffix in _TRACE_SUFFIXES]
+            # A folder of folders (~/.claude/projects, ~/.codex/sessions): every trace below it;
+            # subagent transcripts are read with their session, not on their own.
+            files.extend((f, True) for f in (direct or _traces_below(p)))
         else:
             files.append((p, False))
     if not files:

@@ -103,3 +103,14 @@ def test_no_path_and_no_sessions_says_where_it_looked(
     monkeypatch.setenv("CODEX_HOME", str(tmp_path / "none"))
     assert main(["profile", "--no-progress"]) == 2
     assert "CLAUDE_CONFIG_DIR" in capsys.readouterr().err
+
+
+def test_profile_on_a_folder_of_projects_prints_the_tables(
+    machine: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``tokenlean profile ~/.claude/projects``: every session below it, tables shown, HTML written."""
+    html = machine / "folder.html"
+    assert main(["profile", "--no-progress", str(machine / "claude" / "projects"), "--html", str(html)]) == 0
+    printed = capsys.readouterr().out
+    assert "Sessions" in printed and "Days" in printed and "cache-safe-compaction" in printed
+    assert "<h2>Sessions</h2>" in html.read_text()
