@@ -175,7 +175,8 @@ def find_claude_code_sessions(root: str | Path | None = None) -> list[Path]:
 
     Default root: ``$CLAUDE_CONFIG_DIR/projects`` when that is set, else ``~/.claude/projects``
     (and ``~/.config/claude/projects``, where some versions write). Files under a ``subagents``
-    folder are left out: reading their session's transcript reads them.
+    folder are left out: reading their session's transcript reads them. A session folder whose
+    transcript is gone (deleted, or cleaned up) is listed itself, so its subagents still count.
     """
     if root is not None:
         roots = [Path(root).expanduser()]
@@ -189,8 +190,13 @@ def find_claude_code_sessions(root: str | Path | None = None) -> list[Path]:
         if not r.is_dir():
             continue
         for p in r.rglob("*.jsonl"):
-            if "subagents" not in p.relative_to(r).parts[:-1] and p.is_file():
-                found.add(p)
+            if "subagents" not in p.relative_to(r).parts[:-1]:
+                if p.is_file():
+                    found.add(p)
+            elif p.parent.name == "subagents":
+                session = p.parent.parent
+                if not (session.parent / f"{session.name}.jsonl").is_file():
+                    found.add(session)
     return sorted(found)
 
 

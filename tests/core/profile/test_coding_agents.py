@@ -302,6 +302,21 @@ def test_find_claude_code_sessions(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert find_claude_code_sessions() == []
 
 
+def test_find_claude_code_sessions_lists_a_session_folder_whose_transcript_is_gone(tmp_path: Path) -> None:
+    # ccusage counts every *.jsonl under projects/, subagents included: so must the listing
+    projects = tmp_path / "projects"
+    shutil.copytree(FIXTURES / "claude_code" / "projects", projects)
+    (projects / "-home-dev-shop" / f"{S2}.jsonl").unlink()
+    found = find_claude_code_sessions(projects)
+    assert [p.name for p in found] == [S2, "c0ffee00-2b3c-4d5e-8f90-a1b2c3d4e5f6.jsonl", f"{S3}.jsonl"]
+    assert found[0].is_dir()
+    trace = read_traces(found, skip_empty=True)
+    agent = sum((claude(*r[:3], r[3]) for r in S2_AGENT), Usage())
+    assert total(trace.tasks()[S2]) == agent
+    # S3's copy of S2's first response is S3's now: S2's transcript is not there to hold it
+    assert total(trace.tasks()[S3]) == claude(10, 0, 9875, 214) + claude(6, 9875, 300, 40)
+
+
 # -- Codex CLI ---------------------------------------------------------------------------------
 # (input_tokens, cached_input_tokens, output_tokens, reasoning_output_tokens) of each last_token_usage
 ROLLOUT_CALLS = [
