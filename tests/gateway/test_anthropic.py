@@ -363,43 +363,14 @@ def test_stream_translation_text_tool_calls_usage_and_errors() -> None:
 
 
 # -- an OpenAI upstream: the real llama.cpp ---------------------------------------------------------
-class Gw:
-    """The running gateway and the OpenAI bodies it sent upstream."""
-
-    def __init__(self, server: AppServer) -> None:
-        self.server = server
-        self.state = server.app.state.gateway
-        self.sent: list[dict[str, Any]] = []
-
-    @property
-    def ledger(self) -> Ledger:
-        return self.state.levers.meter.ledger
-
-    def last_sent(self) -> dict[str, Any]:
-        assert self.sent, "nothing was sent upstream"
-        return self.sent[-1]
-
-
 @pytest.fixture(scope="module")
-def gw(local_llm: Any) -> Iterator[Gw]:
-    cfg = load_config(
-        None,
-        upstreams={"local": {"base_urls": [local_llm.base_url], "model": local_llm.model}},
-        routes=[{"match": "claude-local", "targets": ["local"], "cache": True}],
-    )
-    with AppServer(create_app(cfg), lifespan="on") as server:
-        g = Gw(server)
-
-        async def capture(request: httpx.Request) -> None:
-            if request.url.path.endswith("/chat/completions"):
-                g.sent.append(json.loads(request.content))
-
-        g.state.pool.client.event_hooks["request"].append(capture)
+def gw(llama_gateway: Any) -> Iterator[Any]:
+    with llama_gateway("claude-local") as g:
         yield g
 
 
 @pytest.fixture
-def client(gw: Gw) -> Iterator[Any]:
+def client(gw: Any) -> Iterator[Any]:
     c = anthropic.Anthropic(base_url=gw.server.url, api_key="x", max_retries=0)
     yield c
     c.close()
@@ -410,7 +381,7 @@ def _ask(question: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.integration
-def test_sdk_message_is_translated_metered_under_user_id_and_cached(gw: Gw, client: Any) -> None:
+def test_sdk_message_is_translated_metered_under_user_id_and_cached(gw: Any, client: Any) -> None:
     task = "anthropic-user-7"
 
     def ask() -> Any:
@@ -448,7 +419,7 @@ def test_sdk_message_is_translated_metered_under_user_id_and_cached(gw: Gw, clie
 
 
 @pytest.mark.integration
-def test_sdk_stream_events_headers_and_stream_cache_replay(gw: Gw, client: Any) -> None:
+def test_sdk_stream_events_headers_and_stream_cache_replay(gw: Any, client: Any) -> None:
     task = "anthropic-stream"
     kwargs: dict[str, Any] = {
         "model": "claude-local",
@@ -489,7 +460,7 @@ def test_sdk_stream_events_headers_and_stream_cache_replay(gw: Gw, client: Any) 
 
 
 @pytest.mark.integration
-def test_sdk_forced_tool_call_round_trip_and_stream(gw: Gw, client: Any) -> None:
+def test_sdk_forced_tool_call_round_trip_and_stream(gw: Any, client: Any) -> None:
     question = _ask("What is the weather in Paris?")
     forced = {"type": "tool", "name": "get_weather"}
     message = client.messages.create(
@@ -541,7 +512,7 @@ def test_sdk_forced_tool_call_round_trip_and_stream(gw: Gw, client: Any) -> None
 
 
 @pytest.mark.integration
-def test_langchain_chat_anthropic_invoke_stream_and_tools(gw: Gw) -> None:
+def test_langchain_chat_anthropic_invoke_stream_and_tools(gw: Any) -> None:
     pytest.importorskip("langchain_anthropic")
     from langchain_anthropic import ChatAnthropic
     from langchain_core.messages import AIMessage, AIMessageChunk
@@ -588,7 +559,7 @@ def test_langchain_chat_anthropic_invoke_stream_and_tools(gw: Gw) -> None:
 
 
 @pytest.mark.integration
-def test_errors_in_anthropic_shape(gw: Gw, client: Any) -> None:
+def test_errors_in_anthropic_shape(gw: Any, client: Any) -> None:
     with pytest.raises(anthropic.NotFoundError) as exc:
         client.messages.create(model="claude-unknown", max_tokens=MAX_TOKENS, messages=_ask("Hi"))
     assert exc.value.body["type"] == "error"

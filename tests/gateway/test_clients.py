@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,10 +29,6 @@ pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 
 import httpx  # noqa: E402
-
-from tokenlean.gateway import create_app, load_config  # noqa: E402
-from tokenlean.gateway.serving import AppServer  # noqa: E402
-from tokenlean.metering import Ledger, UsageRecord  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -56,75 +51,14 @@ TOOLS = [
 FORCE_WEATHER = {"type": "function", "function": {"name": "get_weather"}}
 
 
-class Gw:
-    """The running gateway, what it sent upstream, and its ledger."""
-
-    def __init__(self, server: AppServer, llm: Any) -> None:
-        self.server = server
-        self.llm = llm
-        self.state = server.app.state.gateway
-        self.sent: list[dict[str, Any]] = []  # every JSON body the gateway sent upstream
-
-    @property
-    def base_url(self) -> str:
-        return self.server.base_url
-
-    @property
-    def ledger(self) -> Ledger:
-        return self.state.levers.meter.ledger
-
-    def records(self, task: str, n: int, timeout: float = 10.0) -> list[UsageRecord]:
-        """The task's records once there are ``n`` of them.
-
-        A stream's call is recorded when the relay ends, which may be just after the client has
-        read ``[DONE]`` and moved on: wait for it (briefly) instead of racing it.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            recs = self.ledger.records(task)
-            if len(recs) >= n or time.monotonic() > deadline:
-                assert len(recs) == n, [(r.model, r.usage, r.cache_hit) for r in recs]
-                return recs
-            time.sleep(0.02)
-
-    def stores(self) -> int:
-        """Answers the gateway's cache has kept so far."""
-        return int(self.state.levers.cache.stats()["stores"])
-
-    def stored(self, before: int, timeout: float = 10.0) -> None:
-        """Wait until the cache kept one more answer than ``before`` (a stream is stored when
-        its relay ends, possibly just after the client has read ``[DONE]``)."""
-        deadline = time.monotonic() + timeout
-        while self.stores() <= before:
-            assert time.monotonic() < deadline, f"the cache kept nothing: {self.state.levers.cache.stats()}"
-            time.sleep(0.02)
-
-    def last_sent(self) -> dict[str, Any]:
-        assert self.sent, "nothing was sent upstream"
-        return self.sent[-1]
-
-
 @pytest.fixture(scope="module")
-def gw(local_llm: Any) -> Iterator[Gw]:
-    cfg = load_config(
-        None,
-        upstreams={"local": {"base_urls": [local_llm.base_url], "model": local_llm.model}},
-        routes=[{"match": "*", "targets": ["local"], "cache": True}],
-    )
-    with AppServer(create_app(cfg), lifespan="on") as server:
-        g = Gw(server, local_llm)
-
-        async def capture(request: httpx.Request) -> None:
-            if request.url.path.endswith("/chat/completions"):
-                g.sent.append(json.loads(request.content))
-
-        # the pool's upstream client, created now so that every request of the module is seen
-        g.state.pool.client.event_hooks["request"].append(capture)
+def gw(llama_gateway: Any) -> Iterator[Any]:
+    with llama_gateway("*") as g:
         yield g
 
 
 @pytest.fixture
-def sdk(gw: Gw) -> Iterator[Any]:
+def sdk(gw: Any) -> Iterator[Any]:
     client = openai.OpenAI(
         base_url=gw.base_url,
         api_key="x",
@@ -163,7 +97,7 @@ def _metric(text: str, name: str, model: str) -> float:
 
 # -- the openai SDK --------------------------------------------------------------------------------
 def test_sdk_chat_is_relayed_and_metered_as_the_server_reported(
-    gw: Gw, sdk: Any, upstream: httpx.Client
+    gw: Any, sdk: Any, upstream: httpx.Client
 ) -> None:
     messages = _ask("Name one colour.")
     raw = sdk.chat.completions.with_raw_response.create(
@@ -201,7 +135,7 @@ def test_sdk_chat_is_relayed_and_metered_as_the_server_reported(
     assert rec.tags["key"] == "anonymous" and rec.tags["target"] == "local"
 
 
-def test_acceptance_same_question_twice_is_a_cache_hit(gw: Gw, sdk: Any) -> None:
+def test_acceptance_same_question_twice_is_a_cache_hit(gw: Any, sdk: Any) -> None:
     task = "acceptance"
     sent_before = len(gw.sent)
 
@@ -267,7 +201,7 @@ def test_acceptance_same_question_twice_is_a_cache_hit(gw: Gw, sdk: Any) -> None
     assert body["keys"]["anonymous"]["calls"] >= 2  # an open gateway: every call is "anonymous"
 
 
-def _stream(sdk: Any, gw: Gw, question: str, task: str, **kwargs: Any) -> tuple[Any, list[Any]]:
+def _stream(sdk: Any, gw: Any, question: str, task: str, **kwargs: Any) -> tuple[Any, list[Any]]:
     with sdk.chat.completions.with_streaming_response.create(
         model=gw.llm.model,
         messages=_ask(question),
@@ -286,7 +220,7 @@ def _text(chunks: list[Any]) -> str:
 
 
 def test_sdk_stream_with_usage_relays_the_server_stream_then_replays_with_usage(
-    gw: Gw, sdk: Any, upstream: httpx.Client
+    gw: Any, sdk: Any, upstream: httpx.Client
 ) -> None:
     question, task = "What is 2+2?", "sdk-stream-usage"
     opts = {"include_usage": True}
@@ -322,7 +256,9 @@ def test_sdk_stream_with_usage_relays_the_server_stream_then_replays_with_usage(
         # tokenlean's tokenizer is not SmolLM2's and it cannot see the server's chat template (which
         # adds a default system prompt here): an estimate, never more than the server counted
         assert 0 < rec.usage.input_tokens <= reported["prompt_tokens"]
-        assert reported["completion_tokens"] / 2 <= rec.usage.output_tokens <= reported["completion_tokens"] * 2
+        assert (
+            reported["completion_tokens"] / 2 <= rec.usage.output_tokens <= reported["completion_tokens"] * 2
+        )
 
     # the complete streamed answer was kept: the same question again is a replay of its chunks,
     # and with include_usage the replay ends with a usage chunk (zero: nothing was billed)
@@ -340,7 +276,7 @@ def test_sdk_stream_with_usage_relays_the_server_stream_then_replays_with_usage(
     assert [r.cache_hit for r in gw.records(task, 2)] == [False, True]
 
 
-def test_sdk_stream_without_usage_option_gets_no_usage_chunk(gw: Gw, sdk: Any) -> None:
+def test_sdk_stream_without_usage_option_gets_no_usage_chunk(gw: Any, sdk: Any) -> None:
     question, task = "Name a fruit.", "sdk-stream-plain"
     stores = gw.stores()
     headers, chunks = _stream(sdk, gw, question, task)
@@ -363,7 +299,9 @@ def test_sdk_stream_without_usage_option_gets_no_usage_chunk(gw: Gw, sdk: Any) -
     assert [r.cache_hit for r in gw.records(task, 2)] == [False, True]
 
 
-def test_sdk_tools_are_sent_intact_and_tool_calls_come_back(gw: Gw, sdk: Any, upstream: httpx.Client) -> None:
+def test_sdk_tools_are_sent_intact_and_tool_calls_come_back(
+    gw: Any, sdk: Any, upstream: httpx.Client
+) -> None:
     task = "sdk-tools"
     messages = _ask("What is the weather in Paris?")
 
@@ -424,7 +362,7 @@ def test_sdk_tools_are_sent_intact_and_tool_calls_come_back(gw: Gw, sdk: Any, up
     gw.records(task, 3)
 
 
-def test_models_and_health(gw: Gw, sdk: Any) -> None:
+def test_models_and_health(gw: Any, sdk: Any) -> None:
     assert gw.llm.model in [m.id for m in sdk.models.list()]
     with httpx.Client(base_url=gw.server.url, trust_env=False, timeout=10.0) as http:
         health = http.get("/health").json()
@@ -433,7 +371,7 @@ def test_models_and_health(gw: Gw, sdk: Any) -> None:
 
 
 # -- LangChain -------------------------------------------------------------------------------------
-def _chat_openai(gw: Gw, task: str, **kwargs: Any) -> Any:
+def _chat_openai(gw: Any, task: str, **kwargs: Any) -> Any:
     pytest.importorskip("langchain_openai")
     from langchain_openai import ChatOpenAI
 
@@ -450,7 +388,7 @@ def _chat_openai(gw: Gw, task: str, **kwargs: Any) -> Any:
     )
 
 
-def test_langchain_invoke_and_stream(gw: Gw) -> None:
+def test_langchain_invoke_and_stream(gw: Any) -> None:
     from langchain_core.messages import AIMessage, AIMessageChunk
 
     task = "langchain"
@@ -484,7 +422,7 @@ def test_langchain_invoke_and_stream(gw: Gw) -> None:
     assert not recs[-1].cache_hit and recs[-1].endpoint == gw.llm.base_url
 
 
-def test_langchain_bind_tools(gw: Gw) -> None:
+def test_langchain_bind_tools(gw: Any) -> None:
     from langchain_core.messages import AIMessage
     from langchain_core.tools import tool
 
@@ -508,7 +446,7 @@ def test_langchain_bind_tools(gw: Gw) -> None:
 
 
 # -- LlamaIndex ------------------------------------------------------------------------------------
-def _openai_like(gw: Gw, task: str) -> Any:
+def _openai_like(gw: Any, task: str) -> Any:
     openai_like = pytest.importorskip("llama_index.llms.openai_like")
     return openai_like.OpenAILike(
         model=gw.llm.model,
@@ -522,7 +460,7 @@ def _openai_like(gw: Gw, task: str) -> Any:
     )
 
 
-def test_llamaindex_chat_stream_chat_and_complete(gw: Gw) -> None:
+def test_llamaindex_chat_stream_chat_and_complete(gw: Any) -> None:
     from llama_index.core.llms import ChatMessage
 
     task = "llamaindex"

@@ -28,14 +28,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from tokenlean.errors import InputError, TraceFormatError
-from tokenlean.profile.trace import Call, Trace
+from tokenlean.profile.trace import Call, Trace, renumber_by_time
 from tokenlean.types import Message, Request, Response, ToolCall, Usage
 
 __all__ = [
@@ -126,21 +126,6 @@ def sniff_agent_format(lines: Sequence[str], limit: int = 20) -> str | None:
     return None
 
 
-def _renumber(calls: list[Call]) -> list[Call]:
-    """Calls ordered by time within each task (transcript order on ties), indexed from zero."""
-    order = sorted(
-        range(len(calls)), key=lambda i: (calls[i].started_at is None, calls[i].started_at or 0.0, i)
-    )
-    per_task: dict[str, int] = {}
-    out: list[Call] = []
-    for i in order:
-        c = calls[i]
-        idx = per_task.get(c.task_id, 0)
-        per_task[c.task_id] = idx + 1
-        out.append(c if c.index == idx else replace(c, index=idx))
-    return out
-
-
 def merge_agent_sessions(trace: Trace) -> Trace:
     """``trace`` with each Claude Code response once, and sessions read from several files renumbered.
 
@@ -164,7 +149,7 @@ def merge_agent_sessions(trace: Trace) -> Trace:
     for idxs in by_task.values():
         if changed or len({kept[i].index for i in idxs}) != len(idxs):
             changed = True
-            for i, c in zip(idxs, _renumber([kept[i] for i in idxs]), strict=True):
+            for i, c in zip(idxs, renumber_by_time([kept[i] for i in idxs]), strict=True):
                 kept[i] = c
     return Trace(tuple(kept), trace.sources, trace.formats) if changed else trace
 
@@ -478,7 +463,7 @@ def read_claude_code(path: str | Path) -> list[Call]:
                 extra=extra,
             )
         )
-    return _renumber(calls)
+    return renumber_by_time(calls)
 
 
 def _output_count(r: _Row) -> int:

@@ -24,13 +24,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from tokenlean.errors import InputError, TraceFormatError
-from tokenlean.profile.trace import Call
+from tokenlean.profile.trace import Call, renumber_by_time
 from tokenlean.tokens import count_messages, count_tokens
 from tokenlean.types import Message, Request, Response, ToolCall, Usage
 
@@ -380,14 +379,4 @@ def read_otlp(path: str | Path) -> list[Call]:
         elif _is_inference(a):
             child = children.get(ident)
             calls.append(_call(span, {**a, **child} if child else a, res_attrs, where))
-    order = sorted(
-        range(len(calls)), key=lambda i: (calls[i].started_at is None, calls[i].started_at or 0.0, i)
-    )
-    per_task: dict[str, int] = {}
-    out: list[Call] = []
-    for i in order:
-        c = calls[i]
-        idx = per_task.get(c.task_id, 0)
-        per_task[c.task_id] = idx + 1
-        out.append(replace(c, index=idx))
-    return out
+    return renumber_by_time(calls)

@@ -10,13 +10,13 @@ levers need it: prefix stability, duplicates, compaction, routing difficulty) an
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
 from tokenlean.types import Request, Response, Usage
 
-__all__ = ["Call", "Trace"]
+__all__ = ["Call", "Trace", "renumber_by_time"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,3 +118,19 @@ class Trace:
     @classmethod
     def from_calls(cls, calls: Iterable[Call], source: str = "", fmt: str = "") -> Trace:
         return cls(tuple(calls), (source,) if source else (), (fmt,) if fmt else ())
+
+
+def renumber_by_time(calls: list[Call]) -> list[Call]:
+    """Calls ordered by start time within each task (input order on ties; calls without a time
+    last), each ``index`` renumbered from zero: readers whose files do not list calls in order."""
+    order = sorted(
+        range(len(calls)), key=lambda i: (calls[i].started_at is None, calls[i].started_at or 0.0, i)
+    )
+    per_task: dict[str, int] = {}
+    out: list[Call] = []
+    for i in order:
+        c = calls[i]
+        idx = per_task.get(c.task_id, 0)
+        per_task[c.task_id] = idx + 1
+        out.append(c if c.index == idx else replace(c, index=idx))
+    return out
