@@ -13,6 +13,7 @@ import json
 import time
 from pathlib import Path
 
+from tokenlean.metering import PriceTable
 from tokenlean.profile import Profiler, read_traces
 from tokenlean.routing import OpenAICompatibleEndpoint
 from tokenlean.server import model_endpoint
@@ -89,8 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             endpoint.close()
 
-    # 2. Profile it: every lever's estimate on *this* traffic, ranked by money saved.
-    profiler = Profiler(default_model=args.price_as, show_progress=True)
+    # 2. Profile it: every lever's estimate on *this* traffic, ranked by money saved. The local
+    # model has no list price: say explicitly what to price it as (the profiler never guesses).
+    prices = PriceTable.default()
+    prices = prices.with_price(model, prices.price(args.price_as))
+    profiler = Profiler(prices=prices, default_model=args.price_as, show_progress=True)
     results = {}
     report = profiler.profile(read_traces([week]))
     report.print()
