@@ -14,10 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,47 +23,16 @@ import pytest
 
 from tokenlean.gateway import create_app, load_config
 from tokenlean.gateway.serving import AppServer
-from tokenlean.server import free_port
 
 CHUNK_DELAY = 0.05  # seconds between a stub stream's events: a stream lasts a few tenths of a second
 
 
-def _start_stub() -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tokenlean.gateway.stub",
-            "--port",
-            str(port),
-            "--chunk-delay",
-            str(CHUNK_DELAY),
-        ],
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, "a stub replica exited while starting"
-        assert time.monotonic() < deadline, "a stub replica did not become ready"
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return proc, f"{url}/v1"
-        except httpx.HTTPError:
-            time.sleep(0.1)
-
-
 @pytest.fixture
-def replicas() -> Iterator[list[tuple[subprocess.Popen[bytes], str]]]:
-    started = [_start_stub() for _ in range(3)]
-    try:
-        yield started
-    finally:
-        for proc, _ in started:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+def replicas(launch: Any) -> Iterator[list[Any]]:
+    """Three stub replicas, each a process of its own that streams slowly."""
+    stub = ("tokenlean.gateway.stub", "--chunk-delay", str(CHUNK_DELAY))
+    with launch(*stub) as r1, launch(*stub) as r2, launch(*stub) as fallback:
+        yield [r1, r2, fallback]
 
 
 async def _stream(client: httpx.AsyncClient, url: str, text: str) -> str:
@@ -129,19 +94,20 @@ async def _traffic(url: str, seconds: float, kill: Any) -> dict[str, dict[str, i
     return counts
 
 
-def test_replica_killed_mid_run(replicas: list[tuple[subprocess.Popen[bytes], str]]) -> None:
-    (victim, r1), (_, r2), (_, fallback) = replicas
+def test_replica_killed_mid_run(replicas: list[Any]) -> None:
+    victim = replicas[0]
+    r1, r2, fb = (f"{p.url}/v1" for p in replicas)
     cfg = load_config(
         None,
         upstreams={
             "a": {"base_urls": [r1, r2], "first_token_timeout": 2.0, "timeout": 5.0},
-            "b": {"base_urls": [fallback]},
+            "b": {"base_urls": [fb]},
         },
         routes=[{"match": "*", "targets": ["a"], "fallbacks": ["b"], "cache": False}],
     )
     with AppServer(create_app(cfg), lifespan="on") as gw:
-        counts = asyncio.run(_traffic(gw.base_url, 4.5, lambda: os.killpg(victim.pid, signal.SIGKILL)))
-    assert victim.poll() is not None  # it really died mid-run
+        counts = asyncio.run(_traffic(gw.base_url, 4.5, victim.kill))
+    assert victim.proc.poll() is not None  # it really died mid-run
     streams, completes = counts["stream"], counts["complete"]
     assert set(completes) == {"ok"}, counts  # 0 failed non-streaming calls
     assert streams.get("failed_before_token", 0) == 0, counts  # those fail over

@@ -7,57 +7,22 @@ ledger must show the call under its key and task (``/v1/usage``) and ``/metrics`
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tokenlean.server import free_port
-
 
 @pytest.fixture(scope="module")
-def served(local_model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENLEAN_")}
-    env["TOKENLEAN_LOCAL_MODEL"] = str(local_model_file)
+def served(local_model_file: Path, tmp_path_factory: pytest.TempPathFactory, launch: Any) -> Iterator[str]:
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tokenlean", "serve", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"tokenlean serve exited ({proc.returncode}):\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            pytest.fail(f"tokenlean serve not ready:\n{log.read_text()}")
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)  # uvicorn exits; the command then stops llama.cpp
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+    env = {"TOKENLEAN_LOCAL_MODEL": str(local_model_file)}
+    with launch("tokenlean", "serve", env=env, log=log, timeout=180) as gateway:
+        yield gateway.url
 
 
 def test_repeated_question_is_served_from_the_cache(served: str) -> None:
@@ -90,7 +55,7 @@ def test_repeated_question_is_served_from_the_cache(served: str) -> None:
     assert re.search(rf'tokenlean_llm_calls_total\{{model="{re.escape(answer.model)}"\}} 2\b', metrics)
 
 
-def test_workers_serve_from_one_config(tmp_path: Path) -> None:
+def test_workers_serve_from_one_config(tmp_path: Path, launch: Any) -> None:
     """``--workers 2``: uvicorn worker processes rebuild the app from the effective config."""
     from tokenlean.gateway.stub import StubServer
 
@@ -99,34 +64,8 @@ def test_workers_serve_from_one_config(tmp_path: Path) -> None:
         config.write_text(
             f'[upstreams.a]\nbase_urls = ["{upstream.base_url}"]\n[[routes]]\nmatch = "*"\ntargets = ["a"]\n'
         )
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENLEAN_")}
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tokenlean",
-                "serve",
-                "--config",
-                str(config),
-                "--port",
-                str(port),
-                "--workers",
-                "2",
-            ],
-            env=env,
-            start_new_session=True,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                assert proc.poll() is None, "tokenlean serve --workers 2 exited"
-                try:
-                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
+        with launch("tokenlean", "serve", "--config", str(config), "--workers", "2") as gateway:
+            url = gateway.url
             answers = [
                 httpx.post(
                     f"{url}/v1/chat/completions",
@@ -138,10 +77,3 @@ def test_workers_serve_from_one_config(tmp_path: Path) -> None:
                 f"echo: q{i}" for i in range(6)
             ]
             assert len(upstream.stub.requests) == 6
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)

@@ -9,21 +9,17 @@ process receives its next turn.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from tokenlean.gateway import hash_key
 from tokenlean.gateway.stub import StubServer
-from tokenlean.server import free_port
 
 KEY = "tl-shared-test-key"
 
@@ -56,54 +52,15 @@ budget = {{ requests_per_day = 6 }}
 
 @pytest.fixture(scope="module")
 def gateways(
-    redis_stack: str, tmp_path_factory: pytest.TempPathFactory
+    redis_stack: str, tmp_path_factory: pytest.TempPathFactory, launch: Any
 ) -> Iterator[tuple[str, str, list[StubServer], str, str]]:
     prefix = f"tokenlean:gwtest:{uuid.uuid4().hex[:8]}:"
     with StubServer() as s1, StubServer() as s2:
         path = tmp_path_factory.mktemp("shared") / "tokenlean.toml"
         path.write_text(_config(redis_stack, [s1, s2], prefix))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENLEAN_")}
-        procs, urls = [], []
-        try:
-            for _ in range(2):
-                port = free_port()
-                procs.append(
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "tokenlean",
-                            "serve",
-                            "--config",
-                            str(path),
-                            "--port",
-                            str(port),
-                        ],
-                        env=env,
-                        start_new_session=True,
-                    )
-                )
-                urls.append(f"http://127.0.0.1:{port}")
-            for proc, url in zip(procs, urls, strict=True):
-                deadline = time.monotonic() + 60
-                while True:
-                    assert proc.poll() is None, "a gateway process exited while starting"
-                    assert time.monotonic() < deadline, "a gateway process did not become ready"
-                    try:
-                        if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        time.sleep(0.2)
-            yield urls[0], urls[1], [s1, s2], redis_stack, prefix
-        finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(10)
+        serve = ("tokenlean", "serve", "--config", str(path))
+        with launch(*serve) as one, launch(*serve) as two:
+            yield one.url, two.url, [s1, s2], redis_stack, prefix
 
 
 def post(url: str, text: str, **kw: object) -> httpx.Response:

@@ -35,6 +35,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from tokenlean.errors import GatewayError, InputError
 from tokenlean.gateway.anthropic_cache import with_breakpoints
+from tokenlean.gateway.keys import call_tags, tenant_of
+from tokenlean.gateway.pipeline import bypass_requested
 from tokenlean.gateway.upstream import Replica
 from tokenlean.types import Request
 
@@ -557,10 +559,9 @@ class _Passthrough:
     ) -> None:
         self.gateway, self.http, self.body, self.key, self.route = gateway, http, body, key, route
         h = http.headers
-        self.tenant = (key.tenant or key.name) if key is not None else None
+        self.tenant = tenant_of(key)
         self.task = h.get("x-tokenlean-task") or _user_id(body) or h.get("x-tokenlean-session") or None
-        self.tags = {"key": key.name if key is not None else "anonymous", "route": route.match}
-        self.tags |= {"tenant": self.tenant} if self.tenant is not None else {}
+        self.tags = call_tags(key, route)
         self.target = route.targets[0]
         self.started = time.time()
         self.stream = body.get("stream") is True
@@ -600,17 +601,13 @@ class _Passthrough:
             return None  # a server tool, a document block: not cached
 
     async def run(self) -> Response:
-        levers = self.gateway.levers
-        state = "bypass"
-        bypass = self.http.headers.get("x-tokenlean-bypass", "").strip().lower() in ("1", "true", "yes")
-        if self.route.cache and not bypass and levers.cache is not None:
-            request = self._cache_key()
-            if request is not None and levers.cache.sampling(request) is None:
-                result = await run_in_threadpool(levers.lookup, request, self.tenant)
-                if result is not None:
-                    state, self.request = "miss", request
-                    if result.hit:
-                        return self._replay(result)
+        bypass = bypass_requested(self.http.headers)
+        request = self._cache_key() if self.route.cache and not bypass else None
+        state, result = await self.gateway.look_up(self.route, request, self.tenant, bypass)
+        if result is not None:
+            self.request = request
+            if result.hit:
+                return self._replay(result)
         headers = _state(state, self.target)
         pool = self.gateway.pool
         candidates = pool.candidates(self.target, self.route.fallbacks, None, False)

@@ -42,8 +42,8 @@ from starlette.routing import Route
 from tokenlean import __version__
 from tokenlean.errors import GatewayError, InputError, UnknownHandleError
 from tokenlean.gateway.config import GatewayConfig, KeyConfig, RouteConfig, load_config
-from tokenlean.gateway.keys import Budgets, KeyRing
-from tokenlean.gateway.pipeline import Levers, Shaped
+from tokenlean.gateway.keys import Budgets, KeyRing, call_tags, tenant_of
+from tokenlean.gateway.pipeline import Levers, Shaped, bypass_requested
 from tokenlean.gateway.upstream import Replica, StreamOutcome, UpstreamPool, error_body
 from tokenlean.metering import UNTRACKED, UsageRecord, to_prometheus
 from tokenlean.metering.exporters import prometheus_text
@@ -185,9 +185,9 @@ class Gateway:
         self, body: dict[str, Any], h: Mapping[str, str], key: KeyConfig | None, route: RouteConfig
     ) -> Response:
         """The pipeline for one OpenAI chat body from an admitted caller (JSON or SSE response)."""
-        bypass = h.get("x-tokenlean-bypass", "").strip().lower() in ("1", "true", "yes")
+        bypass = bypass_requested(h)
         session = h.get("x-tokenlean-session") or None
-        tenant = (key.tenant or key.name) if key is not None else None
+        tenant = tenant_of(key)
         try:
             request = Request.from_openai(body, metadata={"tenant": tenant} if tenant else None)
         except InputError as exc:
@@ -200,8 +200,7 @@ class Gateway:
             tenant=tenant,
             session=session,
             task=h.get("x-tokenlean-task") or session,
-            tags={"key": key.name if key is not None else "anonymous", "route": route.match}
-            | ({"tenant": tenant} if tenant is not None else {}),
+            tags=call_tags(key, route),
             stream=stream,
             relay_usage=bool((body.get("stream_options") or {}).get("include_usage")) if stream else True,
         )
@@ -212,14 +211,9 @@ class Gateway:
         if self.config.server.log_prompts:
             log.info("request %s: %s", call.tags, json.dumps(body.get("messages"))[:4000])
 
-        cache_state = "bypass"
-        use_cache = route.cache and not bypass and self.levers.cache is not None
-        if use_cache and self.levers.cache.sampling(request) is None:
-            result = await run_in_threadpool(self.levers.lookup, request, tenant)
-            if result is not None:
-                cache_state = "miss"
-                if result.hit:
-                    return self._replay(result, call)
+        cache_state, result = await self.look_up(route, request, tenant, bypass)
+        if result is not None and result.hit:
+            return self._replay(result, call)
 
         if bypass or not (route.layout or route.compaction or route.rules):
             shaped = Shaped(
@@ -268,6 +262,24 @@ class Gateway:
             media_type=answer.headers.get("content-type", "application/json"),
         )
 
+    async def look_up(
+        self, route: RouteConfig, request: Request | None, tenant: str | None, bypass: bool
+    ) -> tuple[str, Any]:
+        """``("miss", result)`` when the cache was consulted (``result.hit`` says whether it
+        answered), else ``("bypass", None)``: cache off for the route, bypass asked, a request
+        the cache cannot key (None) or a sampled one, or a cache that failed (logged)."""
+        cache = self.levers.cache
+        if (
+            not route.cache
+            or bypass
+            or cache is None
+            or request is None
+            or cache.sampling(request) is not None
+        ):
+            return "bypass", None
+        result = await run_in_threadpool(self.levers.lookup, request, tenant)
+        return ("bypass", None) if result is None else ("miss", result)
+
     def _record(
         self,
         call: _Call,
@@ -279,32 +291,21 @@ class Gateway:
     ) -> None:
         """The ledger entry of an upstream call, charged to the key's budget."""
         with call.traced():
-            tokens, cost = self._ledger_entry(call, model, usage, replica, first_token_at, extra)
+            tokens, cost = self.levers.record(
+                model=model,
+                usage=usage,
+                endpoint=replica.base_url if replica is not None else None,
+                task=call.task,
+                tags={**call.tags, "target": call.shaped.target if call.shaped else "-"},
+                started_at=call.started,
+                first_token_at=first_token_at,
+                extra={
+                    "request_model": call.body["model"],
+                    "tokens_saved": call.shaped.tokens_saved if call.shaped else 0,
+                    **extra,
+                },
+            )
         self.budgets.charge(call.key, tokens, cost)
-
-    def _ledger_entry(
-        self,
-        call: _Call,
-        model: str,
-        usage: Any,
-        replica: Replica | None,
-        first_token_at: float | None,
-        extra: dict[str, Any],
-    ) -> tuple[int, Any]:
-        return self.levers.record(
-            model=model,
-            usage=usage,
-            endpoint=replica.base_url if replica is not None else None,
-            task=call.task,
-            tags={**call.tags, "target": call.shaped.target if call.shaped else "-"},
-            started_at=call.started,
-            first_token_at=first_token_at,
-            extra={
-                "request_model": call.body["model"],
-                "tokens_saved": call.shaped.tokens_saved if call.shaped else 0,
-                **extra,
-            },
-        )
 
     async def _relay(
         self, chunks: AsyncIterator[bytes], outcome: StreamOutcome, call: _Call

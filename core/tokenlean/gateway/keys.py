@@ -23,12 +23,24 @@ from decimal import Decimal
 from tokenlean.errors import AuthError, BudgetExceeded
 from tokenlean.gateway.config import KeyConfig, RouteConfig
 
-__all__ = ["Budgets", "KeyRing", "hash_key", "new_key"]
+__all__ = ["Budgets", "KeyRing", "call_tags", "hash_key", "new_key", "tenant_of"]
 
 
 def hash_key(key: str) -> str:
     """The digest a config stores for ``key``."""
     return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def tenant_of(key: KeyConfig | None) -> str | None:
+    """The tenant a key's requests are scoped to (its name unless it names one; None: open gateway)."""
+    return (key.tenant or key.name) if key is not None else None
+
+
+def call_tags(key: KeyConfig | None, route: RouteConfig) -> dict[str, str]:
+    """The ledger tags of a call: who made it (key, tenant) and which route took it."""
+    tags = {"key": key.name if key is not None else "anonymous", "route": route.match}
+    tenant = tenant_of(key)
+    return tags | ({"tenant": tenant} if tenant is not None else {})
 
 
 def new_key() -> tuple[str, str]:

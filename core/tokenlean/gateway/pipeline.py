@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -30,9 +31,14 @@ from tokenlean.gateway.config import GatewayConfig, RouteConfig
 from tokenlean.metering import JsonlSink, Ledger, Meter, PriceTable
 from tokenlean.types import Request, Response
 
-__all__ = ["Levers", "Shaped"]
+__all__ = ["Levers", "Shaped", "bypass_requested"]
 
 log = logging.getLogger("tokenlean.gateway")
+
+
+def bypass_requested(headers: Mapping[str, str]) -> bool:
+    """``x-tokenlean-bypass: 1`` (or true/yes): every lever off for this request."""
+    return headers.get("x-tokenlean-bypass", "").strip().lower() in ("1", "true", "yes")
 
 
 @dataclass

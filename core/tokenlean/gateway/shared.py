@@ -38,19 +38,6 @@ __all__ = ["Background", "RedisBudgets", "RedisSticky", "RedisUsage", "redis_cli
 log = logging.getLogger("tokenlean.gateway")
 
 _NANO = Decimal(1_000_000_000)
-_FIELDS = (
-    "calls",
-    "cache_hits",
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "cost_nanousd",
-    "priced_calls",
-    "unpriced_calls",
-    "tokens_saved",
-)
 
 # KEYS[1] = the key's counters for today; ARGV = limits (-1: none) for requests, tokens, nano-USD
 _ADMIT = """
@@ -239,30 +226,22 @@ class RedisUsage:
 
     def summaries(self, kind: str, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
         """``{name: summary dict}`` for ``kind`` in ``key``/``task``/``model`` (every one known, or ``names``)."""
-        names = self._members(f"{kind}s") if names is None else names
-        pipe = self.client.pipeline(transaction=False)
-        for name in names:
-            pipe.hgetall(self._hash(kind, name))
-        out: dict[str, dict[str, Any]] = {}
-        for name, raw in zip(names, pipe.execute(), strict=True):
-            if not raw:  # expired
-                continue
-            s = self.summary(name, {k.decode(): int(v) for k, v in raw.items()})
-            out[name] = {**s.to_dict(), "tokens_saved": int(raw.get(b"tokens_saved", 0))}
-        return out
+        return {
+            name: {**self.summary(name, c).to_dict(), "tokens_saved": c.get("tokens_saved", 0)}
+            for name, c in self._counters(kind, names).items()
+        }
 
     def tasks_of(self, key: str) -> list[str]:
         return self._members(f"tasks-of:{key}")
 
     def by_model(self) -> dict[tuple[str, ...], TaskSummary]:
         """Per model, for the Prometheus exposition."""
-        return {
-            (name,): self.summary(name, {k: v for k, v in d.items() if k in _FIELDS and isinstance(v, int)})
-            for name, d in self._raw("model").items()
-        }
+        return {(name,): self.summary(name, c) for name, c in self._counters("model").items()}
 
-    def _raw(self, kind: str) -> dict[str, dict[str, int]]:
-        names = self._members(f"{kind}s")
+    def _counters(self, kind: str, names: list[str] | None = None) -> dict[str, dict[str, int]]:
+        """The counters of each name (every one known, or ``names``), in one round trip; a name
+        whose hash expired is left out."""
+        names = self._members(f"{kind}s") if names is None else names
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(self._hash(kind, name))
